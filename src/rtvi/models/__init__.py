@@ -1,0 +1,1 @@
+"""Model layer: protocols, the backend registry and the backends themselves."""

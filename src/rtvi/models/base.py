@@ -1,0 +1,43 @@
+"""The protocols every model backend implements. The engine only talks to these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from rtvi.media.types import Frame
+
+Vectors = npt.NDArray[np.float32]  # (n, dim), each row L2-normalised
+
+
+class ModelLoadError(Exception):
+    """The configured model could not be found or loaded; the message says what to fix."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Video chunks (lists of RGB frames) and texts -> vectors in one space."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def owned_by(self) -> str: ...
+    @property
+    def frames_per_chunk(self) -> int:
+        """How many frames the sampler should take per chunk (Cosmos-Embed1: 8)."""
+        ...
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(width, height) the sampler should resize frames to, or None to keep them as decoded."""
+        ...
+
+    def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:
+        """One vector per clip. Clips may hold fewer frames than frames_per_chunk (images, tails)."""
+        ...
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors: ...
