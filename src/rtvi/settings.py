@@ -54,8 +54,12 @@ class Settings(BaseSettings):
     asset_storage_dir: Path = Field(Path("/tmp/assets"), validation_alias="ASSET_STORAGE_DIR")
     max_asset_storage_size_gb: float | None = Field(8, validation_alias="MAX_ASSET_STORAGE_SIZE_GB")
     asset_max_age_hours: float = Field(0, validation_alias="ASSET_MAX_AGE_HOURS", ge=0)
+    asset_download_max_file_size_gb: float = Field(8, validation_alias="ASSET_DOWNLOAD_MAX_FILE_SIZE_GB", gt=0)
     # Largest multipart upload we accept (the reference is bounded only by its tmpfs, 8 GB).
     max_upload_size_gb: float = Field(8, validation_alias="RTVI_MAX_UPLOAD_SIZE_GB", gt=0)
+    # Comma-separated directories that `filename` registrations and file:// URLs may point into (realpath).
+    # Empty = registering server paths is disabled (403), as the reference does for file:// URLs.
+    file_url_allowed_dirs: str = Field("", validation_alias="FILE_URL_ALLOWED_DIRS")
     skip_media_verification: bool = Field(False, validation_alias="VSS_SKIP_INPUT_MEDIA_VERIFICATION")
 
     # --- live streams (RTSP) --------------------------------------------------------------------
@@ -87,6 +91,10 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_means_default(cls, v: object) -> object:
         return 2000 if v in ("", None) else v
+
+    @property
+    def allowed_local_dirs(self) -> list[Path]:
+        return [Path(os.path.realpath(d.strip())) for d in self.file_url_allowed_dirs.split(",") if d.strip()]
 
     @property
     def auto_batch_size(self) -> int:

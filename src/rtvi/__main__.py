@@ -1,0 +1,3 @@
+from rtvi.cli import app
+
+app()

@@ -1,0 +1,267 @@
+"""Embedding routes: /v1/generate_video_embeddings, /v1/generate_text_embeddings (spec §4.1-4.6), and the
+OpenAI / Cosmos-Embed1-NIM style /v1/embeddings (the protocol our `remote` backend speaks)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from rtvi.api.schemas import (
+    ChunkResponse,
+    EmbeddingItem,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingsUsage,
+    MediaInfoOffset,
+    MediaInfoTimestamp,
+    TextEmbedding,
+    TextEmbeddingsCompletionResponse,
+    TextEmbeddingsQuery,
+    VideoEmbeddingsCompletionResponse,
+    VideoEmbeddingsQuery,
+)
+from rtvi.api.state import ServiceState, get_state
+from rtvi.assets.datauri import decode_data_uri
+from rtvi.assets.registry import Asset
+from rtvi.engine.jobs import ChunkingParams, FileEmbeddingJob, plan_video
+from rtvi.engine.results import ChunkResult
+from rtvi.engine.times import chunk_time
+from rtvi.errors import ApiError
+from rtvi.media.probe import probe
+from rtvi.media.types import ChunkSpec, MediaError
+from rtvi.sinks.sse import sse_response
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["Embeddings"])
+
+VIDEO_FAILED = "Failed to generate video embeddings."
+
+
+class VideoRequest:
+    """One accepted generate_video_embeddings request: its assets, plan and response formatting."""
+
+    def __init__(self, state: ServiceState, query: VideoEmbeddingsQuery, received_at: float) -> None:
+        self.state = state
+        self.query = query
+        self.received_at = received_at
+        self.request_id = str(uuid.uuid4())
+        self.batcher = state.require_batcher(query.model)
+        if query.url is not None:
+            raise ApiError(501, "NotImplemented", "Ingestion from 'url' is not supported yet; upload via /v1/files")
+        self.assets: list[Asset] = [state.store.get_any(str(i)) for i in query.ids]
+        if any(a.is_live for a in self.assets):
+            raise ApiError.bad_parameters("Only streaming output is supported for live-streams")
+        if len(self.assets) > 1 and any(a.media_type != "image" for a in self.assets):
+            raise ApiError.bad_parameters("Only image files supported")
+        self.creation_time = query.creation_time or self.assets[0].creation_time
+        self.is_video = self.assets[0].media_type == "video"
+        self.chunks: list[ChunkSpec] = []
+
+    async def plan(self) -> None:
+        if not self.is_video:
+            return
+        asset = self.assets[0]
+        mi = self.query.media_info
+        params = ChunkingParams(
+            chunk_duration=self.query.chunk_duration,
+            overlap=self.query.chunk_overlap_duration,
+            start_offset=mi.start_offset if mi else 0,
+            end_offset=mi.end_offset if mi else None,
+        )
+        meta = asset.meta
+        try:
+            self.chunks = await asyncio.to_thread(
+                plan_video, Path(asset.path), params, meta.get("duration_s"), meta.get("fps")
+            )
+        except ValueError as exc:
+            raise ApiError.bad_parameters(str(exc)) from exc
+        except MediaError as exc:
+            raise ApiError.invalid_file() from exc
+
+    def job(self) -> FileEmbeddingJob:
+        common = {"batcher": self.batcher, "decode_pool": self.state.decode_pool, "received_at": self.received_at}
+        if self.is_video:
+            return FileEmbeddingJob(video=Path(self.assets[0].path), chunks=self.chunks, **common)  # type: ignore[arg-type]
+        return FileEmbeddingJob(images=[Path(a.path) for a in self.assets], **common)  # type: ignore[arg-type]
+
+    def media_info(self, start_s: float, end_s: float) -> MediaInfoOffset | MediaInfoTimestamp:
+        if self.creation_time:
+            return MediaInfoTimestamp(
+                start_timestamp=chunk_time(start_s, self.creation_time),
+                end_timestamp=chunk_time(end_s, self.creation_time),
+            )
+        return MediaInfoOffset(start_offset=int(start_s), end_offset=math.ceil(end_s))
+
+    def chunk_response(self, r: ChunkResult) -> ChunkResponse:
+        return ChunkResponse(
+            start_time=chunk_time(r.start_s, self.creation_time),
+            end_time=chunk_time(r.end_s, self.creation_time),
+            embeddings=r.vector.tolist(),
+            decode_latency_ms=round(r.decode_latency_s * 1000, 3),
+            inference_latency_ms=round(r.inference_latency_s * 1000, 3),
+            chunk_latency_ms=round(r.chunk_latency_s * 1000, 3),
+            queue_time_s=round(r.queue_time_s, 6),
+            processing_latency_s=round(r.chunk_latency_s, 6),
+            frame_count=r.frame_count,
+        )
+
+    def usage(self, chunks_done: int) -> EmbeddingsUsage:
+        return EmbeddingsUsage(
+            query_processing_time=round(time.time() - self.received_at), total_chunks_processed=chunks_done
+        )
+
+    def header(self) -> dict[str, Any]:
+        return {"id": self.request_id, "model": self.batcher.embedder.id, "created": int(self.received_at)}
+
+    async def results(self) -> AsyncIterator[ChunkResult]:
+        ids = [a.id for a in self.assets]
+        with self.state.store.registry.using(ids):
+            async for r in self.job().results():
+                yield r
+
+    def range(self) -> tuple[float, float]:
+        if not self.chunks:
+            return 0.0, 0.0
+        return self.chunks[0].start_s, max(c.end_s for c in self.chunks)
+
+
+@router.post(
+    "/v1/generate_video_embeddings",
+    response_model=VideoEmbeddingsCompletionResponse,
+    response_model_exclude_none=False,
+)
+async def generate_video_embeddings(
+    query: VideoEmbeddingsQuery, state: ServiceState = Depends(get_state)
+) -> Response:
+    """Embeddings per chunk for a video file, one image or several images (one chunk); JSON or SSE."""
+    req = VideoRequest(state, query, time.time())
+    await req.plan()
+    if query.stream:
+        return sse_response(_stream_events(req))
+    results: list[ChunkResult] = []
+    try:
+        async for r in req.results():
+            results.append(r)
+    except ApiError:
+        raise
+    except Exception as exc:
+        log.exception("video embeddings failed for request %s", req.request_id)
+        raise ApiError(500, "InternalServerError", VIDEO_FAILED) from exc
+    body = VideoEmbeddingsCompletionResponse(
+        **req.header(),
+        media_info=req.media_info(*req.range()),
+        usage=req.usage(len(results)),
+        chunk_responses=[req.chunk_response(r) for r in results],
+    )
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+async def _stream_events(req: VideoRequest) -> AsyncIterator[dict[str, Any]]:
+    include_usage = bool(req.query.stream_options and req.query.stream_options.include_usage)
+    done = 0
+    try:
+        async for r in req.results():
+            done += 1
+            yield {
+                **req.header(),
+                "media_info": req.media_info(r.start_s, r.end_s).model_dump(mode="json"),
+                "chunk_responses": [req.chunk_response(r).model_dump(mode="json")],
+                "usage": req.usage(done).model_dump() if include_usage else None,
+            }
+    except Exception:
+        log.exception("video embeddings failed for request %s", req.request_id)
+        yield {**req.header(), "usage": None}
+        return
+    if include_usage:
+        yield {**req.header(), "media_info": None, "usage": req.usage(done).model_dump()}
+
+
+@router.post("/v1/generate_text_embeddings", response_model=TextEmbeddingsCompletionResponse)
+async def generate_text_embeddings(
+    query: TextEmbeddingsQuery, state: ServiceState = Depends(get_state)
+) -> TextEmbeddingsCompletionResponse:
+    batcher = state.require_batcher(query.model)
+    texts = query.texts
+    if not texts or any(not t.strip() for t in texts):
+        raise ApiError.bad_parameters("Text input must not be empty")
+    created = int(time.time())
+    try:
+        vectors = await batcher.embed_texts(texts)
+        if len(vectors) != len(texts):
+            raise RuntimeError(f"model returned {len(vectors)} vectors for {len(texts)} texts")
+    except Exception as exc:
+        log.exception("text embeddings failed")
+        raise ApiError(500, "TextEmbeddingsError", "Failed to generate text embeddings.") from exc
+    return TextEmbeddingsCompletionResponse(
+        id=uuid.uuid4(),
+        created=created,
+        model=batcher.embedder.id,
+        data=[TextEmbedding(text_input=t, embeddings=v.tolist()) for t, v in zip(texts, vectors, strict=True)],
+    )
+
+
+VIDEO_REQUEST_TYPES = {"bulk_video", "video", "image"}
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["OpenAI compatible"])
+async def embeddings(body: EmbeddingsRequest, state: ServiceState = Depends(get_state)) -> EmbeddingsResponse:
+    """OpenAI / Cosmos-Embed1 NIM embeddings: texts (`query`, `bulk_text`) or videos and images given as
+    `data:` URIs (`bulk_video`); each video is embedded as one chunk."""
+    batcher = state.require_batcher(body.model)
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    if not inputs or any(not s.strip() for s in inputs):
+        raise ApiError.bad_parameters("Input must not be empty")
+    if body.request_type in VIDEO_REQUEST_TYPES or (body.request_type is None and inputs[0].startswith("data:")):
+        vectors = [await _embed_media_uri(state, uri) for uri in inputs]
+        matrix = np.stack(vectors) if vectors else np.zeros((0, batcher.embedder.dim), np.float32)
+    else:
+        if any(len(s) > 100_000 for s in inputs):
+            raise ApiError.bad_parameters("Text input is too long")
+        matrix = await batcher.embed_texts(inputs)
+    items = [
+        EmbeddingItem(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(matrix)
+    ]
+    tokens = sum(len(s.split()) for s in inputs) if body.request_type not in VIDEO_REQUEST_TYPES else 0
+    return EmbeddingsResponse(
+        data=items, model=batcher.embedder.id, usage={"prompt_tokens": tokens, "total_tokens": tokens}
+    )
+
+
+def _encode(v: np.ndarray, fmt: str) -> list[float] | str:
+    if fmt == "base64":  # the openai client's default: little-endian float32
+        return base64.b64encode(v.astype("<f4").tobytes()).decode()
+    return [float(x) for x in v]
+
+
+async def _embed_media_uri(state: ServiceState, uri: str) -> np.ndarray:
+    if not uri.startswith("data:"):
+        raise ApiError(400, "InvalidDataUrl", "Video and image inputs must be data: URLs")
+    batcher = state.require_batcher()
+    tmp = state.store.storage.new_tmp_dir()
+    try:
+        max_bytes = int(state.settings.asset_download_max_file_size_gb * 2**30)
+        path, _ = await asyncio.to_thread(decode_data_uri, uri, tmp, "input", max_bytes)
+        try:
+            info = await asyncio.to_thread(probe, path)
+        except MediaError as exc:
+            raise ApiError.invalid_file() from exc
+        if info.kind == "image":
+            job = FileEmbeddingJob(batcher=batcher, decode_pool=state.decode_pool, images=[path])
+        else:
+            chunks = await asyncio.to_thread(plan_video, path, ChunkingParams(), info.duration_s, info.fps)
+            job = FileEmbeddingJob(batcher=batcher, decode_pool=state.decode_pool, video=path, chunks=chunks)
+        results = [r async for r in job.results()]
+        return results[0].vector
+    finally:
+        state.store.storage.discard(tmp)

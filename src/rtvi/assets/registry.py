@@ -1,0 +1,169 @@
+"""The asset registry: one SQLite table under the storage directory, so registrations survive a restart.
+
+Files (uploads and registered server paths) and live streams are both assets; live streams keep their
+connection details in `meta`. Use counts (an asset being processed cannot be deleted) and id
+reservations (ids are claimed before any slow ingest) live in memory: they describe running work.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rtvi.errors import ApiError
+
+AssetKind = Literal["file", "live"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    path TEXT NOT NULL,
+    owns_dir INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    creation_time TEXT,
+    sensor_name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    meta TEXT NOT NULL
+);
+"""
+
+
+@dataclass(slots=True)
+class Asset:
+    id: str
+    kind: AssetKind
+    media_type: Literal["video", "image"]
+    filename: str
+    path: str  # the media on disk (files) or the URL without credentials (live)
+    owns_dir: bool  # True when the asset has its own directory that deleting it removes
+    bytes: int = 0
+    creation_time: str | None = None
+    sensor_name: str = ""
+    created_at: float = field(default_factory=time.time)
+    meta: dict[str, Any] = field(default_factory=dict)  # probe results (fps, duration), stream details
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind == "live"
+
+
+class AssetRegistry:
+    def __init__(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection guarded by a lock: writes are rare and tiny; WAL keeps readers cheap.
+        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._lock = threading.RLock()
+        self._reserved: set[str] = set()
+        self._in_use: Counter[str] = Counter()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- reads ----------------------------------------------------------------------------------
+    def get(self, asset_id: str) -> Asset | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
+        return _row_to_asset(row) if row else None
+
+    def list(self, kind: AssetKind | None = None) -> list[Asset]:
+        with self._lock:
+            if kind is None:
+                rows = self._db.execute("SELECT * FROM assets ORDER BY created_at").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM assets WHERE kind = ? ORDER BY created_at", (kind,)
+                ).fetchall()
+        return [_row_to_asset(r) for r in rows]
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM assets")}
+
+    # --- writes ---------------------------------------------------------------------------------
+    @contextmanager
+    def reserve(self, asset_id: str, duplicate_code: str = "DuplicateAssetId") -> Iterator[None]:
+        """Claim an id for the duration of an ingest; a concurrent or existing claim gets 409."""
+        with self._lock:
+            if asset_id in self._reserved or self.get(asset_id) is not None:
+                noun = "Stream" if duplicate_code == "DuplicateStreamId" else "Asset"
+                raise ApiError(409, duplicate_code, f"{noun} with id '{asset_id}' already exists")
+            self._reserved.add(asset_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved.discard(asset_id)
+
+    def add(self, asset: Asset) -> None:
+        d = asdict(asset)
+        d["owns_dir"] = int(asset.owns_dir)
+        d["meta"] = json.dumps(asset.meta)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO assets VALUES (:id, :kind, :media_type, :filename, :path, :owns_dir, :bytes,"
+                " :creation_time, :sensor_name, :created_at, :meta)",
+                d,
+            )
+
+    def update_meta(self, asset_id: str, meta: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("UPDATE assets SET meta = ? WHERE id = ?", (json.dumps(meta), asset_id))
+
+    def remove(self, asset_id: str) -> None:
+        with self._lock:
+            if self._in_use[asset_id] > 0:
+                raise ApiError(409, "ResourceInUse", f"Resource {asset_id} is in use")
+            self._db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
+
+    # --- use counts -----------------------------------------------------------------------------
+    @contextmanager
+    def using(self, asset_ids: list[str]) -> Iterator[None]:
+        """Mark assets in use while a request processes them, so they cannot be deleted under it."""
+        with self._lock:
+            missing = [a for a in asset_ids if self.get(a) is None]
+            if missing:
+                raise ApiError(503, "DependencyError", f"Asset {missing[0]} was removed before it could be used")
+            self._in_use.update(asset_ids)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_use.subtract(asset_ids)
+                for a in asset_ids:
+                    if self._in_use[a] <= 0:
+                        del self._in_use[a]
+
+    def in_use(self, asset_id: str) -> bool:
+        with self._lock:
+            return self._in_use[asset_id] > 0
+
+
+def _row_to_asset(row: tuple[Any, ...]) -> Asset:
+    (id_, kind, media_type, filename, path, owns_dir, nbytes, ctime, sensor, created_at, meta) = row
+    return Asset(
+        id=id_,
+        kind=kind,
+        media_type=media_type,
+        filename=filename,
+        path=path,
+        owns_dir=bool(owns_dir),
+        bytes=nbytes,
+        creation_time=ctime,
+        sensor_name=sensor,
+        created_at=created_at,
+        meta=json.loads(meta),
+    )

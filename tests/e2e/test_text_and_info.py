@@ -1,0 +1,86 @@
+"""Text embeddings, the OpenAI-compatible /v1/embeddings, and the health/info routes over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+import openai
+
+from tests.servers import RtviServer
+
+
+def test_text_embeddings_single_and_list(client: httpx.Client, model_id: str) -> None:
+    one = client.post("/v1/generate_text_embeddings", json={"text_input": "a forklift", "model": model_id})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["model"] == model_id and [d["text_input"] for d in body["data"]] == ["a forklift"]
+    many = client.post(
+        "/v1/generate_text_embeddings", json={"text_input": ["a cat", "a forklift"], "model": model_id}
+    ).json()
+    assert [d["text_input"] for d in many["data"]] == ["a cat", "a forklift"]
+    # The same text gives the same vector whether sent alone or in a batch.
+    np.testing.assert_allclose(body["data"][0]["embeddings"], many["data"][1]["embeddings"], atol=1e-5)
+    assert abs(np.linalg.norm(many["data"][0]["embeddings"]) - 1) < 1e-4
+
+
+def test_text_limits(client: httpx.Client, model_id: str) -> None:
+    def post(text: object, model: str = model_id) -> httpx.Response:
+        return client.post("/v1/generate_text_embeddings", json={"text_input": text, "model": model})
+
+    assert post("").json()["code"] == "BadParameters"
+    assert post([]).json()["code"] == "BadParameters"
+    assert post(["ok", "  "]).status_code == 400
+    assert post("x" * 1001).status_code == 422
+    assert post(["x"] * 101).status_code == 422
+    assert post("a cat", "other-model").json() == {"code": "BadParameters", "message": "No such model 'other-model'"}
+    assert client.post("/v1/generate_text_embeddings", json={"text_input": "a"}).status_code == 422
+
+
+def test_openai_sdk_embeddings(server: RtviServer, model_id: str, client: httpx.Client) -> None:
+    sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    res = sdk.embeddings.create(model=model_id, input=["a cat", "a rocket"])  # base64 by default
+    assert [d.index for d in res.data] == [0, 1]
+    ours = client.post("/v1/generate_text_embeddings", json={"text_input": ["a cat"], "model": model_id}).json()
+    np.testing.assert_allclose(res.data[0].embedding, ours["data"][0]["embeddings"], atol=1e-5)
+    floats = sdk.embeddings.create(model=model_id, input="a cat", encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, res.data[0].embedding, atol=1e-6)
+
+
+def test_embeddings_bulk_video_data_uri(server: RtviServer, model_id: str, media, client: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    uri = "data:image/jpeg;base64," + base64.b64encode(media["cat_jpg"].read_bytes()).decode()
+    r = client.post(
+        "/v1/embeddings",
+        json={"input": [uri], "model": model_id, "request_type": "bulk_video", "encoding_format": "float"},
+    )
+    assert r.status_code == 200, r.text
+    vec = r.json()["data"][0]["embedding"]
+    assert abs(np.linalg.norm(vec) - 1) < 1e-4
+    bad = client.post(
+        "/v1/embeddings", json={"input": ["data:video/mp4;base64,@@@"], "model": model_id, "request_type": "bulk_video"}
+    )
+    assert bad.status_code == 400 and bad.json()["code"] == "InvalidDataUrl"
+
+
+def test_health_and_info(client: httpx.Client, model_id: str) -> None:
+    ready = client.get("/v1/ready")
+    assert ready.status_code == 200 and ready.text == "Service is healthy"
+    detailed = client.get("/v1/ready", params={"detailed": "true"}).json()
+    assert detailed["healthy"] is True and detailed["checks"]["model"]["id"] == model_id
+    assert detailed["uptime_seconds"] > 0
+    assert client.get("/v1/live").status_code == 200
+    assert "ready" in client.get("/v1/startup").text
+    assert "version" in client.get("/v1/metadata").json()
+    assert client.get("/v1/version").json()["api"] == "3.1.0"
+    assert client.get("/v1/manifest").json()["model"] == model_id
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and len(models["data"]) == 1 and models["audio_support"] is False
+    assert models["data"][0]["dimension"] > 0
+    metrics = client.get("/v1/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert "system_uptime_seconds" in metrics.text
+    assert client.get("/docs").status_code == 200
+    assert "/v1/generate_video_embeddings" in client.get("/openapi.json").json()["paths"]
+    stats = client.get("/v1/assets/stats").json()
+    assert {"asset_count", "max_storage_usage_gb", "oldest_asset_age_hours"} <= set(stats)
