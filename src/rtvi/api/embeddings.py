@@ -40,6 +40,7 @@ from rtvi.engine.times import chunk_time
 from rtvi.errors import ApiError
 from rtvi.media.probe import probe
 from rtvi.media.types import ChunkSpec, MediaError
+from rtvi.models.embedders.remote import decode_frames_item, is_frames_item
 from rtvi.sinks.sse import sse_response
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,13 @@ def _encode(v: np.ndarray, fmt: str) -> list[float] | str:
 
 
 async def _embed_media_uri(state: ServiceState, uri: str) -> np.ndarray:
+    if is_frames_item(uri):  # the NIM's frames form, which our `remote` backend sends: one chunk per item
+        try:
+            frames = await asyncio.to_thread(decode_frames_item, uri)
+        except ValueError as exc:
+            raise ApiError(400, "InvalidDataUrl", str(exc)) from exc
+        vector, _ = await state.require_batcher().embed_clip(frames)
+        return vector
     if not uri.startswith("data:"):
         raise ApiError(400, "InvalidDataUrl", "Video and image inputs must be data: URLs")
     batcher = state.require_batcher()

@@ -1,0 +1,2 @@
+"""Embedder backends: bundled (offline label bridge), clip, cosmos-embed1, remote. Load them through
+`rtvi.models.registry.load_embedder`, which imports only the backend it needs."""

@@ -1,0 +1,150 @@
+"""What every embedder backend shares: clip shaping, frame resizing, vector normalisation, torch devices.
+
+Kept free of a module-level torch import so that the remote backend (HTTP only) stays light.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from rtvi.media.types import Frame
+from rtvi.models.base import ModelLoadError, Vectors
+
+if TYPE_CHECKING:
+    import torch
+
+T = TypeVar("T")
+
+# Below this norm a vector is treated as zero instead of being blown up to noise.
+_EPS = 1e-12
+
+
+def l2_normalize(x: npt.ArrayLike) -> Vectors:
+    """Rows scaled to unit length, as contiguous float32 (the `Vectors` contract)."""
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return np.ascontiguousarray(arr / np.maximum(norms, _EPS), dtype=np.float32)
+
+
+def empty_vectors(dim: int) -> Vectors:
+    return np.zeros((0, dim), dtype=np.float32)
+
+
+def check_clips(clips: Sequence[Sequence[Frame]]) -> None:
+    """Reject clips the models cannot embed, with a message naming the clip."""
+    for i, clip in enumerate(clips):
+        if len(clip) == 0:
+            raise ValueError(f"clip {i} has no frames")
+        for frame in clip:
+            if frame.ndim not in (2, 3) or frame.shape[0] == 0 or frame.shape[1] == 0:
+                raise ValueError(f"clip {i} holds a frame of shape {frame.shape}; expected HxWx3")
+
+
+def fit_clip(frames: Sequence[Frame], n: int) -> list[Frame]:
+    """Exactly n frames: short clips (images, tails) repeat their last frame, as the reference does;
+    long ones are subsampled uniformly so the whole chunk stays covered."""
+    if not frames:
+        raise ValueError("a clip needs at least one frame")
+    if len(frames) >= n:
+        idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
+        return [frames[i] for i in idx]
+    return [*frames, *([frames[-1]] * (n - len(frames)))]
+
+
+def to_pil(frame: Frame) -> Image.Image:
+    """RGB PIL image from an HxWx3 (or grayscale / RGBA) uint8 array."""
+    img = Image.fromarray(np.ascontiguousarray(frame))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def resize_frame(frame: Frame, size: tuple[int, int], *, crop: bool = False) -> Frame:
+    """Frame as RGB at size=(width, height).
+
+    crop=False stretches (what the sampler does with input_size, so content is never cut off);
+    crop=True resizes the short side and centre-crops (classic ImageNet evaluation).
+    Frames already at the size pass through untouched.
+    """
+    w, h = size
+    if frame.ndim == 3 and frame.shape[2] == 3 and frame.shape[0] == h and frame.shape[1] == w:
+        return frame
+    img = to_pil(frame)
+    if crop:
+        scale = max(w / img.width, h / img.height)
+        rw, rh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
+        img = img.resize((rw, rh), Image.Resampling.BICUBIC)
+        left, top = (rw - w) // 2, (rh - h) // 2
+        img = img.crop((left, top, left + w, top + h))
+    else:
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def pool_clips(per_frame: Vectors, counts: Sequence[int]) -> Vectors:
+    """One vector per clip: the mean of its (already normalised) frame vectors, renormalised.
+
+    Normalising each frame first gives every frame the same weight whatever its norm.
+    """
+    out, start = [], 0
+    for n in counts:
+        out.append(per_frame[start : start + n].mean(axis=0))
+        start += n
+    return l2_normalize(np.stack(out)) if out else empty_vectors(per_frame.shape[1])
+
+
+def model_id_for_dir(path: Path) -> str:
+    """The spec's model id for a local checkpoint: the lowercased directory name."""
+    return path.resolve().name.lower()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file, or {} when it is absent; a broken file is a load error."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} does not hold a JSON object")
+    return data
+
+
+def resolve_device(setting: str) -> torch.device:
+    """RTVI_DEVICE -> torch device: "auto" takes the GPU when there is one."""
+    import torch
+
+    choice = (setting or "auto").strip().lower()
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError as exc:
+        raise ModelLoadError(
+            f"RTVI_DEVICE={setting!r} is not a torch device (auto, cpu, cuda, cuda:N)"
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"RTVI_DEVICE={setting!r} asks for a GPU but torch sees none")
+    return device
+
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """Half precision on GPUs only (bf16 where supported): CPU half-precision kernels are slow or missing."""
+    import torch
+
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
