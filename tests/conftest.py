@@ -23,7 +23,12 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "clip35": make_clip(d / "clip35.mp4", seconds=35, fps=10, width=160, height=120, gop=50),
         "cat_rocket": make_clip_from_images(
-            d / "cat_rocket.mp4", [data.chelsea(), data.rocket()], seconds_each=10, fps=5, width=320, height=240
+            d / "cat_rocket.mp4",
+            [data.chelsea(), data.rocket()],
+            seconds_each=10,
+            fps=5,
+            width=320,
+            height=240,
         ),
         "cat_jpg": make_image(d / "cat.jpg", picture=data.chelsea()),
         "rocket_png": make_image(d / "rocket.png", fmt="PNG", picture=data.rocket()),
@@ -68,9 +73,7 @@ def model_id(server: RtviServer) -> str:
     return str(httpx.get(server.url + "/v1/models").json()["data"][0]["id"])
 
 
-def upload(
-    client: httpx.Client, path: Path, media_type: str = "video", **fields: str
-) -> httpx.Response:
+def upload(client: httpx.Client, path: Path, media_type: str = "video", **fields: str) -> httpx.Response:
     with open(path, "rb") as f:
         return client.post(
             "/v1/files",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 
 import typer
 
 app = typer.Typer(help="rtvi: real-time video intelligence services (RTVI v1 API).", no_args_is_help=True)
 
 
-class ServiceName(str, Enum):
+class ServiceName(StrEnum):
     embed = "embed"
 
 
@@ -35,7 +35,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper() or "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    application = create_app(service.value, settings)  # type: ignore[arg-type]
+    application = create_app(service.value, settings)
     uvicorn.run(
         application,
         host=host or settings.backend_host,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -48,10 +49,8 @@ def _validation_message(exc: RequestValidationError) -> str:
     loc = tuple(err.get("loc", ()))
     message = f"{loc}: {err.get('msg', 'invalid')}"
     if err.get("type") not in ("missing", "extra_forbidden") and "input" in err:
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             message += f" (input: {json.dumps(err['input'], default=str)[:200]})"
-        except (TypeError, ValueError):
-            pass
     return message
 
 

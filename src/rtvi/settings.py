@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     # Which backend: "custom"/"" = detect from MODEL_PATH; or bundled | clip | cosmos-embed1 | remote.
     model_to_use: str = Field("custom", validation_alias="VLM_MODEL_TO_USE")
     remote_embed_endpoint: str = Field("", validation_alias="REMOTE_EMBED_ENDPOINT")
-    remote_embed_model_name: str = Field("nvidia/cosmos-embed1", validation_alias="REMOTE_EMBED_ENDPOINT_MODEL_NAME")
+    remote_embed_model_name: str = Field(
+        "nvidia/cosmos-embed1", validation_alias="REMOTE_EMBED_ENDPOINT_MODEL_NAME"
+    )
     remote_embed_api_key: str = Field("", validation_alias="REMOTE_EMBED_ENDPOINT_API_KEY")
     remote_embed_timeout_s: float = Field(300, validation_alias="REMOTE_EMBED_ENDPOINT_TIMEOUT_SEC", gt=0)
     remote_embed_batch_size: int = Field(64, validation_alias="REMOTE_EMBED_ENDPOINT_BATCH_SIZE", ge=1)
@@ -45,7 +47,8 @@ class Settings(BaseSettings):
     hf_token: str = Field("", validation_alias="HF_TOKEN")
     ngc_api_key: str = Field("", validation_alias=AliasChoices("NGC_API_KEY", "NVIDIA_API_KEY"))
     model_cache_dir: Path = Field(
-        Path.home() / ".cache" / "rtvi" / "models", validation_alias=AliasChoices("NGC_MODEL_CACHE", "MODEL_ROOT_DIR")
+        Path.home() / ".cache" / "rtvi" / "models",
+        validation_alias=AliasChoices("NGC_MODEL_CACHE", "MODEL_ROOT_DIR"),
     )
     trust_remote_code: bool = Field(True, validation_alias="RTVI_TRUST_REMOTE_CODE")
     device: str = Field("auto", validation_alias="RTVI_DEVICE")  # auto | cpu | cuda | cuda:N
@@ -54,7 +57,9 @@ class Settings(BaseSettings):
     asset_storage_dir: Path = Field(Path("/tmp/assets"), validation_alias="ASSET_STORAGE_DIR")
     max_asset_storage_size_gb: float | None = Field(8, validation_alias="MAX_ASSET_STORAGE_SIZE_GB")
     asset_max_age_hours: float = Field(0, validation_alias="ASSET_MAX_AGE_HOURS", ge=0)
-    asset_download_max_file_size_gb: float = Field(8, validation_alias="ASSET_DOWNLOAD_MAX_FILE_SIZE_GB", gt=0)
+    asset_download_max_file_size_gb: float = Field(
+        8, validation_alias="ASSET_DOWNLOAD_MAX_FILE_SIZE_GB", gt=0
+    )
     # Largest multipart upload we accept (the reference is bounded only by its tmpfs, 8 GB).
     max_upload_size_gb: float = Field(8, validation_alias="RTVI_MAX_UPLOAD_SIZE_GB", gt=0)
     # Comma-separated directories that `filename` registrations and file:// URLs may point into (realpath).
@@ -67,8 +72,12 @@ class Settings(BaseSettings):
     rtsp_latency_ms: int = Field(2000, validation_alias="RTVI_RTSP_LATENCY", ge=0)
     rtsp_reconnection_interval_s: float = Field(5, validation_alias="RTVI_RTSP_RECONNECTION_INTERVAL", ge=0)
     rtsp_reconnection_window_s: float = Field(60, validation_alias="RTVI_RTSP_RECONNECTION_WINDOW", ge=0)
-    rtsp_reconnection_max_attempts: int = Field(10, validation_alias="RTVI_RTSP_RECONNECTION_MAX_ATTEMPTS", ge=0)
-    stream_delete_drain_timeout_s: float = Field(30, validation_alias="RTVI_STREAM_DELETE_DRAIN_TIMEOUT_SEC", ge=0)
+    rtsp_reconnection_max_attempts: int = Field(
+        10, validation_alias="RTVI_RTSP_RECONNECTION_MAX_ATTEMPTS", ge=0
+    )
+    stream_delete_drain_timeout_s: float = Field(
+        30, validation_alias="RTVI_STREAM_DELETE_DRAIN_TIMEOUT_SEC", ge=0
+    )
     stream_delete_blocking_timeout_s: float = Field(
         300, validation_alias="RTVI_STREAM_DELETE_BLOCKING_TIMEOUT_SEC", ge=0
     )

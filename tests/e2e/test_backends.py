@@ -30,7 +30,8 @@ def test_files_survive_a_restart(tmp_path: Path, media: dict[str, Path]) -> None
         with again.client() as c:
             assert c.get(f"/v1/files/{fid}").json()["sensor_name"] == "cam-1"
             r = c.post(
-                "/v1/generate_video_embeddings", json={"id": fid, "model": _model(again)["id"], "chunk_duration": 10}
+                "/v1/generate_video_embeddings",
+                json={"id": fid, "model": _model(again)["id"], "chunk_duration": 10},
             )
             assert r.status_code == 200 and len(r.json()["chunk_responses"]) == 4
     finally:
@@ -46,18 +47,24 @@ def test_transformers_checkpoint_via_model_path(builder, tmp_path: Path, media: 
         assert card["id"] == "tiny-model"
         with srv.client() as c:
             fid = upload(c, media["clip35"]).json()["id"]
-            r = c.post("/v1/generate_video_embeddings", json={"id": fid, "model": card["id"], "chunk_duration": 10})
+            r = c.post(
+                "/v1/generate_video_embeddings", json={"id": fid, "model": card["id"], "chunk_duration": 10}
+            )
             assert r.status_code == 200, r.text
             vecs = np.array([ch["embeddings"] for ch in r.json()["chunk_responses"]])
             assert vecs.shape == (4, card["dimension"])
             np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
-            t = c.post("/v1/generate_text_embeddings", json={"text_input": ["a cat"], "model": card["id"]}).json()
+            t = c.post(
+                "/v1/generate_text_embeddings", json={"text_input": ["a cat"], "model": card["id"]}
+            ).json()
             assert len(t["data"][0]["embeddings"]) == card["dimension"]
     finally:
         srv.stop()
 
 
-def test_remote_backend_against_a_second_instance(server: RtviServer, model_id: str, tmp_path: Path, media) -> None:  # type: ignore[no-untyped-def]
+def test_remote_backend_against_a_second_instance(
+    server: RtviServer, model_id: str, tmp_path: Path, media
+) -> None:  # type: ignore[no-untyped-def]
     front = RtviServer(
         tmp_path / "assets",
         env={"REMOTE_EMBED_ENDPOINT": server.url, "REMOTE_EMBED_ENDPOINT_MODEL_NAME": model_id},
@@ -71,7 +78,9 @@ def test_remote_backend_against_a_second_instance(server: RtviServer, model_id: 
             for a, b in zip(via_remote, direct, strict=True):
                 np.testing.assert_allclose(a["embeddings"], b["embeddings"], atol=1e-5)
             fid = upload(fc, media["cat_rocket"]).json()["id"]
-            r = fc.post("/v1/generate_video_embeddings", json={"id": fid, "model": model_id, "chunk_duration": 10})
+            r = fc.post(
+                "/v1/generate_video_embeddings", json={"id": fid, "model": model_id, "chunk_duration": 10}
+            )
             assert r.status_code == 200, r.text
             chunks = r.json()["chunk_responses"]
             assert len(chunks) == 2

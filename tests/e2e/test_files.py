@@ -14,13 +14,17 @@ from tests.servers import RtviServer
 def _store_is_clean(server: RtviServer) -> None:
     files = server.storage / "files"
     registered = {p.name for p in files.iterdir()}
-    listed = {a["id"] for a in httpx.get(server.url + "/v1/files", params={"purpose": "vision"}).json()["data"]}
+    listed = {
+        a["id"] for a in httpx.get(server.url + "/v1/files", params={"purpose": "vision"}).json()["data"]
+    }
     # Every directory on disk belongs to a registered upload, and nothing is left in tmp/.
     assert registered <= listed
     assert list((server.storage / "tmp").iterdir()) == []
 
 
-def test_upload_info_content_list_delete(client: httpx.Client, server: RtviServer, media: dict[str, Path]) -> None:
+def test_upload_info_content_list_delete(
+    client: httpx.Client, server: RtviServer, media: dict[str, Path]
+) -> None:
     r = upload(client, media["clip35"], creation_time=CREATION_TIME, sensor_name="dock-cam")
     assert r.status_code == 200, r.text
     body = r.json()
@@ -82,9 +86,15 @@ def test_path_traversal_is_refused(client: httpx.Client, server: RtviServer, med
     _store_is_clean(server)
 
 
-def test_bad_uploads_leave_nothing_behind(client: httpx.Client, server: RtviServer, media: dict[str, Path]) -> None:
+def test_bad_uploads_leave_nothing_behind(
+    client: httpx.Client, server: RtviServer, media: dict[str, Path]
+) -> None:
     before = client.get("/v1/files", params={"purpose": "vision"}).json()["data"]
-    for path, media_type in [(media["text"], "video"), (media["truncated"], "video"), (media["cat_jpg"], "video")]:
+    for path, media_type in [
+        (media["text"], "video"),
+        (media["truncated"], "video"),
+        (media["cat_jpg"], "video"),
+    ]:
         r = upload(client, path, media_type)
         assert r.status_code == 400, (path, r.text)
         assert r.json()["code"] == "InvalidFile"
@@ -115,9 +125,7 @@ def test_form_validation(client: httpx.Client, media: dict[str, Path]) -> None:
 
 def test_oversized_forms(client: httpx.Client, server: RtviServer) -> None:
     many = "&".join(f"f{i}=x" for i in range(1001))
-    r = client.post(
-        "/v1/files", content=many, headers={"content-type": "application/x-www-form-urlencoded"}
-    )
+    r = client.post("/v1/files", content=many, headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 400
     # The server under test caps uploads at 0.01 GiB; a bigger file is refused while streaming.
     big = b"\0" * (11 * 2**20)

@@ -34,7 +34,10 @@ def test_text_limits(client: httpx.Client, model_id: str) -> None:
     assert post(["ok", "  "]).status_code == 400
     assert post("x" * 1001).status_code == 422
     assert post(["x"] * 101).status_code == 422
-    assert post("a cat", "other-model").json() == {"code": "BadParameters", "message": "No such model 'other-model'"}
+    assert post("a cat", "other-model").json() == {
+        "code": "BadParameters",
+        "message": "No such model 'other-model'",
+    }
     assert client.post("/v1/generate_text_embeddings", json={"text_input": "a"}).status_code == 422
 
 
@@ -42,13 +45,17 @@ def test_openai_sdk_embeddings(server: RtviServer, model_id: str, client: httpx.
     sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
     res = sdk.embeddings.create(model=model_id, input=["a cat", "a rocket"])  # base64 by default
     assert [d.index for d in res.data] == [0, 1]
-    ours = client.post("/v1/generate_text_embeddings", json={"text_input": ["a cat"], "model": model_id}).json()
+    ours = client.post(
+        "/v1/generate_text_embeddings", json={"text_input": ["a cat"], "model": model_id}
+    ).json()
     np.testing.assert_allclose(res.data[0].embedding, ours["data"][0]["embeddings"], atol=1e-5)
     floats = sdk.embeddings.create(model=model_id, input="a cat", encoding_format="float")
     np.testing.assert_allclose(floats.data[0].embedding, res.data[0].embedding, atol=1e-6)
 
 
-def test_embeddings_bulk_video_data_uri(server: RtviServer, model_id: str, media, client: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+def test_embeddings_bulk_video_data_uri(
+    server: RtviServer, model_id: str, media, client: httpx.Client
+) -> None:  # type: ignore[no-untyped-def]
     uri = "data:image/jpeg;base64," + base64.b64encode(media["cat_jpg"].read_bytes()).decode()
     r = client.post(
         "/v1/embeddings",
@@ -58,7 +65,8 @@ def test_embeddings_bulk_video_data_uri(server: RtviServer, model_id: str, media
     vec = r.json()["data"][0]["embedding"]
     assert abs(np.linalg.norm(vec) - 1) < 1e-4
     bad = client.post(
-        "/v1/embeddings", json={"input": ["data:video/mp4;base64,@@@"], "model": model_id, "request_type": "bulk_video"}
+        "/v1/embeddings",
+        json={"input": ["data:video/mp4;base64,@@@"], "model": model_id, "request_type": "bulk_video"},
     )
     assert bad.status_code == 400 and bad.json()["code"] == "InvalidDataUrl"
 

@@ -50,7 +50,11 @@ def test_overlap_offsets_and_single_chunk(client: httpx.Client, clip35: str, mod
     assert [s for s, _ in times(overlap)] == ["0.0", "5.0", "10.0", "15.0", "20.0", "25.0"]
     assert times(overlap)[-1] == ("25.0", "35.0")
     window = embed(
-        client, clip35, model_id, chunk_duration=10, media_info={"type": "offset", "start_offset": 5, "end_offset": 25}
+        client,
+        clip35,
+        model_id,
+        chunk_duration=10,
+        media_info={"type": "offset", "start_offset": 5, "end_offset": 25},
     ).json()
     assert times(window) == [("5.0", "15.0"), ("15.0", "25.0")]
     assert window["media_info"] == {"type": "offset", "start_offset": 5, "end_offset": 25}
@@ -81,7 +85,9 @@ def _text(client: httpx.Client, model_id: str, texts: list[str]) -> list[list[fl
     return [d["embeddings"] for d in r.json()["data"]]
 
 
-def test_search_finds_the_cat_and_the_rocket(client: httpx.Client, media: dict[str, Path], model_id: str) -> None:
+def test_search_finds_the_cat_and_the_rocket(
+    client: httpx.Client, media: dict[str, Path], model_id: str
+) -> None:
     """A clip of a real cat photo (0-10 s) then a real rocket photo (10-20 s): text search ranks right."""
     fid = upload(client, media["cat_rocket"]).json()["id"]
     chunks = embed(client, fid, model_id, chunk_duration=10).json()["chunk_responses"]
@@ -146,7 +152,9 @@ def test_bad_requests(client: httpx.Client, clip35: str, model_id: str, media: d
     expect(embed(client, "not-a-uuid", model_id), 422, "InvalidParameters")
     expect(client.post("/v1/generate_video_embeddings", json={"id": clip35}), 422, "InvalidParameters")
     expect(embed(client, clip35, "no-such-model"), 400, "BadParameters")
-    expect(embed(client, clip35, model_id, chunk_duration=10, chunk_overlap_duration=10), 400, "BadParameters")
+    expect(
+        embed(client, clip35, model_id, chunk_duration=10, chunk_overlap_duration=10), 400, "BadParameters"
+    )
     expect(embed(client, clip35, model_id, chunk_duration=10, unknown_field=1), 422, "InvalidParameters")
     image = upload(client, media["cat_jpg"], "image").json()["id"]
     expect(embed(client, [clip35, image], model_id), 400, "BadParameters")

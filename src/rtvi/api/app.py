@@ -26,7 +26,15 @@ log = logging.getLogger(__name__)
 
 TITLES = {"embed": "RTVI Embed Microservice API", "vlm": "RTVI API"}
 # Probes and docs stay open when an API key is configured, so orchestrators need no secret.
-PUBLIC_PATHS = {"/v1/ready", "/v1/live", "/v1/startup", "/v1/metadata", "/v1/version", "/docs", "/openapi.json"}
+PUBLIC_PATHS = {
+    "/v1/ready",
+    "/v1/live",
+    "/v1/startup",
+    "/v1/metadata",
+    "/v1/version",
+    "/docs",
+    "/openapi.json",
+}
 
 
 async def _load_model(state: ServiceState, loader: Callable[[Settings], Embedder]) -> None:
@@ -79,11 +87,15 @@ def create_app(
         expected = f"Bearer {settings.api_key}".encode()
 
         @app.middleware("http")
-        async def require_bearer(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        async def require_bearer(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
             if request.url.path not in PUBLIC_PATHS:
                 got = request.headers.get("authorization", "").encode()
                 if not hmac.compare_digest(got, expected):
-                    return json_error_response(ApiError(401, "Unauthorized", "Missing or invalid bearer token"))
+                    return json_error_response(
+                        ApiError(401, "Unauthorized", "Missing or invalid bearer token")
+                    )
             return await call_next(request)
 
     app.include_router(health.router)

@@ -59,7 +59,9 @@ class VideoRequest:
         self.request_id = str(uuid.uuid4())
         self.batcher = state.require_batcher(query.model)
         if query.url is not None:
-            raise ApiError(501, "NotImplemented", "Ingestion from 'url' is not supported yet; upload via /v1/files")
+            raise ApiError(
+                501, "NotImplemented", "Ingestion from 'url' is not supported yet; upload via /v1/files"
+            )
         self.assets: list[Asset] = [state.store.get_any(str(i)) for i in query.ids]
         if any(a.is_live for a in self.assets):
             raise ApiError.bad_parameters("Only streaming output is supported for live-streams")
@@ -91,7 +93,11 @@ class VideoRequest:
             raise ApiError.invalid_file() from exc
 
     def job(self) -> FileEmbeddingJob:
-        common = {"batcher": self.batcher, "decode_pool": self.state.decode_pool, "received_at": self.received_at}
+        common = {
+            "batcher": self.batcher,
+            "decode_pool": self.state.decode_pool,
+            "received_at": self.received_at,
+        }
         if self.is_video:
             return FileEmbeddingJob(video=Path(self.assets[0].path), chunks=self.chunks, **common)  # type: ignore[arg-type]
         return FileEmbeddingJob(images=[Path(a.path) for a in self.assets], **common)  # type: ignore[arg-type]
@@ -208,7 +214,9 @@ async def generate_text_embeddings(
         id=uuid.uuid4(),
         created=created,
         model=batcher.embedder.id,
-        data=[TextEmbedding(text_input=t, embeddings=v.tolist()) for t, v in zip(texts, vectors, strict=True)],
+        data=[
+            TextEmbedding(text_input=t, embeddings=v.tolist()) for t, v in zip(texts, vectors, strict=True)
+        ],
     )
 
 
@@ -223,16 +231,16 @@ async def embeddings(body: EmbeddingsRequest, state: ServiceState = Depends(get_
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs or any(not s.strip() for s in inputs):
         raise ApiError.bad_parameters("Input must not be empty")
-    if body.request_type in VIDEO_REQUEST_TYPES or (body.request_type is None and inputs[0].startswith("data:")):
+    if body.request_type in VIDEO_REQUEST_TYPES or (
+        body.request_type is None and inputs[0].startswith("data:")
+    ):
         vectors = [await _embed_media_uri(state, uri) for uri in inputs]
         matrix = np.stack(vectors) if vectors else np.zeros((0, batcher.embedder.dim), np.float32)
     else:
         if any(len(s) > 100_000 for s in inputs):
             raise ApiError.bad_parameters("Text input is too long")
         matrix = await batcher.embed_texts(inputs)
-    items = [
-        EmbeddingItem(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(matrix)
-    ]
+    items = [EmbeddingItem(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(matrix)]
     tokens = sum(len(s.split()) for s in inputs) if body.request_type not in VIDEO_REQUEST_TYPES else 0
     return EmbeddingsResponse(
         data=items, model=batcher.embedder.id, usage={"prompt_tokens": tokens, "total_tokens": tokens}

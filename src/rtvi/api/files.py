@@ -70,7 +70,8 @@ async def list_files(
     if purpose != "vision":
         return FileList(data=[])
     items = [
-        FileListItem.model_validate({**_info(a), "media_type": a.media_type}) for a in state.store.registry.list("file")
+        FileListItem.model_validate({**_info(a), "media_type": a.media_type})
+        for a in state.store.registry.list_assets("file")
     ]
     return FileList(data=items)
 

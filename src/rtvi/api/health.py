@@ -99,7 +99,7 @@ async def metrics(request: Request, state: ServiceState = Depends(get_state)) ->
 
 @router.get("/v1/assets/stats")
 async def asset_stats(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
-    assets = state.store.registry.list()
+    assets = state.store.registry.list_assets()
     now = time.time()
     oldest = max((now - a.created_at for a in assets), default=0.0)
     s = state.settings

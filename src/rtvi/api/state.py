@@ -22,7 +22,9 @@ class ServiceState:
     settings: Settings
     store: AssetStore
     decode_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
+        default_factory=lambda: ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="decode"
+        )
     )
     started_at: float = field(default_factory=time.time)
     embedder: Embedder | None = None

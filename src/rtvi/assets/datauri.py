@@ -11,7 +11,9 @@ from urllib.parse import unquote_to_bytes
 
 from rtvi.errors import ApiError
 
-_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,")
+_DATA_URI = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,"
+)
 
 
 def decode_data_uri(uri: str, dest_dir: Path, stem: str, max_bytes: int) -> tuple[Path, str]:

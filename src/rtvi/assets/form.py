@@ -128,11 +128,13 @@ class _MultipartSink:
             self._out.close()
 
 
-async def _read_multipart(request: Request, boundary: bytes, tmp_dir: Path, max_file_bytes: int) -> ParsedForm:
+async def _read_multipart(
+    request: Request, boundary: bytes, tmp_dir: Path, max_file_bytes: int
+) -> ParsedForm:
     sink = _MultipartSink(tmp_dir, max_file_bytes)
     parser = MultipartParser(
         boundary,
-        callbacks={  # type: ignore[arg-type]
+        callbacks={
             "on_part_begin": sink.on_part_begin,
             "on_header_field": sink.on_header_field,
             "on_header_value": sink.on_header_value,

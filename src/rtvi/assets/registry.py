@@ -79,7 +79,7 @@ class AssetRegistry:
             row = self._db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
         return _row_to_asset(row) if row else None
 
-    def list(self, kind: AssetKind | None = None) -> list[Asset]:
+    def list_assets(self, kind: AssetKind | None = None) -> list[Asset]:
         with self._lock:
             if kind is None:
                 rows = self._db.execute("SELECT * FROM assets ORDER BY created_at").fetchall()
@@ -136,7 +136,9 @@ class AssetRegistry:
         with self._lock:
             missing = [a for a in asset_ids if self.get(a) is None]
             if missing:
-                raise ApiError(503, "DependencyError", f"Asset {missing[0]} was removed before it could be used")
+                raise ApiError(
+                    503, "DependencyError", f"Asset {missing[0]} was removed before it could be used"
+                )
             self._in_use.update(asset_ids)
         try:
             yield

@@ -10,6 +10,7 @@ is removed, so an interrupted upload never leaves half a file behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -61,8 +62,6 @@ class AssetStorage:
         total = 0
         for dirpath, _, names in os.walk(self.files_dir):
             for n in names:
-                try:
+                with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(dirpath, n)).st_size
-                except OSError:
-                    pass
         return total

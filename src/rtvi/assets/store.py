@@ -69,7 +69,9 @@ class AssetStore:
             except ValidationError as exc:
                 raise body_validation_error(exc) from exc
             if (parsed.file is None) == (not form.filename):
-                raise ApiError(422, "InvalidParameters", "Exactly one of 'file' or 'filename' must be provided")
+                raise ApiError(
+                    422, "InvalidParameters", "Exactly one of 'file' or 'filename' must be provided"
+                )
             asset_id = str(form.id or uuid.uuid4())
             with self.registry.reserve(asset_id):
                 if parsed.file is not None:
@@ -123,7 +125,9 @@ class AssetStore:
         allowed = self.settings.allowed_local_dirs
         if not allowed:
             raise ApiError(
-                403, "Forbidden", "Registering server paths is disabled: set FILE_URL_ALLOWED_DIRS to allow it"
+                403,
+                "Forbidden",
+                "Registering server paths is disabled: set FILE_URL_ALLOWED_DIRS to allow it",
             )
         path = Path(os.path.realpath(filename))
         if not any(path.is_relative_to(d) for d in allowed):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -73,13 +73,19 @@ class InferenceBatcher:
             clips = [w for w in batch if w.clip is not None]
             texts = [w for w in batch if w.texts is not None]
             if clips:
-                await self._call(loop, clips, lambda ws: self.embedder.embed_frames([w.clip for w in ws]))
+                await self._call(
+                    loop,
+                    clips,
+                    lambda ws: self.embedder.embed_frames([w.clip for w in ws if w.clip is not None]),
+                )
             for group in _text_groups(texts, self.max_texts):
                 await self._call(
-                    loop, group, lambda ws: self.embedder.embed_texts([t for w in ws for t in w.texts])
+                    loop, group, lambda ws: self.embedder.embed_texts([t for w in ws for t in w.texts or ()])
                 )
 
-    async def _call(self, loop: asyncio.AbstractEventLoop, works: list[_Work], fn) -> None:  # type: ignore[no-untyped-def]
+    async def _call(
+        self, loop: asyncio.AbstractEventLoop, works: list[_Work], fn: Callable[[list[_Work]], Vectors]
+    ) -> None:
         start = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(self._executor, fn, works)

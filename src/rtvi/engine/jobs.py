@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,9 @@ class ChunkingParams:
     end_offset: float | None = None
 
 
-def plan_video(path: Path, params: ChunkingParams, duration_s: float | None = None, fps: float | None = None):  # type: ignore[no-untyped-def]
+def plan_video(
+    path: Path, params: ChunkingParams, duration_s: float | None = None, fps: float | None = None
+) -> list[ChunkSpec]:
     """Chunks for a video file; raises ValueError for impossible parameters (overlap >= duration, ...)."""
     if duration_s is None or fps is None:
         info = probe(path)
@@ -62,7 +64,7 @@ class FileEmbeddingJob:
         self.images = images or []
         self.received_at = received_at if received_at is not None else time.time()
 
-    def _sampled(self) -> Iterator[SampledChunk]:
+    def _sampled(self) -> Generator[SampledChunk, None, None]:
         embedder = self.batcher.embedder
         if self.video is not None:
             with FileFrameSampler(self.video, embedder.frames_per_chunk, embedder.input_size) as sampler:

@@ -18,5 +18,7 @@ class Metrics:
         self.inference_latency = Histogram(
             "embedding_latency_seconds", "Model call time per chunk batch", registry=r
         )
-        self.chunk_latency = Histogram("chunk_latency_seconds", "Decode start -> result per chunk", registry=r)
+        self.chunk_latency = Histogram(
+            "chunk_latency_seconds", "Decode start -> result per chunk", registry=r
+        )
         self.uptime = Gauge("system_uptime_seconds", "Seconds since start", registry=r)
