@@ -9,7 +9,7 @@ PORT ?= 8017
 # from there and never import timm (it needs torchvision, which has no build for this torch).
 TIMM_VERSION := 1.0.31
 
-.PHONY: setup setup-test run test lint typecheck unit bench clean
+.PHONY: setup setup-test rtsp-deps run test lint typecheck unit bench clean proto
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -35,13 +35,28 @@ lint: setup-test
 typecheck: setup-test
 	$(VENV)/bin/mypy
 
-test: setup-test lint typecheck
+# The live-stream tests run a real RTSP camera: Debian's gst-rtsp-server, driven by the system python3
+# (python3-gi). Installed only when missing.
+RTSP_DEBS := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+rtsp-deps:
+	@/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null || \
+		(apt-get update && apt-get install -y $(RTSP_DEBS))
+
+test: setup-test rtsp-deps lint typecheck
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
-bench: setup-test
+bench: setup-test rtsp-deps
 	$(PIP) install -e '.[bench]' || echo "decord did not install; the benchmark skips it"
 	HF_HUB_OFFLINE=1 $(PY) bench/sampler_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/e2e_bench.py
+	HF_HUB_OFFLINE=1 $(PY) bench/kafka_bench.py
+	HF_HUB_OFFLINE=1 $(PY) bench/live_bench.py
+
+# Regenerate src/rtvi/sinks/schema/*_pb2.py(i) from the .proto files with the pinned grpcio-tools
+# (a unit test fails when the committed modules differ from a fresh generation).
+proto: setup-test
+	$(PY) -m rtvi.sinks.schema._generate
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -83,6 +83,64 @@ class Settings(BaseSettings):
     )
     max_live_streams: int = Field(256, validation_alias="RTVI_MAX_LIVE_STREAMS", ge=1)
 
+    # --- message bus (spec §6, §8) ---------------------------------------------------------------
+    # Per-chunk results as nv.VisionLLM protobuf: MESSAGE_BUS=kafka (or the legacy KAFKA_ENABLED=true)
+    # sends them to Kafka; "redis" appends them to a Redis Stream; empty (the runtime default) = off.
+    message_bus: Literal["kafka", "redis", ""] = Field("", validation_alias="MESSAGE_BUS")
+    kafka_enabled: bool = Field(False, validation_alias="KAFKA_ENABLED")
+    # Empty = the service's default topic (mdx-embed / mdx-vlm-captions); KAFKA_TOPIC is the legacy name.
+    message_bus_topic: str = Field("", validation_alias=AliasChoices("MESSAGE_BUS_TOPIC", "KAFKA_TOPIC"))
+    # Empty disables Kafka output with a warning (spec §6.1).
+    kafka_bootstrap_servers: str = Field("kafka:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_incident_topic: str = Field("mdx-vlm-incidents", validation_alias="KAFKA_INCIDENT_TOPIC")
+    # Messages waiting for the broker (librdkafka's queue.buffering.max.messages); beyond it they are
+    # dropped, counted in rtvi_bus_messages_dropped_total and logged.
+    kafka_queue_maxsize: int = Field(1024, validation_alias="KAFKA_ASYNC_SEND_QUEUE_MAXSIZE", ge=1)
+    # How long a queued message may wait for the broker before it counts as failed. The reference keeps
+    # librdkafka's default; 5 min lets a broker restart or short outage pass without loss.
+    kafka_message_timeout_ms: int = Field(300_000, validation_alias="KAFKA_MESSAGE_TIMEOUT_MS", ge=1000)
+    # Exactly-once per partition across retries. Brokers that forget producer ids on restart (tansu with
+    # memory storage) reject an idempotent producer's retries for good: switch it off there.
+    kafka_enable_idempotence: bool = Field(True, validation_alias="KAFKA_ENABLE_IDEMPOTENCE")
+    enable_kafka_messages_for_text_input: bool = Field(
+        False, validation_alias="ENABLE_KAFKA_MESSAGES_FOR_TEXT_INPUT"
+    )
+    # Errors as JSON: "kafka" | "redis" | empty = follow MESSAGE_BUS=kafka. ENABLE_REDIS_ERROR_MESSAGES=true
+    # (legacy) means redis.
+    error_bus: Literal["kafka", "redis", ""] = Field("", validation_alias="ERROR_BUS")
+    # Empty = mdx-embed-errors / mdx-vlm-errors: the reference code's defaults (its compose file says
+    # vision-embed-errors; set ERROR_MESSAGE_TOPIC to match such a deployment).
+    error_message_topic: str = Field("", validation_alias="ERROR_MESSAGE_TOPIC")
+    enable_redis_error_messages: bool = Field(False, validation_alias="ENABLE_REDIS_ERROR_MESSAGES")
+    redis_host: str = Field("localhost", validation_alias="REDIS_HOST")
+    redis_port: int = Field(6379, validation_alias="REDIS_PORT", ge=1, le=65535)
+    redis_db: int = Field(0, validation_alias="REDIS_DB", ge=0)
+    redis_password: str = Field("", validation_alias="REDIS_PASSWORD")
+    redis_payload_key: str = Field("metadata", validation_alias="REDIS_PAYLOAD_KEY")
+    redis_stream_maxlen: int = Field(10000, validation_alias="REDIS_STREAM_MAXLEN", ge=1)
+    redis_queue_maxsize: int = Field(1024, validation_alias="REDIS_ASYNC_PUBLISH_QUEUE_MAXSIZE", ge=1)
+    # Incident defaults (rt-vlm, spec §6.4).
+    place_name: str = Field("Dock Entrance-East", validation_alias="PLACE_NAME")
+    place_type: str = Field("warehouse-bay", validation_alias="PLACE_TYPE")
+    place_lat: float = Field(37.3706, validation_alias="PLACE_LAT")
+    place_lon: float = Field(-121.9672, validation_alias="PLACE_LON")
+    place_alt: float = Field(0.0, validation_alias="PLACE_ALT")
+    place_coordinate_x: float = Field(12.5, validation_alias="PLACE_COORDINATE_X")
+    place_coordinate_y: float = Field(4.2, validation_alias="PLACE_COORDINATE_Y")
+    analytics_module_id: str = Field("vlm-activity-detector", validation_alias="ANALYTICS_MODULE_ID")
+    analytics_module_description: str = Field(
+        "RTVI Safety Compliance Detector", validation_alias="ANALYTICS_MODULE_DESCRIPTION"
+    )
+    analytics_module_source: str = Field("rtvi-vlm", validation_alias="ANALYTICS_MODULE_SOURCE")
+    # TCP interleaving survives NAT and packet loss; UDP is lower latency on a clean LAN.
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", validation_alias="RTVI_RTSP_TRANSPORT")
+    # Connecting (and the probe of /v1/streams/add) gives up after this long; reads use RTVI_RTSP_TIMEOUT.
+    rtsp_open_timeout_s: float = Field(10, validation_alias="RTVI_RTSP_OPEN_TIMEOUT_SEC", gt=0)
+    # Bounded queues of a live job: sampled chunks waiting for the model, and results per SSE reader.
+    # When full, the oldest entry is dropped, counted (live_dropped_total) and logged.
+    live_pending_chunks: int = Field(4, validation_alias="RTVI_LIVE_PENDING_CHUNKS", ge=1)
+    live_subscriber_queue: int = Field(32, validation_alias="RTVI_LIVE_SUBSCRIBER_QUEUE", ge=1)
+
     @field_validator("skip_media_verification", mode="before")
     @classmethod
     def _non_empty_means_skip(cls, v: object) -> bool:
@@ -90,6 +148,11 @@ class Settings(BaseSettings):
         if isinstance(v, bool):
             return v
         return bool(str(v).strip()) and str(v).strip().lower() not in {"0", "false", "no"}
+
+    @field_validator("message_bus", "error_bus", mode="before")
+    @classmethod
+    def _bus_name(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("max_asset_storage_size_gb", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,19 @@ from rtvi.api.schemas import (
     VideoEmbeddingsQuery,
 )
 from rtvi.api.state import ServiceState, get_state
+from rtvi.api.streams import get_live
 from rtvi.assets.datauri import decode_data_uri
 from rtvi.assets.registry import Asset
 from rtvi.engine.jobs import ChunkingParams, FileEmbeddingJob, plan_video
+from rtvi.engine.live import LiveEmbeddingJob, LiveParams, LiveStreamError
 from rtvi.engine.results import ChunkResult
-from rtvi.engine.times import chunk_time
+from rtvi.engine.times import chunk_time, parse_iso, unix_to_iso
 from rtvi.errors import ApiError
 from rtvi.media.probe import probe
 from rtvi.media.types import ChunkSpec, MediaError
+from rtvi.models.base import Embedder
 from rtvi.models.embedders.remote import decode_frames_item, is_frames_item
+from rtvi.sinks.messages import ChunkContext, text_context
 from rtvi.sinks.sse import sse_response
 
 log = logging.getLogger(__name__)
@@ -62,17 +66,35 @@ class VideoRequest:
             raise ApiError(
                 501, "NotImplemented", "Ingestion from 'url' is not supported yet; upload via /v1/files"
             )
-        self.assets: list[Asset] = [state.store.get_any(str(i)) for i in query.ids]
-        if any(a.is_live for a in self.assets):
-            raise ApiError.bad_parameters("Only streaming output is supported for live-streams")
+        self.assets: list[Asset] = [_lookup(state, i) for i in query.ids]
+        self.is_live = any(a.is_live for a in self.assets)
+        self.live_job: LiveEmbeddingJob | None = None
+        if self.is_live:
+            if not query.stream:
+                raise ApiError.bad_parameters("Only streaming output is supported for live-streams")
+            if len(self.assets) > 1:
+                raise ApiError.bad_parameters("Only one live stream per request is supported")
+            if query.chunk_duration <= 0:
+                raise ApiError.bad_parameters("chunk_duration must be greater than 0 for live streams")
+            if query.chunk_overlap_duration >= query.chunk_duration:
+                raise ApiError.bad_parameters("chunk_overlap_duration must be smaller than chunk_duration")
         if len(self.assets) > 1 and any(a.media_type != "image" for a in self.assets):
             raise ApiError.bad_parameters("Only image files supported")
         self.creation_time = query.creation_time or self.assets[0].creation_time
         self.is_video = self.assets[0].media_type == "video"
         self.chunks: list[ChunkSpec] = []
 
+    def attach_live(self, persistent: bool = False) -> LiveEmbeddingJob:
+        """Start embedding the live stream, or re-attach to its running job (same request id, §4.1)."""
+        params = LiveParams(self.query.chunk_duration, self.query.chunk_overlap_duration)
+        job = self.state.live.start_embedding(self.assets[0], params, self.batcher, persistent)
+        self.live_job = job
+        self.request_id = job.request_id
+        self.received_at = job.created
+        return job
+
     async def plan(self) -> None:
-        if not self.is_video:
+        if not self.is_video or self.is_live:
             return
         asset = self.assets[0]
         mi = self.query.media_info
@@ -90,6 +112,7 @@ class VideoRequest:
         except ValueError as exc:
             raise ApiError.bad_parameters(str(exc)) from exc
         except MediaError as exc:
+            self.report_failure(exc)
             raise ApiError.invalid_file() from exc
 
     def job(self) -> FileEmbeddingJob:
@@ -102,18 +125,19 @@ class VideoRequest:
             return FileEmbeddingJob(video=Path(self.assets[0].path), chunks=self.chunks, **common)  # type: ignore[arg-type]
         return FileEmbeddingJob(images=[Path(a.path) for a in self.assets], **common)  # type: ignore[arg-type]
 
+    def time(self, seconds: float) -> str:
+        """A chunk time (spec §4.2): wall clock for live streams (Unix seconds), else media time."""
+        return unix_to_iso(seconds) if self.is_live else chunk_time(seconds, self.creation_time)
+
     def media_info(self, start_s: float, end_s: float) -> MediaInfoOffset | MediaInfoTimestamp:
-        if self.creation_time:
-            return MediaInfoTimestamp(
-                start_timestamp=chunk_time(start_s, self.creation_time),
-                end_timestamp=chunk_time(end_s, self.creation_time),
-            )
+        if self.creation_time or self.is_live:
+            return MediaInfoTimestamp(start_timestamp=self.time(start_s), end_timestamp=self.time(end_s))
         return MediaInfoOffset(start_offset=int(start_s), end_offset=math.ceil(end_s))
 
     def chunk_response(self, r: ChunkResult) -> ChunkResponse:
         return ChunkResponse(
-            start_time=chunk_time(r.start_s, self.creation_time),
-            end_time=chunk_time(r.end_s, self.creation_time),
+            start_time=self.time(r.start_s),
+            end_time=self.time(r.end_s),
             embeddings=r.vector.tolist(),
             decode_latency_ms=round(r.decode_latency_s * 1000, 3),
             inference_latency_ms=round(r.inference_latency_s * 1000, 3),
@@ -132,15 +156,84 @@ class VideoRequest:
         return {"id": self.request_id, "model": self.batcher.embedder.id, "created": int(self.received_at)}
 
     async def results(self) -> AsyncIterator[ChunkResult]:
-        ids = [a.id for a in self.assets]
-        with self.state.store.registry.using(ids):
-            async for r in self.job().results():
+        if self.live_job is not None:
+            # Subscribing here, not in the route, so a response that is never sent leaves no reader.
+            async for r in self.live_job.subscribe().results():
                 yield r
+            return
+        ids = [a.id for a in self.assets]
+        try:
+            with self.state.store.registry.using(ids):
+                async for r in self.job().results():
+                    self.publish(r)
+                    yield r
+        except Exception as exc:
+            self.report_failure(exc)
+            raise
+
+    def publish(self, r: ChunkResult) -> None:
+        """The chunk on the results bus (spec §6.3), for the JSON and SSE responses alike."""
+        publisher = self.state.publisher
+        if publisher is not None and publisher.results_bus is not None:
+            publisher.publish_chunk(self.chunk_context(r), r.vector)
+
+    def chunk_context(self, r: ChunkResult) -> ChunkContext:
+        # Message timestamps are absolute: creation time + PTS, else the request's arrival + PTS.
+        base = parse_iso(self.creation_time).timestamp() if self.creation_time else self.received_at
+        return chunk_context(
+            self.assets[0], self.request_id, self.batcher.embedder, self.query.model, r, base
+        )
+
+    def report_failure(self, exc: BaseException) -> None:
+        """A failed generation on the error bus (spec §6.5), attributed to the (first) asset."""
+        detail = exc.message if isinstance(exc, ApiError) else (str(exc) or type(exc).__name__)
+        self.state.report_error(self.assets[0].id, f"{VIDEO_FAILED} Request {self.request_id}: {detail}")
 
     def range(self) -> tuple[float, float]:
         if not self.chunks:
             return 0.0, 0.0
         return self.chunks[0].start_s, max(c.end_s for c in self.chunks)
+
+
+def chunk_context(
+    asset: Asset, request_id: str, embedder: Embedder, requested_model: str, r: ChunkResult, base_ts: float
+) -> ChunkContext:
+    """What the results bus needs of one chunk (spec §6.3), for files (base_ts + PTS) and live streams
+    (chunk times are already Unix seconds: base_ts 0)."""
+    fps = asset.meta.get("fps")
+    return ChunkContext(
+        request_id=request_id,
+        chunk_idx=r.index,
+        stream_id=asset.id,
+        sensor_type="Camera" if asset.is_live else "Video",
+        start_ts=base_ts + r.start_s,
+        end_ts=base_ts + r.end_s,
+        model_id=embedder.id,
+        model_owned_by=embedder.owned_by,
+        requested_model=requested_model,
+        sensor_name=asset.sensor_name,
+        camera_id=str(asset.meta.get("camera_id") or ""),
+        description=str(asset.meta.get("description") or ""),
+        frame_count=r.frame_count,
+        decode_latency_s=r.decode_latency_s,
+        inference_latency_s=r.inference_latency_s,
+        chunk_latency_s=r.chunk_latency_s,
+        queue_time_s=r.queue_time_s,
+        sensor_info={"path": asset.path, "videoFps": f"{fps:.2f}" if fps else ""},
+    )
+
+
+def live_results_sink(state: ServiceState) -> Callable[[LiveEmbeddingJob, ChunkResult], None] | None:
+    """Publishes every chunk of a live job once (not once per SSE reader); None when no bus is on."""
+    publisher = state.publisher
+    if publisher is None or publisher.results_bus is None:
+        return None
+
+    def publish(job: LiveEmbeddingJob, r: ChunkResult) -> None:
+        ctx = chunk_context(job.asset, job.request_id, job.batcher.embedder, job.batcher.embedder.id, r, 0.0)
+        publisher.publish_chunk(ctx, r.vector)
+
+    return publish
 
 
 @router.post(
@@ -154,6 +247,8 @@ async def generate_video_embeddings(
     """Embeddings per chunk for a video file, one image or several images (one chunk); JSON or SSE."""
     req = VideoRequest(state, query, time.time())
     await req.plan()
+    if req.is_live:
+        req.attach_live()
     if query.stream:
         return sse_response(_stream_events(req))
     results: list[ChunkResult] = []
@@ -186,12 +281,42 @@ async def _stream_events(req: VideoRequest) -> AsyncIterator[dict[str, Any]]:
                 "chunk_responses": [req.chunk_response(r).model_dump(mode="json")],
                 "usage": req.usage(done).model_dump() if include_usage else None,
             }
+    except LiveStreamError as exc:
+        log.warning("live request %s ended with an error: %s", req.request_id, exc)
+        yield {**req.header(), "usage": None}
+        return
     except Exception:
         log.exception("video embeddings failed for request %s", req.request_id)
         yield {**req.header(), "usage": None}
         return
     if include_usage:
         yield {**req.header(), "media_info": None, "usage": req.usage(done).model_dump()}
+
+
+@router.delete("/v1/generate_video_embeddings/{stream_id}")
+async def stop_video_embeddings(stream_id: str, state: ServiceState = Depends(get_state)) -> Response:
+    """Stop embedding a live stream (spec §4.5): its readers get [DONE]; the stream stays registered."""
+    asset = get_live(state, stream_id)
+    await state.live.stop(asset.id, state.settings.stream_delete_drain_timeout_s)
+    if asset.meta.pop("auto_start", None) is not None:
+        state.store.registry.update_meta(asset.id, asset.meta)  # do not resume it after a restart
+    return Response(status_code=200)
+
+
+def _lookup(state: ServiceState, asset_id: str) -> Asset:
+    asset = state.store.registry.get(asset_id)
+    if asset is not None:
+        return asset
+    try:
+        canonical = str(uuid.UUID(asset_id))
+    except ValueError:
+        # Not a UUID and not a live stream's id: the reference's schema rejects it (422).
+        raise ApiError(
+            422,
+            "InvalidParameters",
+            f"('body', 'id'): Input should be a valid UUID (input: \"{asset_id[:64]}\")",
+        ) from None
+    return state.store.get_any(canonical)
 
 
 @router.post("/v1/generate_text_embeddings", response_model=TextEmbeddingsCompletionResponse)
@@ -210,8 +335,14 @@ async def generate_text_embeddings(
     except Exception as exc:
         log.exception("text embeddings failed")
         raise ApiError(500, "TextEmbeddingsError", "Failed to generate text embeddings.") from exc
+    response_id = uuid.uuid4()
+    publisher = state.publisher
+    if publisher is not None and publisher.text_enabled:
+        model_id, now = batcher.embedder.id, time.time()
+        for i, (t, v) in enumerate(zip(texts, vectors, strict=True)):
+            publisher.publish_chunk(text_context(str(response_id), i, t, model_id, query.model or "", now), v)
     return TextEmbeddingsCompletionResponse(
-        id=uuid.uuid4(),
+        id=response_id,
         created=created,
         model=batcher.embedder.id,
         data=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -28,12 +29,34 @@ def _checks(state: ServiceState) -> dict[str, dict[str, Any]]:
         model["status"] = "loading"
     storage_dir = state.store.storage.root
     storage = {"healthy": storage_dir.is_dir(), "path": str(storage_dir)}
-    return {"model": model, "storage": storage}
+    live = {
+        "healthy": True,  # a camera outage is the stream's failure, reported per request, not the service's
+        "streams": len(state.store.registry.list_assets("live")),
+        "active_jobs": len(state.live.jobs()),
+        "decoders": len(state.live.decoders()),
+    }
+    return {"model": model, "storage": storage, "live": live}
 
 
-def _health(state: ServiceState, detailed: bool, ok_text: str, bad_text: str, ready: bool) -> Response:
+async def _bus_checks(state: ServiceState) -> dict[str, dict[str, Any]]:
+    """Kafka / Redis connectivity. Shown, but never a reason to be unready: results and errors wait in
+    their queues while a broker is away, and taking the service out of rotation would not bring it back."""
+    if state.publisher is None:
+        return {}
+    return await asyncio.to_thread(state.publisher.checks)
+
+
+def _health(
+    state: ServiceState,
+    detailed: bool,
+    ok_text: str,
+    bad_text: str,
+    ready: bool,
+    informational: dict[str, dict[str, Any]] | None = None,
+) -> Response:
     checks = _checks(state)
     healthy = all(c["healthy"] for c in checks.values()) if ready else checks["storage"]["healthy"]
+    checks.update(informational or {})
     status = 200 if healthy else 503
     if detailed:
         return JSONResponse(
@@ -51,7 +74,10 @@ def _health(state: ServiceState, detailed: bool, ok_text: str, bad_text: str, re
 @router.get("/v1/ready")
 async def ready(detailed: bool = Query(False), state: ServiceState = Depends(get_state)) -> Response:
     """200 once the model is loaded and storage is usable; 503 before."""
-    return _health(state, detailed, "Service is healthy", "Service is not healthy", ready=True)
+    bus = await _bus_checks(state) if detailed else None
+    return _health(
+        state, detailed, "Service is healthy", "Service is not healthy", ready=True, informational=bus
+    )
 
 
 @router.get("/v1/live")

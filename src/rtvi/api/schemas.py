@@ -87,7 +87,9 @@ IdList = Annotated[list[UUID], Field(min_length=1, max_length=50)]
 
 
 class VideoEmbeddingsQuery(Strict):
-    id: UUID | IdList
+    # A UUID, a list of UUIDs (images), or a live stream's id, which may be any stream-id string (CV
+    # cameras); a non-UUID string that names no live stream is rejected like an invalid UUID (422).
+    id: UUID | IdList | Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")]
     url: Annotated[str, StringConstraints(max_length=4 * 2**30)] | None = None
     media_type: Literal["video", "image"] = "video"
     creation_time: CreationTime | None = None
@@ -100,8 +102,8 @@ class VideoEmbeddingsQuery(Strict):
     media_info: MediaInfoOffset | None = None
 
     @property
-    def ids(self) -> list[UUID]:
-        return self.id if isinstance(self.id, list) else [self.id]
+    def ids(self) -> list[str]:
+        return [str(i) for i in (self.id if isinstance(self.id, list) else [self.id])]
 
 
 class ChunkResponse(BaseModel):
@@ -195,3 +197,206 @@ class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
     audio_support: bool = False
+
+
+# --- live streams (spec §3) ------------------------------------------------------------------------
+STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
+StreamId = Annotated[str, StringConstraints(pattern=STREAM_ID_PATTERN)]
+# description, username, password: letters, digits, _ . - " ' space and comma.
+StreamText = Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_.\-\"' ,]*$")]
+Text256 = Annotated[str, StringConstraints(max_length=256)]
+Coordinate = Annotated[float, Field(ge=-1e6, le=1e6)]
+
+
+class AddLiveStream(Strict):
+    liveStreamUrl: Annotated[str, StringConstraints(max_length=256, pattern=r"^rtsp://")]
+    description: StreamText
+    username: StreamText = ""
+    password: StreamText = ""
+    place_name: Text256 = ""
+    place_type: Text256 = ""
+    place_lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    place_lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    place_alt: Coordinate | None = None
+    place_coordinate_x: Coordinate | None = None
+    place_coordinate_y: Coordinate | None = None
+    id: Annotated[str, StringConstraints(max_length=256, pattern=STREAM_ID_PATTERN)] | None = None
+    sensor_name: Text256 = ""
+
+
+class AddLiveStreamsRequest(Strict):
+    streams: Annotated[list[AddLiveStream], Field(min_length=1, max_length=256)]
+
+
+class AddedStream(BaseModel):
+    id: str
+
+
+class AddStreamError(BaseModel):
+    index: int
+    url: str
+    error: str
+    error_code: str
+    status_code: int
+
+
+class AddLiveStreamsResponse(BaseModel):
+    results: list[AddedStream]
+    errors: list[AddStreamError]
+
+
+PLACE_FIELDS = (
+    "place_name",
+    "place_type",
+    "place_lat",
+    "place_lon",
+    "place_alt",
+    "place_coordinate_x",
+    "place_coordinate_y",
+)
+
+
+class LiveStreamInfo(BaseModel):
+    id: str
+    liveStreamUrl: str
+    description: str
+    # Both 0 unless a request on the stream is processing. Live chunks follow the wall clock.
+    chunk_duration: float = 0
+    chunk_overlap_duration: float = 0
+    place_name: str = ""
+    place_type: str = ""
+    place_lat: float | None = None
+    place_lon: float | None = None
+    place_alt: float | None = None
+    place_coordinate_x: float | None = None
+    place_coordinate_y: float | None = None
+
+
+class DeleteStreamsRequest(Strict):
+    stream_ids: Annotated[list[str], Field(min_length=1, max_length=256)]
+    blocking: bool = False
+    drain_timeout_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None
+
+
+class DeleteStreamError(BaseModel):
+    stream_id: str
+    error: str
+    error_code: str
+    status_code: int
+
+
+class DeleteStreamsResponse(BaseModel):
+    deleted: list[str]
+    errors: list[DeleteStreamError]
+
+
+# --- CV / VIOS-compatible stream API (spec §3.4) ---------------------------------------------------
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
+class StreamMetadata(Strict):
+    resolution: Annotated[str, StringConstraints(pattern=r"^\d+x\d+$")] | None = None
+    codec: str | None = None
+    framerate: Annotated[float, Field(ge=0.1, le=240)] | None = None
+    prompt: str | None = None
+    system_prompt: str | None = None
+    model: str | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=16384)] | None = None
+    min_tokens: Annotated[int, Field(ge=1, le=16384)] | None = None
+    temperature: Unit | None = None
+    top_p: Unit | None = None
+    top_k: Annotated[int, Field(ge=1, le=1000)] | None = None
+    ignore_eos: bool | None = None
+    seed: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
+    chunk_duration: Annotated[int, Field(ge=0, le=3600)] | None = None
+    chunk_overlap_duration: Annotated[int, Field(ge=-3600, le=3600)] | None = None
+    num_frames_per_second_or_fixed_frames_chunk: Annotated[float, Field(ge=0, le=256)] | None = None
+    use_fps_for_chunking: bool | None = None
+    vlm_input_width: Annotated[int, Field(ge=0, le=4096)] | None = None
+    vlm_input_height: Annotated[int, Field(ge=0, le=4096)] | None = None
+    enable_reasoning: bool | None = None
+    enable_audio: bool | None = None
+    alert_category: Annotated[str, StringConstraints(max_length=500)] | None = None
+    mm_processor_kwargs: dict[str, object] | None = None
+    response_format_type: Literal["text", "json_object"] | None = None
+    stream: bool | None = None
+
+
+class StreamHeaders(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    source: str | None = None
+    created_at: str | None = None
+    url_headers: dict[str, str] | None = None
+
+
+class StreamValue(Strict):
+    """`value` of the direct CV shape; for removal only camera_id and change matter."""
+
+    camera_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=STREAM_ID_PATTERN)]
+    camera_name: str | None = None
+    camera_url: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    camera_type: Literal["rtsp", "file"] | None = None
+    camera_vod_url: str | None = None
+    tags: object | None = None
+    change: str
+    creation_time: Annotated[str, StringConstraints(max_length=64)] | None = None
+    metadata: StreamMetadata | None = None
+
+
+class CvStreamRequest(Strict):
+    key: Annotated[str, StringConstraints(max_length=256)]
+    value: StreamValue
+    headers: StreamHeaders | None = None
+
+
+class ViosEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    camera_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=STREAM_ID_PATTERN)]
+    camera_name: str | None = None
+    camera_type: str | None = None
+    camera_url: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    camera_vod_url: str | None = None
+    tags: object | None = None
+    change: str
+    # Only known StreamMetadata keys are used; the rest are ignored.
+    metadata: dict[str, object] | None = None
+    headers: StreamHeaders | None = None
+
+
+class ViosStreamRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    alert_type: str
+    created_at: str | None = None
+    source: str | None = None
+    event: ViosEvent
+
+
+class StreamAddResponse(BaseModel):
+    camera_id: str
+    asset_id: str
+    status: Literal["processing", "added"]
+    inference: bool
+
+
+class StreamRemoveResponse(BaseModel):
+    camera_id: str
+    asset_id: str
+    status: Literal["removed"] = "removed"
+
+
+class CvStreamInfo(BaseModel):
+    camera_id: str
+    camera_name: str
+    camera_url: str
+    asset_id: str
+    source_id: str | None = None
+    sensor_id: str | None = None
+    inference_active: bool
+    chunk_duration: float
+    chunk_overlap_duration: float
+
+
+class CvStreamList(BaseModel):
+    status: Literal["ok"] = "ok"
+    stream_count: int
+    stream_list: list[CvStreamInfo]

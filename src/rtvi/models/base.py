@@ -31,6 +31,7 @@ class Embedder(Protocol):
     def frames_per_chunk(self) -> int:
         """How many frames the sampler should take per chunk (Cosmos-Embed1: 8)."""
         ...
+
     @property
     def input_size(self) -> tuple[int, int] | None:
         """(width, height) the sampler should resize frames to, or None to keep them as decoded."""

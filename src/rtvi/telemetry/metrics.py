@@ -22,3 +22,35 @@ class Metrics:
             "chunk_latency_seconds", "Decode start -> result per chunk", registry=r
         )
         self.uptime = Gauge("system_uptime_seconds", "Seconds since start", registry=r)
+        # Message bus (spec §6): `bus` is kafka | redis, `kind` is result | error.
+        bus_labels = ("bus", "kind")
+        self.bus_published = Counter(
+            "rtvi_bus_messages_published", "Messages the broker acknowledged", bus_labels, registry=r
+        )
+        self.bus_failed = Counter(
+            "rtvi_bus_messages_failed",
+            "Messages the broker did not take in time (or rejected)",
+            bus_labels,
+            registry=r,
+        )
+        self.bus_dropped = Counter(
+            "rtvi_bus_messages_dropped",
+            "Messages not queued: the send queue was full",
+            bus_labels,
+            registry=r,
+        )
+        # Live streams: reader threads running (one per stream, however many jobs share it), queue drops
+        # (the bounded-queue policy), reconnection attempts, and chunk end -> result latency.
+        self.live_decoders_open = Gauge(
+            "live_decoders_open", "RTSP reader/decoder threads running", registry=r
+        )
+        self.live_dropped = Counter(
+            "live_dropped", "Live chunks or results dropped by a full queue", ["reason"], registry=r
+        )
+        self.decode_retry = Counter("rtvi_decode_retry", "RTSP reconnection attempts", ["reason"], registry=r)
+        self.live_chunk_latency = Histogram(
+            "live_stream_chunk_latency_seconds", "Live chunk end (wall clock) -> result ready", registry=r
+        )
+        self.stream_delete_latency = Histogram(
+            "rtvi_stream_delete_latency_seconds", "Time to delete a live stream", registry=r
+        )

@@ -1,0 +1,348 @@
+"""Live jobs: a stream's shared decoder -> wall-clock chunks -> batched model -> every subscriber.
+
+One job per stream and service (a second generate call re-attaches to it, spec §4.1). A job has SSE
+subscribers and, optionally, other destinations (auto-started CV inference, Kafka): `persistent` jobs
+outlive their SSE readers; the others stop when their last reader leaves.
+
+Bounded everywhere: the decoder thread hands chunks over with call_soon_threadsafe (a few per chunk
+duration), chunks waiting for the model sit in a bounded queue, and each subscriber has a bounded result
+queue. A full queue drops its oldest entry; every drop is counted (live_dropped_total{reason}) and
+logged, so a slow model or reader never grows memory and never stalls the other subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from rtvi.assets.registry import Asset
+from rtvi.engine.batcher import InferenceBatcher
+from rtvi.engine.results import ChunkResult
+from rtvi.media.live import (
+    LiveChunker,
+    LiveDecoder,
+    LiveEnd,
+    LiveEvent,
+    LiveGap,
+    RtspOptions,
+    with_credentials,
+)
+from rtvi.media.types import SampledChunk
+from rtvi.settings import Settings
+from rtvi.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ErrorHook = Callable[[str, str], None]  # (stream id, message): the error bus (spec §6.5)
+T = TypeVar("T")
+
+
+class LiveStreamError(Exception):
+    """A live job ended with an error (reconnection window exhausted, model failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveParams:
+    chunk_duration: float
+    chunk_overlap_duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Stopped:
+    error: str | None
+
+
+def rtsp_options(settings: Settings) -> RtspOptions:
+    return RtspOptions(
+        transport=settings.rtsp_transport,
+        open_timeout_s=settings.rtsp_open_timeout_s,
+        read_timeout_s=settings.rtsp_timeout_ms / 1000,
+        reconnect_interval_s=settings.rtsp_reconnection_interval_s,
+        reconnect_window_s=settings.rtsp_reconnection_window_s,
+        reconnect_max_attempts=settings.rtsp_reconnection_max_attempts,
+    )
+
+
+def stream_url(asset: Asset) -> str:
+    """The URL to connect to: the stored URL (without credentials) plus the stored credentials."""
+    return with_credentials(asset.path, asset.meta.get("username", ""), asset.meta.get("password", ""))
+
+
+class DropOldestQueue(Generic[T]):
+    """A bounded asyncio queue whose put never waits: when full, the oldest item is dropped and counted."""
+
+    def __init__(self, maxsize: int, on_drop: Callable[[], None]) -> None:
+        self._q: asyncio.Queue[T] = asyncio.Queue(maxsize)
+        self._on_drop = on_drop
+
+    def put(self, item: T) -> None:
+        if self._q.full():
+            self._q.get_nowait()
+            self._on_drop()
+        self._q.put_nowait(item)
+
+    async def get(self) -> T:
+        return await self._q.get()
+
+
+class Subscription:
+    """One SSE reader of a live job."""
+
+    def __init__(self, job: LiveEmbeddingJob, maxsize: int) -> None:
+        self.job = job
+        self._queue: DropOldestQueue[ChunkResult | _Stopped] = DropOldestQueue(
+            maxsize, lambda: job.dropped("slow_consumer")
+        )
+
+    def offer(self, item: ChunkResult | _Stopped) -> None:
+        self._queue.put(item)
+
+    async def results(self) -> AsyncIterator[ChunkResult]:
+        """Results until the job stops; raises LiveStreamError when it stopped with an error. Leaving
+        the iteration (client gone) unsubscribes."""
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, _Stopped):
+                    if item.error:
+                        raise LiveStreamError(item.error)
+                    return
+                yield item
+        finally:
+            self.job.unsubscribe(self)
+
+
+class LiveEmbeddingJob:
+    def __init__(
+        self,
+        *,
+        manager: LiveManager,
+        asset: Asset,
+        params: LiveParams,
+        batcher: InferenceBatcher,
+        persistent: bool,
+    ) -> None:
+        self.manager = manager
+        self.asset = asset
+        self.stream_id = asset.id
+        self.params = params
+        self.batcher = batcher
+        self.persistent = persistent
+        self.request_id = str(uuid.uuid4())
+        self.created = time.time()
+        self.subscribers: list[Subscription] = []
+        # Destinations other than SSE readers (Kafka): called with every result, on the event loop.
+        self.sinks: list[Callable[[LiveEmbeddingJob, ChunkResult], None]] = list(manager.sinks)
+        self.chunks_done = 0
+        self.ended = False
+        self.error: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pending: DropOldestQueue[SampledChunk] = DropOldestQueue(
+            manager.settings.live_pending_chunks, lambda: self.dropped("inference_behind")
+        )
+        embedder = batcher.embedder
+        self.chunker = LiveChunker(
+            params.chunk_duration,
+            params.chunk_overlap_duration,
+            embedder.frames_per_chunk,
+            embedder.input_size,
+            self._emit_threadsafe,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self, decoder: LiveDecoder) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"live-{self.stream_id}")
+        decoder.add(self.chunker)
+
+    def stop(self, error: str | None = None) -> None:
+        """End the job now: readers get their remaining results, then the end (or the error)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.error = error
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        for sub in list(self.subscribers):
+            sub.offer(_Stopped(error))
+        self.manager._job_ended(self)
+        if error:
+            self.manager.on_error(self.stream_id, error)
+
+    async def wait(self, timeout: float | None) -> None:
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task], timeout=timeout)
+
+    # --- readers ------------------------------------------------------------------------------
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self, self.manager.settings.live_subscriber_queue)
+        if self.ended:
+            sub.offer(_Stopped(self.error))
+        else:
+            self.subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self.subscribers:
+            self.subscribers.remove(sub)
+        if not self._has_consumers():
+            log.info("live job %s on stream %s: last reader left; stopping", self.request_id, self.stream_id)
+            self.stop()
+
+    def _has_consumers(self) -> bool:
+        return self.persistent or bool(self.subscribers) or bool(self.sinks)
+
+    def dropped(self, reason: str) -> None:
+        self.manager.metrics.live_dropped.labels(reason=reason).inc()
+        log.warning("stream %s: queue full, dropped the oldest entry (%s)", self.stream_id, reason)
+
+    # --- the pipeline -------------------------------------------------------------------------
+    def _emit_threadsafe(self, event: LiveEvent) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: the service is shutting down
+            self._loop.call_soon_threadsafe(self._on_event, event)
+
+    def _on_event(self, event: LiveEvent) -> None:
+        if self.ended:
+            return
+        if isinstance(event, SampledChunk):
+            self._pending.put(event)
+        elif isinstance(event, LiveGap):
+            log.info("stream %s: %s", self.stream_id, event.reason)
+        elif isinstance(event, LiveEnd):
+            self.stop(event.error)
+
+    async def _run(self) -> None:
+        metrics = self.manager.metrics
+        while True:
+            sampled = await self._pending.get()
+            infer_start = time.time()
+            try:
+                vector, infer_s = await self.batcher.embed_clip(sampled.frames)
+            except Exception as exc:
+                log.exception("stream %s: model call failed", self.stream_id)
+                self.stop(f"Failed to generate video embeddings: {exc}")
+                return
+            done = time.time()
+            chunk = sampled.chunk
+            result = ChunkResult(
+                index=self.chunks_done,
+                start_s=chunk.start_s,
+                end_s=chunk.end_s,
+                vector=vector,
+                frame_count=len(sampled.frames),
+                decode_latency_s=sampled.decode_latency_s,
+                inference_latency_s=infer_s,
+                queue_time_s=max(0.0, infer_start - chunk.end_s),
+                chunk_latency_s=max(0.0, done - chunk.end_s),
+            )
+            self.chunks_done += 1
+            metrics.live_chunk_latency.observe(result.chunk_latency_s)
+            for sub in list(self.subscribers):
+                sub.offer(result)
+            for sink in list(self.sinks):
+                try:
+                    sink(self, result)
+                except Exception:
+                    log.exception("stream %s: a result sink failed", self.stream_id)
+            if not self._has_consumers():
+                # A reader that never started (the response was never sent) must not leak the job.
+                self.stop()
+                return
+
+
+class LiveManager:
+    """Owns every live job and the one decoder per stream that its jobs share."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, on_error: ErrorHook) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.on_error = on_error
+        self._decoders: dict[str, LiveDecoder] = {}
+        self._jobs: dict[str, LiveEmbeddingJob] = {}
+        # Result destinations every new job gets (the Kafka / Redis results bus when enabled).
+        self.sinks: list[Callable[[LiveEmbeddingJob, ChunkResult], None]] = []
+
+    @property
+    def options(self) -> RtspOptions:
+        return rtsp_options(self.settings)
+
+    def job(self, stream_id: str) -> LiveEmbeddingJob | None:
+        job = self._jobs.get(stream_id)
+        return job if job is not None and not job.ended else None
+
+    def jobs(self) -> list[LiveEmbeddingJob]:
+        return [j for j in self._jobs.values() if not j.ended]
+
+    def decoders(self) -> dict[str, LiveDecoder]:
+        return dict(self._decoders)
+
+    def start_embedding(
+        self, asset: Asset, params: LiveParams, batcher: InferenceBatcher, persistent: bool
+    ) -> LiveEmbeddingJob:
+        """Start embedding a stream, or re-attach to the job already running on it."""
+        existing = self.job(asset.id)
+        if existing is not None:
+            existing.persistent = existing.persistent or persistent
+            return existing
+        job = LiveEmbeddingJob(
+            manager=self, asset=asset, params=params, batcher=batcher, persistent=persistent
+        )
+        self._jobs[asset.id] = job
+        job.start(self._decoder(asset))
+        self.metrics.active_live_streams.set(len(self.jobs()))
+        log.info(
+            "live job %s on stream %s: chunks of %s s (overlap %s s)",
+            job.request_id,
+            asset.id,
+            params.chunk_duration,
+            params.chunk_overlap_duration,
+        )
+        return job
+
+    def _decoder(self, asset: Asset) -> LiveDecoder:
+        decoder = self._decoders.get(asset.id)
+        if decoder is None or decoder.failure is not None:
+            decoder = LiveDecoder(
+                asset.id,
+                stream_url(asset),
+                self.options,
+                on_retry=lambda reason: self.metrics.decode_retry.labels(reason=reason).inc(),
+                on_running=self.metrics.live_decoders_open.inc,
+            )
+            self._decoders[asset.id] = decoder
+            decoder.start()
+        return decoder
+
+    def _job_ended(self, job: LiveEmbeddingJob) -> None:
+        if self._jobs.get(job.stream_id) is job:
+            del self._jobs[job.stream_id]
+        decoder = self._decoders.get(job.stream_id)
+        if decoder is not None and decoder.remove(job.chunker) == 0:
+            decoder.stop()
+            del self._decoders[job.stream_id]
+        self.metrics.active_live_streams.set(len(self.jobs()))
+
+    async def stop(self, stream_id: str, timeout: float | None) -> bool:
+        """Stop the stream's job (its readers get [DONE]); wait up to `timeout` for it to wind down.
+        -> whether a job was running."""
+        job = self.job(stream_id)
+        if job is None:
+            return False
+        job.stop()
+        await job.wait(timeout)
+        return True
+
+    async def shutdown(self) -> None:
+        jobs = self.jobs()
+        for job in jobs:
+            job.stop()
+        await asyncio.gather(*(j.wait(5) for j in jobs))
+        for decoder in self._decoders.values():
+            decoder.stop()
+        self._decoders.clear()

@@ -1,0 +1,363 @@
+"""Live RTSP sources: one PyAV reader thread and decoder per stream, shared by every subscriber.
+
+Reading
+-------
+``av.open(url, options={"rtsp_transport": ...}, timeout=(open_s, read_s))``: PyAV's own timeouts (the
+FFmpeg ``stimeout`` option no longer exists and is silently ignored, so a read would hang). Each stream
+has a dedicated daemon thread, so a stuck camera blocks only its own thread, never the event loop.
+
+Reconnection
+------------
+A read error, a read timeout and a clean end of stream all count as a disconnect (a killed RTSP server
+ends the read either way). After a disconnect, or when connecting fails, the reader retries every
+``reconnect_interval_s``; it gives up when ``reconnect_max_attempts`` consecutive attempts have failed
+or ``reconnect_window_s`` has passed since the stream was last healthy, whichever comes first (0 turns a
+limit off). A connection that delivers a frame resets both. Subscribers are told about every gap (their
+open chunks are dropped) and, when the reader gives up, get ``on_end(error)``.
+
+Frame times (wall clock)
+------------------------
+When the camera sends RTCP sender reports, FFmpeg sets ``start_time_realtime`` (the NTP time of PTS 0),
+and a frame's time is ``start_time_realtime + pts``: the camera's capture clock. Before the first report
+(the first seconds of a connection) and for cameras that send none, the time is the frame's PTS plus the
+smallest ``receive time - PTS`` seen on the connection: receive time with network and buffering jitter
+removed (frames that arrive late in a burst keep their true spacing).
+
+Decoding cost
+-------------
+Every packet is decoded (H.264 needs it), but frames are converted to RGB only when a subscriber picks
+them, resized in the same ``to_ndarray`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import av
+import av.container
+import av.video.frame
+
+from .live_chunks import LiveChunkPlanner
+from .types import ChunkSpec, Frame, MediaError, SampledChunk
+
+log = logging.getLogger(__name__)
+
+# A camera clock further than this from ours is worth a warning (its chunk times will look odd).
+_SKEW_WARN_S = 5.0
+# A receive-time offset that grows by more than this means the PTS jumped: re-anchor.
+_REANCHOR_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RtspOptions:
+    transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 2.0
+    reconnect_interval_s: float = 5.0
+    reconnect_window_s: float = 60.0
+    reconnect_max_attempts: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class StreamProbe:
+    codec: str
+    width: int
+    height: int
+    fps: float
+
+
+# --- credentials ----------------------------------------------------------------------------------
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """rtsp://user:pw@host/path -> ("rtsp://host/path", "user", "pw") (percent-decoded)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, "", ""
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), unquote(user), unquote(password)
+
+
+def with_credentials(url: str, username: str, password: str) -> str:
+    if not username and not password:
+        return url
+    parts = urlsplit(url)
+    userinfo = f"{quote(username, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+
+
+# --- opening and probing --------------------------------------------------------------------------
+def open_rtsp(url: str, opts: RtspOptions) -> av.container.InputContainer:
+    try:
+        container = av.open(
+            url,
+            options={"rtsp_transport": opts.transport},
+            timeout=(opts.open_timeout_s, opts.read_timeout_s),
+        )
+    except Exception as exc:  # PyAV raises many OSError / FFmpegError subclasses
+        raise MediaError(f"cannot open RTSP source: {type(exc).__name__}: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise MediaError("the RTSP source has no video stream")
+    return container
+
+
+def probe_rtsp(url: str, opts: RtspOptions) -> StreamProbe:
+    """Connect, read the video stream's parameters, disconnect. Raises MediaError."""
+    container = open_rtsp(url, opts)
+    try:
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        rate = stream.average_rate or stream.guessed_rate
+        return StreamProbe(cc.name, cc.width, cc.height, float(rate) if rate else 0.0)
+    finally:
+        container.close()
+
+
+# --- frame times ----------------------------------------------------------------------------------
+class FrameClock:
+    """Wall-clock time of the frames of one connection (see the module docstring)."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self._offset: float | None = None
+        self.source: Literal["rtcp", "receive"] = "receive"
+        self._warned = False
+
+    def time(self, start_time_realtime: int | None, pts_s: float | None, received: float) -> float:
+        if pts_s is None:  # the first decoded frame may have no PTS
+            return received
+        delta = received - pts_s
+        if self._offset is None or delta < self._offset or delta - self._offset > _REANCHOR_S:
+            self._offset = delta
+        if start_time_realtime is not None:
+            if self.source != "rtcp":
+                self.source = "rtcp"
+                log.info("stream %s: frame times from RTCP sender reports", self.stream_id)
+            t = start_time_realtime / 1e6 + pts_s
+            if not self._warned and abs(t - received) > _SKEW_WARN_S:
+                self._warned = True
+                log.warning(
+                    "stream %s: camera clock differs from ours by %.1f s; chunk times follow the camera",
+                    self.stream_id,
+                    t - received,
+                )
+            return t
+        return pts_s + self._offset
+
+
+# --- subscribers ----------------------------------------------------------------------------------
+class FrameSink(Protocol):
+    """What a LiveDecoder feeds. Called on the decoder's thread: must be quick and never block."""
+
+    def on_frame(self, frame: av.video.frame.VideoFrame, t: float) -> None: ...
+    def on_gap(self, reason: str) -> None: ...
+    def on_end(self, error: str | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LiveGap:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEnd:
+    error: str | None
+
+
+LiveEvent = SampledChunk | LiveGap | LiveEnd
+
+
+class LiveChunker:
+    """A FrameSink that cuts wall-clock chunks and hands each chunk's sampled frames to `emit`.
+
+    `emit` is called on the decoder thread; it must hand the event over without blocking (the engine
+    uses loop.call_soon_threadsafe).
+    """
+
+    def __init__(
+        self,
+        duration_s: float,
+        overlap_s: float,
+        frames_per_chunk: int,
+        size: tuple[int, int] | None,
+        emit: Callable[[LiveEvent], None],
+    ) -> None:
+        self.size = size
+        self.emit = emit
+        self._convert_s = 0.0
+        self.planner: LiveChunkPlanner[av.video.frame.VideoFrame, Frame] = LiveChunkPlanner(
+            duration_s, overlap_s, frames_per_chunk, self._to_rgb
+        )
+
+    def _to_rgb(self, frame: av.video.frame.VideoFrame) -> Frame:
+        start = time.perf_counter()
+        if self.size is None:
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            rgb = frame.to_ndarray(width=self.size[0], height=self.size[1], format="rgb24")
+        self._convert_s += time.perf_counter() - start
+        return rgb  # type: ignore[return-value]  # rgb24 is always uint8
+
+    def on_frame(self, frame: av.video.frame.VideoFrame, t: float) -> None:
+        for done in self.planner.feed(t, frame):
+            w = done.window
+            spec = ChunkSpec(w.index, w.start_s, w.end_s)
+            self.emit(SampledChunk(spec, done.frames, done.frame_times, self._convert_s))
+            self._convert_s = 0.0
+
+    def on_gap(self, reason: str) -> None:
+        dropped = self.planner.reset()
+        self._convert_s = 0.0
+        self.emit(LiveGap(f"{reason} ({dropped} open chunk(s) dropped)"))
+
+    def on_end(self, error: str | None) -> None:
+        self.emit(LiveEnd(error))
+
+
+# --- the shared reader ----------------------------------------------------------------------------
+class LiveDecoder:
+    """One RTSP connection and decoder for one stream, fanning frames out to its sinks."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        url: str,
+        opts: RtspOptions,
+        *,
+        on_retry: Callable[[str], None] | None = None,
+        on_running: Callable[[int], None] | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self._url = url  # may hold credentials: never logged
+        self.opts = opts
+        self._sinks: list[FrameSink] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rtsp-{stream_id[:24]}", daemon=True)
+        self._on_retry = on_retry or (lambda _reason: None)
+        self._on_running = on_running or (lambda _delta: None)
+        self.connected = False
+        self.connections = 0
+        self.frames = 0
+        self.failure: str | None = None
+        self.time_source: str = "receive"
+
+    # --- subscribers --------------------------------------------------------------------------
+    def add(self, sink: FrameSink) -> None:
+        with self._lock:
+            self._sinks.append(sink)
+
+    def remove(self, sink: FrameSink) -> int:
+        """-> how many sinks remain."""
+        with self._lock:
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+            return len(self._sinks)
+
+    def _snapshot(self) -> list[FrameSink]:
+        with self._lock:
+            return list(self._sinks)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end; it does after the current read (at most the read timeout)."""
+        self._stop.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        self._on_running(1)
+        try:
+            self._loop()
+        except Exception as exc:  # a bug, not a camera problem: end the subscribers rather than hang them
+            log.exception("stream %s: reader crashed", self.stream_id)
+            self._end(f"RTSP reader crashed: {exc}")
+        finally:
+            self._on_running(-1)
+
+    def _loop(self) -> None:
+        opts = self.opts
+        attempts = 0
+        unhealthy_since: float | None = None
+        while not self._stop.is_set():
+            error = "end of stream"
+            got_frames = False
+            try:
+                container = open_rtsp(self._url, opts)
+            except MediaError as exc:
+                error = str(exc)
+            else:
+                self.connections += 1
+                self.connected = True
+                try:
+                    got_frames, error = self._pump(container)
+                finally:
+                    self.connected = False
+                    container.close()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            if got_frames:
+                attempts, unhealthy_since = 0, None
+            if unhealthy_since is None:
+                unhealthy_since = now
+                for sink in self._snapshot():
+                    sink.on_gap(f"disconnected: {error}")
+            attempts += 1
+            out_of_attempts = opts.reconnect_max_attempts > 0 and attempts > opts.reconnect_max_attempts
+            out_of_time = opts.reconnect_window_s > 0 and now - unhealthy_since >= opts.reconnect_window_s
+            if out_of_attempts or out_of_time:
+                self._end(
+                    f"RTSP stream {self.stream_id} lost ({error}); gave up after {attempts - 1} reconnection "
+                    f"attempt(s) over {now - unhealthy_since:.1f} s"
+                )
+                return
+            log.warning(
+                "stream %s: %s; reconnecting in %.1f s (attempt %d)",
+                self.stream_id,
+                error,
+                opts.reconnect_interval_s,
+                attempts,
+            )
+            self._on_retry("reconnect")
+            if self._stop.wait(opts.reconnect_interval_s):
+                return
+
+    def _pump(self, container: av.container.InputContainer) -> tuple[bool, str]:
+        """Decode until the connection ends. -> (whether any frame came, why it ended)."""
+        stream = container.streams.video[0]
+        clock = FrameClock(self.stream_id)
+        got = False
+        try:
+            for frame in container.decode(stream):
+                if self._stop.is_set():
+                    return got, "stopped"
+                t = clock.time(container.start_time_realtime, frame.time, time.time())
+                self.time_source = clock.source
+                got = True
+                self.frames += 1
+                for sink in self._snapshot():
+                    sink.on_frame(frame, t)
+        except Exception as exc:  # read timeout, connection reset, corrupt data: all a disconnect
+            return got, f"{type(exc).__name__}: {exc}"
+        return got, "end of stream"
+
+    def _end(self, error: str) -> None:
+        self.failure = error
+        log.error("stream %s: %s", self.stream_id, error)
+        for sink in self._snapshot():
+            sink.on_end(error)

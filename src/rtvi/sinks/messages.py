@@ -1,0 +1,154 @@
+"""What goes on the message bus: nv.VisionLLM per chunk (spec §6.3) and the JSON error (spec §6.5).
+
+Pure functions over small typed contexts, so file requests, live streams and tests build the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from rtvi.engine.times import format_iso
+from rtvi.sinks.schema import schema_pb2 as nv
+
+SensorType = Literal["Camera", "Video"]
+ErrorType = Literal["functional", "critical"]
+MESSAGE_TYPE_VISION_LLM = "vision_llm"
+MESSAGE_TYPE_ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkContext:
+    """Everything one chunk's VisionLLM message says besides the vector.
+
+    `start_ts` / `end_ts` are Unix seconds (UTC): for files the asset's creation time (else the request's
+    arrival) plus the chunk's PTS; for live streams the wall-clock capture time.
+    """
+
+    request_id: str
+    chunk_idx: int
+    stream_id: str  # asset id (files) or stream id (live)
+    sensor_type: SensorType
+    start_ts: float
+    end_ts: float
+    model_id: str
+    sensor_id: str = ""  # camera_id, else sensor name, else stream id (see `sensor_key`)
+    sensor_name: str = ""
+    camera_id: str = ""
+    description: str = ""
+    requested_model: str = ""
+    frame_count: int = 0
+    decode_latency_s: float = 0.0
+    inference_latency_s: float = 0.0
+    chunk_latency_s: float = 0.0
+    queue_time_s: float = 0.0
+    sensor_info: Mapping[str, str] = field(default_factory=dict)  # path, url, videoFps, ...
+    model_owned_by: str = ""
+    text: str | None = None  # set for text-embedding messages
+
+    @property
+    def sensor_key(self) -> str:
+        return self.camera_id or self.sensor_id or self.sensor_name or self.stream_id
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.request_id}:{self.chunk_idx}".encode()
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def build_vision_llm(ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequence[float]) -> nv.VisionLLM:
+    """The nv.VisionLLM message of one chunk (spec §6.3); text inputs carry their vector in the query."""
+    msg = nv.VisionLLM(version=ctx.model_id or ctx.requested_model or "1.0")
+    # Microseconds: a float of Unix seconds holds no more, and nanoseconds would show its rounding noise.
+    msg.timestamp.FromMicroseconds(round(ctx.start_ts * 1e6))
+    msg.end.FromMicroseconds(round(ctx.end_ts * 1e6))
+    # No per-frame ids are produced for embeddings: the reference's fallback ids.
+    msg.startFrameId = f"{ctx.chunk_idx}:start"
+    msg.endFrameId = f"{ctx.chunk_idx}:end"
+    if ctx.text is None:
+        sensor = msg.sensor
+        sensor.id = ctx.sensor_key
+        sensor.type = ctx.sensor_type
+        sensor.description = ctx.description
+        sensor.info.update({k: v for k, v in ctx.sensor_info.items() if v})
+        if ctx.camera_id:
+            sensor.info["cameraId"] = ctx.camera_id
+        if ctx.sensor_name:
+            sensor.info["sensorName"] = ctx.sensor_name
+    llm = msg.llm
+    llm.info.update(
+        {"modelId": ctx.model_id, "modelApiType": "embedding", "requestedModel": ctx.requested_model}
+    )
+    if ctx.model_owned_by:
+        llm.info["modelOwnedBy"] = ctx.model_owned_by
+    query = llm.queries.add(id=f"{ctx.request_id}:{ctx.chunk_idx}", response="")
+    query.params.update(
+        {
+            "chunkIdx": str(ctx.chunk_idx),
+            "streamId": ctx.stream_id,
+            "requestId": ctx.request_id,
+            "sensorId": ctx.sensor_key,
+        }
+    )
+    if ctx.camera_id:
+        query.params["cameraId"] = ctx.camera_id
+    if ctx.sensor_name:
+        query.params["sensorName"] = ctx.sensor_name
+    floats = vector.tolist() if isinstance(vector, np.ndarray) else list(vector)
+    if ctx.text is None:
+        llm.visionEmbeddings.add().vector.extend(floats)
+    else:
+        query.prompts["text"] = ctx.text
+        query.embeddings.add().vector.extend(floats)
+    msg.info.update(
+        {
+            "chunkIdx": str(ctx.chunk_idx),
+            "requestId": ctx.request_id,
+            "streamId": ctx.stream_id,
+            "sensorId": ctx.sensor_key,
+            "frameCount": str(ctx.frame_count),
+            "decodeLatencyMs": _ms(ctx.decode_latency_s),
+            # Our model stage is an embedder; the reference calls the model-call latency vlmLatencyMs.
+            "vlmLatencyMs": _ms(ctx.inference_latency_s),
+            "chunkLatencyMs": _ms(ctx.chunk_latency_s),
+            "queueTimeS": f"{ctx.queue_time_s:.6f}",
+            "processingLatencyS": f"{ctx.chunk_latency_s:.6f}",
+        }
+    )
+    if ctx.camera_id:
+        msg.info["cameraId"] = ctx.camera_id
+    return msg
+
+
+def error_json(stream_id: str, event: str, type_: ErrorType, source: str, now: float | None = None) -> bytes:
+    """The §6.5 error message: {streamId, timestamp (UTC ms Z), type, source, event}."""
+    ts = format_iso(datetime.fromtimestamp(time.time() if now is None else now, tz=UTC))
+    body = {"streamId": stream_id, "timestamp": ts, "type": type_, "source": source, "event": event}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def text_context(
+    request_id: str, index: int, text: str, model_id: str, requested_model: str, ts: float
+) -> ChunkContext:
+    """The context of one text embedding (ENABLE_KAFKA_MESSAGES_FOR_TEXT_INPUT): no sensor, one instant."""
+    return ChunkContext(
+        request_id=request_id,
+        chunk_idx=index,
+        stream_id="",
+        sensor_type="Video",  # unused: text messages carry no sensor
+        start_ts=ts,
+        end_ts=ts,
+        model_id=model_id,
+        requested_model=requested_model,
+        text=text,
+    )

@@ -1,0 +1,224 @@
+"""MessagePublisher: the one object the service publishes through (results, text results, errors).
+
+Routes (spec §6.1):
+- results: MESSAGE_BUS=kafka or KAFKA_ENABLED=true -> Kafka topic MESSAGE_BUS_TOPIC (KAFKA_TOPIC);
+  MESSAGE_BUS=redis -> Redis Stream of that name (XADD {REDIS_PAYLOAD_KEY: bytes}); else off.
+- errors: ENABLE_REDIS_ERROR_MESSAGES=true or ERROR_BUS=redis -> Redis PUBLISH; ERROR_BUS=kafka, or
+  ERROR_BUS empty while results go to Kafka -> Kafka; else logged only.
+Kafka needs KAFKA_BOOTSTRAP_SERVERS; without it Kafka routes are off, with a warning.
+All publish_* methods are thread-safe and never block on a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from rtvi.settings import Service, Settings, service_source_name
+from rtvi.sinks.errors import ErrorBus, ErrorBusName
+from rtvi.sinks.kafka import Headers, KafkaSink
+from rtvi.sinks.messages import MESSAGE_TYPE_VISION_LLM, ChunkContext, ErrorType, build_vision_llm
+from rtvi.sinks.redis import RedisItem, RedisSink
+from rtvi.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+BusName = Literal["kafka", "redis"]
+DEFAULT_TOPICS: dict[Service, str] = {"embed": "mdx-embed", "vlm": "mdx-vlm-captions"}
+DEFAULT_ERROR_TOPICS: dict[Service, str] = {"embed": "mdx-embed-errors", "vlm": "mdx-vlm-errors"}
+RESULT_HEADERS: Headers = [("message_type", MESSAGE_TYPE_VISION_LLM.encode())]
+
+
+class MessagePublisher:
+    def __init__(self, service: Service, settings: Settings, metrics: Metrics) -> None:
+        self.service = service
+        self.settings = settings
+        self.metrics = metrics
+        self.source = service_source_name(service)
+        self._lock = threading.Lock()
+        self._kafka: KafkaSink | None = None
+        self._redis: RedisSink | None = None
+        s = settings
+        results: BusName | None = "kafka" if s.message_bus == "kafka" or s.kafka_enabled else None
+        if s.message_bus == "redis":
+            results = "redis"
+        errors: ErrorBusName | None = None
+        if s.enable_redis_error_messages or s.error_bus == "redis":
+            errors = "redis"
+        elif s.error_bus == "kafka" or (s.error_bus == "" and results == "kafka"):
+            errors = "kafka"
+        self.results_bus = self._usable(results)
+        self.results_topic = s.message_bus_topic or DEFAULT_TOPICS[service]
+        self._errors = self._error_bus(
+            self._usable(errors), s.error_message_topic or DEFAULT_ERROR_TOPICS[service]
+        )
+
+    # --- routes and sinks ------------------------------------------------------------------------
+    def _usable(self, bus: BusName | None) -> BusName | None:
+        if bus == "kafka" and not self.settings.kafka_bootstrap_servers.strip():
+            log.warning("Kafka output requested but KAFKA_BOOTSTRAP_SERVERS is empty: Kafka output disabled")
+            return None
+        return bus
+
+    def _sink(self, bus: BusName) -> KafkaSink | RedisSink:
+        """The bus's sink, started on first use (so /v1/config can switch to a bus not used at start)."""
+        with self._lock:
+            s = self.settings
+            if bus == "kafka":
+                if self._kafka is None:
+                    self._kafka = KafkaSink(
+                        s.kafka_bootstrap_servers,
+                        self.metrics,
+                        queue_maxsize=s.kafka_queue_maxsize,
+                        message_timeout_ms=s.kafka_message_timeout_ms,
+                        idempotence=s.kafka_enable_idempotence,
+                        client_id=self.source,
+                    ).start()
+                return self._kafka
+            if self._redis is None:
+                self._redis = RedisSink(
+                    self.metrics,
+                    host=s.redis_host,
+                    port=s.redis_port,
+                    db=s.redis_db,
+                    password=s.redis_password,
+                    queue_maxsize=s.redis_queue_maxsize,
+                    payload_key=s.redis_payload_key,
+                    stream_maxlen=s.redis_stream_maxlen,
+                ).start()
+            return self._redis
+
+    def _error_bus(self, bus: ErrorBusName | None, topic: str) -> ErrorBus:
+        kafka = self._sink("kafka") if bus == "kafka" else None
+        redis = self._sink("redis") if bus == "redis" else None
+        return ErrorBus(bus, topic, self.source, kafka=kafka, redis=redis)  # type: ignore[arg-type]
+
+    def start(self) -> MessagePublisher:
+        if self.results_bus is not None:
+            self._sink(self.results_bus)  # connect now, not on the first chunk
+        log.info(
+            "message bus: results -> %s %s; errors -> %s %s",
+            self.results_bus or "off",
+            self.results_topic if self.results_bus else "",
+            self._errors.bus or "log only",
+            self._errors.topic if self._errors.bus else "",
+        )
+        return self
+
+    @property
+    def error_bus(self) -> ErrorBusName | None:
+        return self._errors.bus
+
+    @property
+    def error_topic(self) -> str:
+        return self._errors.topic
+
+    @property
+    def text_enabled(self) -> bool:
+        return self.results_bus is not None and self.settings.enable_kafka_messages_for_text_input
+
+    # --- publishing ------------------------------------------------------------------------------
+    def publish_chunk(self, ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequence[float]) -> bool:
+        """One chunk's nv.VisionLLM on the results bus; True when queued. Files, live streams and text
+        (ctx.text set; see text_enabled) all go through here."""
+        bus, topic = self.results_bus, self.results_topic
+        if bus is None:
+            return False
+        try:
+            payload = build_vision_llm(ctx, vector).SerializeToString()
+        except Exception as exc:  # spec §6.5: protobuf build failures go to the error bus
+            log.exception("building the VisionLLM message failed")
+            self.publish_error(
+                ctx.stream_id, f"Failed to build protobuf message for chunk {ctx.chunk_idx}: {exc}"
+            )
+            return False
+        sink = self._sink(bus)
+        if isinstance(sink, KafkaSink):
+            return sink.produce(topic, payload, key=ctx.key, headers=RESULT_HEADERS, kind="result")
+        return sink.send(RedisItem("xadd", topic, payload, "result"))
+
+    def publish_error(self, stream_id: str, event: str, type: ErrorType = "functional") -> bool:
+        """One §6.5 error message; type "critical" for start-up failures, "functional" otherwise."""
+        try:
+            return self._errors.publish(stream_id, event, type)
+        except Exception:  # reporting an error must never raise into the code that failed
+            log.exception("publishing an error message failed")
+            return False
+
+    def on_error(self, stream_id: str, message: str) -> None:
+        """Adapter for ServiceState.on_error(stream_id, message): a functional error."""
+        self.publish_error(stream_id, message, "functional")
+
+    # --- runtime configuration (POST /v1/config) -------------------------------------------------
+    def configure(
+        self, bus: BusName, topic: str, error_bus: ErrorBusName | None = None, error_topic: str | None = None
+    ) -> list[str]:
+        """Switch results (and optionally errors) to another bus/topic; returns warnings. Messages already
+        queued still go to the old route; connection settings stay as configured at start-up."""
+        warnings: list[str] = []
+        if self._usable(bus) is None:
+            warnings.append("KAFKA_BOOTSTRAP_SERVERS is empty: result output stays disabled")
+            self.results_bus = None
+        else:
+            self._sink(bus)
+            self.results_bus = bus
+        self.results_topic = topic
+        if error_bus is not None or error_topic is not None:
+            new_bus = error_bus if error_bus is not None else self._errors.bus
+            if new_bus is not None and self._usable(new_bus) is None:
+                warnings.append("KAFKA_BOOTSTRAP_SERVERS is empty: errors are only logged")
+                new_bus = None
+            self._errors = self._error_bus(new_bus, error_topic or self._errors.topic)
+        log.info(
+            "message bus reconfigured: results -> %s %s; errors -> %s %s",
+            self.results_bus,
+            topic,
+            self._errors.bus,
+            self._errors.topic,
+        )
+        return warnings
+
+    def create_topic(self, topic: str, partitions: int) -> str | None:
+        """Best-effort Kafka topic creation; returns a warning on failure (blocks: call off the loop)."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic].result(timeout=10)
+        except Exception as exc:
+            return f"Could not create topic {topic!r}: {exc}"
+        return None
+
+    # --- health and shutdown ---------------------------------------------------------------------
+    def checks(self) -> dict[str, dict[str, Any]]:
+        """Connectivity of the buses in use (blocking, a few seconds at most: call it off the event loop).
+        They never make the service unready: results wait in the queue while a broker is away."""
+        out: dict[str, dict[str, Any]] = {}
+        kafka_role = [
+            r for r, b in (("results", self.results_bus), ("errors", self._errors.bus)) if b == "kafka"
+        ]
+        redis_role = [
+            r for r, b in (("results", self.results_bus), ("errors", self._errors.bus)) if b == "redis"
+        ]
+        if kafka_role and self._kafka is not None:
+            c = self._kafka.check()
+            out["kafka"] = {"healthy": c["connected"], "required": False, "used_for": kafka_role, **c}
+            if "results" in kafka_role:
+                out["kafka"]["topic"] = self.results_topic
+        if redis_role and self._redis is not None:
+            c = self._redis.check()
+            out["redis"] = {"healthy": c["connected"], "required": False, "used_for": redis_role, **c}
+        return out
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued within `timeout` s in all; the rest is counted as failed and logged."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            sinks: list[KafkaSink | RedisSink] = [s for s in (self._redis, self._kafka) if s is not None]
+        for sink in sinks:
+            sink.close(max(0.5, deadline - time.monotonic()))
