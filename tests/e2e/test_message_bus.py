@@ -23,8 +23,8 @@ from rtvi.telemetry.metrics import Metrics
 from tests.conftest import CREATION_TIME, upload
 from tests.kafka_redis import RedisServer, TansuBroker, consume
 from tests.rtsp_server import RtspServer, gst_available
-from tests.sse_client import SseReader
 from tests.servers import RtviServer, free_port
+from tests.sse_client import SseReader
 
 pytestmark = pytest.mark.slow
 TOPIC = "mdx-embed"
