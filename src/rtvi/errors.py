@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -78,6 +77,3 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def json_error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
-
-
-__all__: list[Any] = ["ApiError", "error_body", "install_error_handlers", "json_error_response"]

@@ -49,8 +49,6 @@ async def _bus_checks(state: ServiceState) -> dict[str, dict[str, Any]]:
 def _health(
     state: ServiceState,
     detailed: bool,
-    ok_text: str,
-    bad_text: str,
     ready: bool,
     informational: dict[str, dict[str, Any]] | None = None,
 ) -> Response:
@@ -68,22 +66,22 @@ def _health(
             },
             status_code=status,
         )
-    return PlainTextResponse(ok_text if healthy else bad_text, status_code=status)
+    return PlainTextResponse(
+        "Service is healthy" if healthy else "Service is not healthy", status_code=status
+    )
 
 
 @router.get("/v1/ready")
 async def ready(detailed: bool = Query(False), state: ServiceState = Depends(get_state)) -> Response:
     """200 once the model is loaded and storage is usable; 503 before."""
     bus = await _bus_checks(state) if detailed else None
-    return _health(
-        state, detailed, "Service is healthy", "Service is not healthy", ready=True, informational=bus
-    )
+    return _health(state, detailed, ready=True, informational=bus)
 
 
 @router.get("/v1/live")
 async def live(detailed: bool = Query(False), state: ServiceState = Depends(get_state)) -> Response:
     """200 while the process serves requests, even during model loading."""
-    return _health(state, detailed, "Service is healthy", "Service is not healthy", ready=False)
+    return _health(state, detailed, ready=False)
 
 
 @router.get("/v1/startup")
