@@ -53,10 +53,10 @@ bench: setup-test rtsp-deps
 	HF_HUB_OFFLINE=1 $(PY) bench/kafka_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/live_bench.py
 
-# Regenerate src/rtvi/sinks/schema/*_pb2.py(i) from the .proto files with the pinned grpcio-tools
+# Regenerate src/rtvi/core/bus/schema/*_pb2.py(i) from the .proto files with the pinned grpcio-tools
 # (a unit test fails when the committed modules differ from a fresh generation).
 proto: setup-test
-	$(PY) -m rtvi.sinks.schema._generate
+	$(PY) -m rtvi.core.bus.schema._generate
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -84,7 +84,7 @@ def run(srv: RtviServer, clip: Path) -> list[tuple[str, str]]:
 
 
 def model_only_limit() -> tuple[str, str]:
-    from rtvi.models.registry import load_embedder
+    from rtvi.services.embed.models.registry import load_embedder
     from rtvi.settings import Settings
 
     embedder = load_embedder(Settings())

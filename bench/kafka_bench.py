@@ -28,9 +28,10 @@ from tests.kafka_redis import TansuBroker, consume  # noqa: E402
 from tests.media_factory import make_clip  # noqa: E402
 from tests.servers import RtviServer  # noqa: E402
 
-from rtvi.sinks.kafka import KafkaSink  # noqa: E402
-from rtvi.sinks.messages import ChunkContext, build_vision_llm  # noqa: E402
-from rtvi.telemetry.metrics import Metrics  # noqa: E402
+from rtvi.core.bus.kafka import KafkaSink  # noqa: E402
+from rtvi.core.bus.messages import ChunkContext  # noqa: E402
+from rtvi.core.telemetry.metrics import Metrics  # noqa: E402
+from rtvi.services.embed.messages import build_vision_llm  # noqa: E402
 
 N = 10_000
 

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench.clips builds the clip with tests.media_factory
 
 from bench.clips import textured_clip  # noqa: E402
-from rtvi.media.chunks import plan_file_chunks  # noqa: E402
-from rtvi.media.probe import keyframe_index, probe  # noqa: E402
-from rtvi.media.sampler import FileFrameSampler, chunk_targets  # noqa: E402
-from rtvi.media.types import ChunkSpec, Frame  # noqa: E402
+from rtvi.core.media.chunks import plan_file_chunks  # noqa: E402
+from rtvi.core.media.probe import keyframe_index, probe  # noqa: E402
+from rtvi.core.media.sampler import FileFrameSampler, chunk_targets  # noqa: E402
+from rtvi.core.media.types import ChunkSpec, Frame  # noqa: E402
 
 SECONDS, FPS, WIDTH, HEIGHT = 60, 30, 1280, 720
 FRAMES_PER_CHUNK, CHUNK_S, SIZE = 8, 10, (224, 224)

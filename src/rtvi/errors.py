@@ -1,79 +1,103 @@
-"""One exception type for every API failure, and the handlers that render the spec's {code, message}."""
+"""Domain errors: what went wrong, in the API's vocabulary (the spec's `code`), with no HTTP status.
+
+Every layer raises these; the web layer maps each class to a status once (rtvi.http.errors). A class
+names the kind of failure; `code` is the spec's word for it (spec §0.1), which the reference varies per
+endpoint ("BadParameters", "InvalidParameter", ...), so call sites may pass their own.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+class RtviError(Exception):
+    """Base of every failure the API reports to its client as {code, message}."""
 
-log = logging.getLogger(__name__)
+    code = "InternalServerError"
 
-MAX_MESSAGE = 1024
-
-
-class ApiError(Exception):
-    """A failure with the HTTP status and the `code` of spec §0.1."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
         self.message = message
-
-    # Shorthands for the codes used in many places.
-    @classmethod
-    def bad_parameters(cls, message: str) -> ApiError:
-        return cls(400, "BadParameters", message)
-
-    @classmethod
-    def no_such_resource(cls, asset_id: object) -> ApiError:
-        return cls(400, "BadParameter", f"No such resource {asset_id}")
-
-    @classmethod
-    def invalid_file(cls, message: str = "File does not seem to be a valid video/image file") -> ApiError:
-        return cls(400, "InvalidFile", message)
+        if code is not None:
+            self.code = code
 
 
-def error_body(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message[:MAX_MESSAGE]}
+class InvalidParameters(RtviError, ValueError):
+    """A parameter is wrong for what it asks (overlap >= duration, unknown model, ...)."""
+
+    code = "BadParameters"
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    err = exc.errors()[0]
-    loc = tuple(err.get("loc", ()))
-    message = f"{loc}: {err.get('msg', 'invalid')}"
-    if err.get("type") not in ("missing", "extra_forbidden") and "input" in err:
-        with contextlib.suppress(TypeError, ValueError):
-            message += f" (input: {json.dumps(err['input'], default=str)[:200]})"
-    return message
+class MalformedRequest(RtviError, ValueError):
+    """The request does not fit the schema (the reference's 422 InvalidParameters)."""
+
+    code = "InvalidParameters"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+class NoSuchResource(InvalidParameters):
+    """An id that names no asset or stream (the reference answers these as bad parameters)."""
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body("InvalidParameters", _validation_message(exc)), status_code=422)
+    code = "BadParameter"
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = str(exc.detail)
-        return JSONResponse(error_body(detail, detail), status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", exc)
-        return JSONResponse(
-            error_body("InternalServerError", "An internal server error occurred"), status_code=500
-        )
+    def __init__(self, resource_id: object, message: str | None = None, code: str | None = None) -> None:
+        super().__init__(message or f"No such resource {resource_id}", code)
 
 
-def json_error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+class NotFound(RtviError):
+    """A named thing does not exist, where the API says so plainly (CV camera removal)."""
+
+    code = "NotFound"
+
+
+class InvalidMedia(RtviError, ValueError):
+    """The input is not decodable media of the expected kind (or a camera that cannot be read)."""
+
+    code = "InvalidFile"
+
+    def __init__(self, message: str = "File does not seem to be a valid video/image file") -> None:
+        super().__init__(message)
+
+
+class Conflict(RtviError):
+    """The id is already taken."""
+
+    code = "DuplicateAssetId"
+
+
+class InUse(Conflict):
+    """The resource is being processed and cannot be removed now."""
+
+    code = "ResourceInUse"
+
+    def __init__(self, resource_id: str) -> None:
+        super().__init__(f"Resource {resource_id} is in use")
+
+
+class TooLarge(RtviError):
+    """A body, upload or payload beyond its limit."""
+
+    code = "FileTooLarge"
+
+
+class Forbidden(RtviError):
+    """Allowed in general but not here (a server path outside FILE_URL_ALLOWED_DIRS)."""
+
+    code = "Forbidden"
+
+
+class Unavailable(RtviError):
+    """The service cannot do it right now (model loading, a dependency gone)."""
+
+    code = "ServiceUnavailable"
+
+
+class NotSupported(RtviError):
+    """A valid request for something this implementation does not do (yet)."""
+
+    code = "NotImplemented"
+
+
+class InternalError(RtviError):
+    """Our failure, reported with a code the spec names for it; details go to the log, not the client."""
+
+
+class ModelLoadError(Exception):
+    """The configured model could not be found or loaded; the message says what to fix."""

@@ -7,14 +7,11 @@ Where our default differs from the reference, the field's comment says why.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-Service = Literal["embed", "vlm"]
 
 
 class Settings(BaseSettings):
@@ -69,7 +66,6 @@ class Settings(BaseSettings):
 
     # --- live streams (RTSP) --------------------------------------------------------------------
     rtsp_timeout_ms: int = Field(2000, validation_alias="RTVI_RTSP_TIMEOUT", ge=100)
-    rtsp_latency_ms: int = Field(2000, validation_alias="RTVI_RTSP_LATENCY", ge=0)
     rtsp_reconnection_interval_s: float = Field(5, validation_alias="RTVI_RTSP_RECONNECTION_INTERVAL", ge=0)
     rtsp_reconnection_window_s: float = Field(60, validation_alias="RTVI_RTSP_RECONNECTION_WINDOW", ge=0)
     rtsp_reconnection_max_attempts: int = Field(
@@ -81,7 +77,6 @@ class Settings(BaseSettings):
     stream_delete_blocking_timeout_s: float = Field(
         300, validation_alias="RTVI_STREAM_DELETE_BLOCKING_TIMEOUT_SEC", ge=0
     )
-    max_live_streams: int = Field(256, validation_alias="RTVI_MAX_LIVE_STREAMS", ge=1)
 
     # --- message bus (spec §6, §8) ---------------------------------------------------------------
     # Per-chunk results as nv.VisionLLM protobuf: MESSAGE_BUS=kafka (or the legacy KAFKA_ENABLED=true)
@@ -92,7 +87,6 @@ class Settings(BaseSettings):
     message_bus_topic: str = Field("", validation_alias=AliasChoices("MESSAGE_BUS_TOPIC", "KAFKA_TOPIC"))
     # Empty disables Kafka output with a warning (spec §6.1).
     kafka_bootstrap_servers: str = Field("kafka:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
-    kafka_incident_topic: str = Field("mdx-vlm-incidents", validation_alias="KAFKA_INCIDENT_TOPIC")
     # Messages waiting for the broker (librdkafka's queue.buffering.max.messages); beyond it they are
     # dropped, counted in rtvi_bus_messages_dropped_total and logged.
     kafka_queue_maxsize: int = Field(1024, validation_alias="KAFKA_ASYNC_SEND_QUEUE_MAXSIZE", ge=1)
@@ -119,19 +113,6 @@ class Settings(BaseSettings):
     redis_payload_key: str = Field("metadata", validation_alias="REDIS_PAYLOAD_KEY")
     redis_stream_maxlen: int = Field(10000, validation_alias="REDIS_STREAM_MAXLEN", ge=1)
     redis_queue_maxsize: int = Field(1024, validation_alias="REDIS_ASYNC_PUBLISH_QUEUE_MAXSIZE", ge=1)
-    # Incident defaults (rt-vlm, spec §6.4).
-    place_name: str = Field("Dock Entrance-East", validation_alias="PLACE_NAME")
-    place_type: str = Field("warehouse-bay", validation_alias="PLACE_TYPE")
-    place_lat: float = Field(37.3706, validation_alias="PLACE_LAT")
-    place_lon: float = Field(-121.9672, validation_alias="PLACE_LON")
-    place_alt: float = Field(0.0, validation_alias="PLACE_ALT")
-    place_coordinate_x: float = Field(12.5, validation_alias="PLACE_COORDINATE_X")
-    place_coordinate_y: float = Field(4.2, validation_alias="PLACE_COORDINATE_Y")
-    analytics_module_id: str = Field("vlm-activity-detector", validation_alias="ANALYTICS_MODULE_ID")
-    analytics_module_description: str = Field(
-        "RTVI Safety Compliance Detector", validation_alias="ANALYTICS_MODULE_DESCRIPTION"
-    )
-    analytics_module_source: str = Field("rtvi-vlm", validation_alias="ANALYTICS_MODULE_SOURCE")
     # TCP interleaving survives NAT and packet loss; UDP is lower latency on a clean LAN.
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", validation_alias="RTVI_RTSP_TRANSPORT")
     # Connecting (and the probe of /v1/streams/add) gives up after this long; reads use RTVI_RTSP_TIMEOUT.
@@ -159,7 +140,7 @@ class Settings(BaseSettings):
     def _empty_means_no_cap(cls, v: object) -> object:
         return None if v in ("", None) else v
 
-    @field_validator("rtsp_timeout_ms", "rtsp_latency_ms", mode="before")
+    @field_validator("rtsp_timeout_ms", mode="before")
     @classmethod
     def _empty_means_default(cls, v: object) -> object:
         return 2000 if v in ("", None) else v
@@ -183,11 +164,6 @@ class Settings(BaseSettings):
         return 4
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
-
-
-def service_source_name(service: Service) -> str:
+def service_source_name(service: str) -> str:
     """The `source` reported in error messages: the pod hostname, else the service name (spec §6.5)."""
     return os.environ.get("HOSTNAME") or f"rtvi-{service}"

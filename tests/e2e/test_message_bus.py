@@ -15,11 +15,11 @@ import httpx
 import pytest
 import redis
 
+from rtvi.core.bus.publisher import MessagePublisher
+from rtvi.core.bus.schema import schema_pb2 as nv
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.services.embed.messages import build_vision_llm, text_context
 from rtvi.settings import Settings
-from rtvi.sinks.messages import text_context
-from rtvi.sinks.publisher import MessagePublisher
-from rtvi.sinks.schema import schema_pb2 as nv
-from rtvi.telemetry.metrics import Metrics
 from tests.conftest import CREATION_TIME, upload
 from tests.kafka_redis import RedisServer, TansuBroker, consume
 from tests.rtsp_server import RtspServer, gst_available
@@ -328,7 +328,7 @@ def test_config_switches_topic_at_runtime(
 def test_results_on_a_redis_stream(redis_server: RedisServer) -> None:
     env = {"MESSAGE_BUS": "redis", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_server.port}
     settings = Settings(**env)  # type: ignore[arg-type]
-    pub = MessagePublisher("embed", settings, Metrics()).start()
+    pub = MessagePublisher("embed", settings, Metrics(), build_result=build_vision_llm).start()
     ctx = text_context("rs-1", 0, "a cat", "m", "m", 1.7e9)
     assert pub.publish_chunk(ctx, [0.25, 0.5])
     pub.close(timeout=10)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rtvi.media.live import LiveChunker, LiveDecoder, LiveEnd, LiveEvent, RtspOptions
-from rtvi.media.types import SampledChunk
+from rtvi.core.media.live import LiveChunker, LiveDecoder, LiveEnd, LiveEvent, RtspOptions
+from rtvi.core.media.types import SampledChunk
 from tests.rtsp_server import RtspServer, gst_available
 from tests.servers import free_port
 

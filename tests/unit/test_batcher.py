@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtvi.engine.batcher import InferenceBatcher
-from rtvi.models.embedders.clip import ClipEmbedder
+from rtvi.services.embed.batching import EmbeddingBatcher
+from rtvi.services.embed.models.clip import ClipEmbedder
 from tests.model_factory import build_tiny_clip
 
 
@@ -29,7 +29,7 @@ def test_concurrent_chunks_share_model_calls(embedder: ClipEmbedder) -> None:
     expected = embedder.embed_frames(clips)
 
     async def run() -> tuple[list[np.ndarray], int]:
-        batcher = InferenceBatcher(embedder, max_batch=4)
+        batcher = EmbeddingBatcher(embedder, max_batch=4)
         batcher.start()
         try:
             results = await asyncio.gather(*(batcher.embed_clip(c) for c in clips))
@@ -45,7 +45,7 @@ def test_concurrent_chunks_share_model_calls(embedder: ClipEmbedder) -> None:
 
 def test_texts_and_clips_mixed_keep_their_order(embedder: ClipEmbedder) -> None:
     async def run() -> list[np.ndarray]:
-        batcher = InferenceBatcher(embedder, max_batch=8)
+        batcher = EmbeddingBatcher(embedder, max_batch=8)
         batcher.start()
         try:
             a, b, (clip_vec, _) = await asyncio.gather(
@@ -65,7 +65,7 @@ def test_texts_and_clips_mixed_keep_their_order(embedder: ClipEmbedder) -> None:
 
 def test_a_failing_model_call_fails_its_waiters(embedder: ClipEmbedder, tmp_path: Path) -> None:
     async def run() -> None:
-        batcher = InferenceBatcher(embedder, max_batch=4)
+        batcher = EmbeddingBatcher(embedder, max_batch=4)
         batcher.start()
         try:
             with pytest.raises(ValueError):

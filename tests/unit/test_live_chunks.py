@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtvi.media.live import split_credentials, with_credentials
-from rtvi.media.live_chunks import LiveChunkPlanner, LiveWindow
+from rtvi.core.media.live import split_credentials, with_credentials
+from rtvi.core.media.live_chunks import LiveChunkPlanner, LiveWindow
 
 
 def run(planner: LiveChunkPlanner[int, int], times: list[float]) -> list[tuple[LiveWindow, list[int]]]:

@@ -13,10 +13,10 @@ import av
 import numpy as np
 import pytest
 
-from rtvi.media.chunks import plan_file_chunks, plan_image_chunk
-from rtvi.media.probe import keyframe_index, probe
-from rtvi.media.sampler import FileFrameSampler, chunk_targets, load_image
-from rtvi.media.types import ChunkSpec, Frame, MediaError
+from rtvi.core.media.chunks import plan_file_chunks, plan_image_chunk
+from rtvi.core.media.probe import keyframe_index, probe
+from rtvi.core.media.sampler import FileFrameSampler, chunk_targets, load_image
+from rtvi.core.media.types import ChunkSpec, Frame, MediaError
 from tests.media_factory import (
     CLIP_FORMATS,
     DECODED_CODEC,

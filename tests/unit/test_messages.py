@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from rtvi.core.bus.messages import ChunkContext, error_json
+from rtvi.core.bus.publisher import MessagePublisher
+from rtvi.core.bus.schema import _generate
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.services.embed.messages import build_vision_llm, text_context
 from rtvi.settings import Settings
-from rtvi.sinks.messages import ChunkContext, build_vision_llm, error_json, text_context
-from rtvi.sinks.publisher import MessagePublisher
-from rtvi.sinks.schema import _generate
-from rtvi.telemetry.metrics import Metrics
 
 # Written from the spec's field table, not from our .proto: a consumer's view of the wire format.
 REFERENCE_PROTO = """

@@ -20,15 +20,16 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from rtvi.media.types import Frame
-from rtvi.models.base import Embedder, ModelLoadError
-from rtvi.models.embedders.bundled import MODEL_ID, BundledEmbedder
-from rtvi.models.embedders.clip import ClipEmbedder
-from rtvi.models.embedders.common import fit_clip
-from rtvi.models.embedders.cosmos import CosmosEmbed1Embedder
-from rtvi.models.embedders.remote import RemoteEmbedder, decode_frames_item, encode_frames_item
-from rtvi.models.registry import detect_embedder_kind, load_embedder
-from rtvi.models.source import resolve_model_path
+from rtvi.core.media.types import Frame
+from rtvi.core.models.source import resolve_model_path
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Embedder
+from rtvi.services.embed.models.bundled import MODEL_ID, BundledEmbedder
+from rtvi.services.embed.models.clip import ClipEmbedder
+from rtvi.services.embed.models.common import fit_clip
+from rtvi.services.embed.models.cosmos import CosmosEmbed1Embedder
+from rtvi.services.embed.models.registry import detect_embedder_kind, load_embedder
+from rtvi.services.embed.models.remote import RemoteEmbedder, decode_frames_item, encode_frames_item
 from rtvi.settings import Settings
 from tests import model_factory as mf
 

@@ -1,75 +1,198 @@
-"""The objects one running service shares between its routes."""
+"""ServiceCore: the objects one running service shares, whatever its model stage.
+
+It owns the asset store, the live streams and their jobs, the message bus, the decode threads and the
+metrics, and holds the service's model stage once it has loaded. A service defines its stage (see
+`ModelStage`); the core runs everything around it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-from fastapi import Request
-
-from rtvi.assets.store import AssetStore
-from rtvi.engine.batcher import InferenceBatcher
-from rtvi.engine.live import LiveManager
-from rtvi.errors import ApiError
-from rtvi.models.base import Embedder
-from rtvi.settings import Service, Settings
-from rtvi.sinks.publisher import MessagePublisher
-from rtvi.telemetry.metrics import Metrics
+from rtvi.core.assets.registry import Asset
+from rtvi.core.assets.store import AssetStore
+from rtvi.core.bus.messages import ResultMessage, chunk_context
+from rtvi.core.bus.publisher import BusTopics, MessagePublisher
+from rtvi.core.media.chunks import ChunkParams
+from rtvi.core.pipeline.file_job import FileJob
+from rtvi.core.pipeline.live import LiveJob, LiveManager
+from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
+from rtvi.core.streams import LiveStreams
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.errors import Unavailable
+from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
 
+Out = TypeVar("Out")
+# Shutdown waits this long for queued Kafka / Redis messages (the rest is counted as failed and logged).
+BUS_FLUSH_TIMEOUT_S = 10.0
 
-def log_error(stream_id: str, message: str) -> None:
-    """The error bus until a message bus is configured (spec §6.5): a log line."""
-    log.error("error event (stream %r): %s", stream_id, message)
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """The loaded model as /v1/models, health and bus messages describe it."""
+
+    id: str
+    owned_by: str
+    api_type: str  # "embedding" | "vlm"
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. {"dimension": 384}
 
 
-@dataclass
-class ServiceState:
-    service: Service
-    settings: Settings
-    store: AssetStore
-    metrics: Metrics = field(default_factory=Metrics)
-    # Failures the spec publishes on the error bus (spec §6.5): (stream or asset id, message).
-    on_error: Callable[[str, str], None] = log_error
-    decode_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(
-            max_workers=os.cpu_count() or 2, thread_name_prefix="decode"
-        )
-    )
-    started_at: float = field(default_factory=time.time)
-    embedder: Embedder | None = None
-    batcher: InferenceBatcher | None = None
-    model_error: str | None = None
-    model_loaded_at: float | None = None
-    # Results and errors on Kafka / Redis (spec §6); set up in the app's lifespan.
-    publisher: MessagePublisher | None = None
-    live: LiveManager = field(init=False)
+class ModelStage(Protocol):
+    """A service's loaded model stage, as the core sees it."""
 
-    def __post_init__(self) -> None:
-        # The manager reports through self.report_error, so a bus plugged in later (on_error) is used.
-        self.live = LiveManager(self.settings, self.metrics, self.report_error)
+    @property
+    def model(self) -> ModelInfo: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    def live_processor(self) -> ChunkProcessor[Any]:
+        """The processor of a stream whose registration started inference (CV metadata.model)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """What a service tells the core about itself."""
+
+    name: str
+    topics: BusTopics
+    build_result: ResultMessage  # a chunk's output -> its nv.VisionLLM message
+    failure_message: str  # what a failed generation says first on the error bus
+
+
+class ServiceCore:
+    def __init__(self, config: CoreConfig, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.started_at = time.time()
+        self.store = AssetStore(settings)
+        self.decode_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
+        # Results and errors on Kafka / Redis (spec §6): connected in start().
+        self.publisher: MessagePublisher | None = None
+        # The manager reports through self.report_error, so the bus plugged in by start() is used.
+        self.live = LiveManager(settings, self.metrics, self.report_error, config.failure_message)
+        self.streams = LiveStreams(settings, self.store, self.live, self.metrics, self.report_error)
+        self.stage: ModelStage | None = None
+        self.model_error: str | None = None
+        self.model_loaded_at: float | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        publisher = self.publisher = MessagePublisher(
+            self.name,
+            self.settings,
+            self.metrics,
+            topics=self.config.topics,
+            build_result=self.config.build_result,
+        ).start()
+        if publisher.results_bus is not None:
+            self.live.sinks.append(self._publish_live)
+
+    async def load(self, load_stage: Callable[[ServiceCore], ModelStage]) -> None:
+        """Load the model stage (in a thread); a failure is kept for health and the error bus."""
+        try:
+            start = time.perf_counter()
+            stage = await asyncio.to_thread(load_stage, self)
+            await stage.start()
+        except Exception as exc:
+            log.exception("model failed to load")
+            self.model_error = str(exc) or type(exc).__name__
+            if self.publisher is not None:  # a pipeline that cannot start is critical (spec §6.5)
+                self.publisher.publish_error("", f"Model failed to load: {self.model_error}", "critical")
+            return
+        self.stage = stage
+        self.model_loaded_at = time.time()
+        log.info("model %s loaded in %.1f s", stage.model_id, time.perf_counter() - start)
+        self.streams.starter = stage
+        self.streams.resume_auto_started()
+
+    async def close(self) -> None:
+        await self.live.shutdown()
+        if self.stage is not None:
+            await self.stage.stop()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self.publisher is not None:
+            # After the producers above stopped: what they published gets BUS_FLUSH_TIMEOUT_S to leave.
+            await asyncio.to_thread(self.publisher.close, BUS_FLUSH_TIMEOUT_S)
+        self.store.close()
+
+    # --- for the services ---------------------------------------------------------------------
+    def require_stage(self) -> ModelStage:
+        if self.stage is None:
+            if self.model_error:
+                raise Unavailable(f"Model failed to load: {self.model_error}")
+            raise Unavailable("The model is still loading; retry shortly")
+        return self.stage
 
     def report_error(self, stream_id: str, message: str) -> None:
+        """A failure the spec publishes on the error bus (spec §6.5); logged when no bus is configured."""
         try:
-            self.on_error(stream_id, message)
+            if self.publisher is not None:
+                self.publisher.on_error(stream_id, message)
+            else:
+                log.error("error event (stream %r): %s", stream_id, message)
         except Exception:  # reporting must never break the request that failed
             log.exception("error reporting failed")
 
-    def require_batcher(self, requested_model: str | None = None) -> InferenceBatcher:
-        if self.batcher is None:
-            if self.model_error:
-                raise ApiError(503, "ServiceUnavailable", f"Model failed to load: {self.model_error}")
-            raise ApiError(503, "ServiceUnavailable", "The model is still loading; retry shortly")
-        if requested_model is not None and requested_model != self.batcher.embedder.id:
-            raise ApiError.bad_parameters(f"No such model '{requested_model}'")
-        return self.batcher
+    def file_job(
+        self,
+        processor: ChunkProcessor[Out],
+        *,
+        video: Asset | Path | None = None,
+        params: ChunkParams | None = None,
+        images: list[Path] | None = None,
+        received_at: float | None = None,
+    ) -> FileJob[Out]:
+        """A job over a registered video (its probed duration spares a probe), a video path, or images."""
+        duration_s = fps = None
+        if isinstance(video, Asset):
+            duration_s, fps = video.meta.get("duration_s"), video.meta.get("fps")
+            video = Path(video.path)
+        return FileJob(
+            processor=processor,
+            decode_pool=self.decode_pool,
+            metrics=self.metrics,
+            video=video,
+            params=params,
+            duration_s=duration_s,
+            fps=fps,
+            images=images,
+            received_at=received_at,
+        )
 
+    def start_live(
+        self, asset: Asset, params: ChunkParams, processor: ChunkProcessor[Out], persistent: bool = False
+    ) -> LiveJob[Out]:
+        return self.live.start(asset, params, processor, persistent)
 
-def get_state(request: Request) -> ServiceState:
-    state: ServiceState = request.app.state.rtvi
-    return state
+    def publish_result(
+        self, asset: Asset, request_id: str, requested_model: str, r: ChunkResult[Any], base_ts: float
+    ) -> None:
+        """One chunk on the results bus (spec §6.3), when one is configured."""
+        publisher, stage = self.publisher, self.stage
+        if publisher is None or publisher.results_bus is None or stage is None:
+            return
+        m = stage.model
+        ctx = chunk_context(asset, request_id, m.id, m.owned_by, m.api_type, requested_model, r, base_ts)
+        publisher.publish_chunk(ctx, r.output)
+
+    def _publish_live(self, job: LiveJob[Any], r: ChunkResult[Any]) -> None:
+        # Once per chunk (not once per SSE reader); live chunk times are Unix seconds already.
+        self.publish_result(job.asset, job.request_id, self.stage.model_id if self.stage else "", r, 0.0)

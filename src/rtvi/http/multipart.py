@@ -16,7 +16,7 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from rtvi.errors import ApiError
+from rtvi.errors import InvalidParameters, MalformedRequest, RtviError, TooLarge
 
 MAX_FIELDS = 1000  # Starlette's cap; the reference returns 400 past it
 MAX_FIELD_BYTES = 64 * 1024
@@ -40,7 +40,7 @@ async def read_form(request: Request, tmp_dir: Path, max_file_bytes: int) -> Par
     if content_type == b"multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:
-            raise ApiError(400, "InvalidParameters", "multipart body without a boundary")
+            raise InvalidParameters("multipart body without a boundary", "InvalidParameters")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_file_bytes + MAX_FIELDS * MAX_FIELD_BYTES:
             raise _too_large(max_file_bytes)
@@ -48,13 +48,11 @@ async def read_form(request: Request, tmp_dir: Path, max_file_bytes: int) -> Par
     if content_type in (b"application/x-www-form-urlencoded", b""):
         form = await request.form(max_fields=MAX_FIELDS, max_files=0)
         return ParsedForm(fields={k: v for k, v in form.items() if isinstance(v, str)})
-    raise ApiError(
-        422, "InvalidParameters", "expected a multipart/form-data or application/x-www-form-urlencoded body"
-    )
+    raise MalformedRequest("expected a multipart/form-data or application/x-www-form-urlencoded body")
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "FileTooLarge", f"Upload is larger than the limit of {limit} bytes")
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"Upload is larger than the limit of {limit} bytes")
 
 
 class _MultipartSink:
@@ -78,7 +76,8 @@ class _MultipartSink:
         self._buffer.clear()
         self._fields += 1
         if self._fields > MAX_FIELDS:
-            raise ApiError(400, "Too many fields. Maximum number of fields is 1000.", "Too many fields.")
+            # The reference's (Starlette's) answer, code and message as it sends them.
+            raise InvalidParameters("Too many fields.", "Too many fields. Maximum number of fields is 1000.")
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -97,7 +96,7 @@ class _MultipartSink:
         if filename is None:
             return
         if self.form.file is not None or self._name != "file":
-            raise ApiError(422, "InvalidParameters", "exactly one file part named 'file' is allowed")
+            raise MalformedRequest("exactly one file part named 'file' is allowed")
         name = filename.decode("utf-8", "replace")
         # The client's name is only metadata: it is validated later and never used as a path here.
         self.form.file = UploadedFile(path=self.tmp_dir / "upload.bin", filename=name, size=0)
@@ -112,7 +111,7 @@ class _MultipartSink:
         else:
             self._buffer += data[start:end]
             if len(self._buffer) > MAX_FIELD_BYTES:
-                raise ApiError(413, "FieldTooLarge", f"form field '{self._name}' is too large")
+                raise TooLarge(f"form field '{self._name}' is too large", "FieldTooLarge")
 
     def on_part_end(self) -> None:
         if self._out is not None:
@@ -148,11 +147,11 @@ async def _read_multipart(
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except ApiError:
+    except RtviError:
         await _drain(request)
         raise
     except Exception as exc:  # the parser's own errors: a malformed body
-        raise ApiError(400, "InvalidParameters", f"malformed multipart body: {exc}") from exc
+        raise InvalidParameters(f"malformed multipart body: {exc}", "InvalidParameters") from exc
     finally:
         sink.close()
     return sink.form

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from rtvi.errors import ApiError
+from rtvi.errors import InvalidParameters, TooLarge
 
 _DATA_URI = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,"
@@ -20,21 +20,21 @@ def decode_data_uri(uri: str, dest_dir: Path, stem: str, max_bytes: int) -> tupl
     """Write the payload to dest_dir/<stem><ext>; -> (path, mime type)."""
     m = _DATA_URI.match(uri[:512])
     if m is None:
-        raise ApiError(400, "InvalidDataUrl", "Malformed data: URL")
+        raise InvalidParameters("Malformed data: URL", "InvalidDataUrl")
     payload = uri[m.end() :]
     mime = m.group("mime") or "text/plain"
     # Base64 inflates by 4/3: reject before decoding anything that cannot fit.
     if len(payload) * 3 // 4 > max_bytes + 3:
-        raise ApiError(413, "FileTooLarge", f"data: payload is larger than {max_bytes} bytes")
+        raise TooLarge(f"data: payload is larger than {max_bytes} bytes")
     try:
         if m.group("b64"):
             data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
         else:
             data = unquote_to_bytes(payload)
     except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, "InvalidDataUrl", f"Invalid base64 in data: URL ({exc})") from exc
+        raise InvalidParameters(f"Invalid base64 in data: URL ({exc})", "InvalidDataUrl") from exc
     if len(data) > max_bytes:
-        raise ApiError(413, "FileTooLarge", f"data: payload is larger than {max_bytes} bytes")
+        raise TooLarge(f"data: payload is larger than {max_bytes} bytes")
     ext = mimetypes.guess_extension(mime) or ".bin"
     path = dest_dir / f"{stem}{ext}"
     path.write_bytes(data)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rtvi.errors import ApiError
+from rtvi.errors import Conflict, InUse, Unavailable
 
 AssetKind = Literal["file", "live"]
 
@@ -96,11 +96,11 @@ class AssetRegistry:
     # --- writes ---------------------------------------------------------------------------------
     @contextmanager
     def reserve(self, asset_id: str, duplicate_code: str = "DuplicateAssetId") -> Iterator[None]:
-        """Claim an id for the duration of an ingest; a concurrent or existing claim gets 409."""
+        """Claim an id for the duration of an ingest; a concurrent or existing claim is a Conflict."""
         with self._lock:
             if asset_id in self._reserved or self.get(asset_id) is not None:
                 noun = "Stream" if duplicate_code == "DuplicateStreamId" else "Asset"
-                raise ApiError(409, duplicate_code, f"{noun} with id '{asset_id}' already exists")
+                raise Conflict(f"{noun} with id '{asset_id}' already exists", duplicate_code)
             self._reserved.add(asset_id)
         try:
             yield
@@ -126,7 +126,7 @@ class AssetRegistry:
     def remove(self, asset_id: str) -> None:
         with self._lock:
             if self._in_use[asset_id] > 0:
-                raise ApiError(409, "ResourceInUse", f"Resource {asset_id} is in use")
+                raise InUse(asset_id)
             self._db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
 
     # --- use counts -----------------------------------------------------------------------------
@@ -136,8 +136,8 @@ class AssetRegistry:
         with self._lock:
             missing = [a for a in asset_ids if self.get(a) is None]
             if missing:
-                raise ApiError(
-                    503, "DependencyError", f"Asset {missing[0]} was removed before it could be used"
+                raise Unavailable(
+                    f"Asset {missing[0]} was removed before it could be used", "DependencyError"
                 )
             self._in_use.update(asset_ids)
         try:

@@ -6,32 +6,29 @@ import asyncio
 import os
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-from starlette.requests import Request
-
-from rtvi.api.schemas import FileUploadForm
-from rtvi.assets.form import read_form
-from rtvi.assets.registry import Asset, AssetRegistry
-from rtvi.assets.storage import AssetStorage
-from rtvi.errors import ApiError
-from rtvi.media.probe import probe
-from rtvi.media.types import MediaError, MediaInfo
+from rtvi.core.assets.registry import Asset, AssetRegistry
+from rtvi.core.assets.storage import AssetStorage
+from rtvi.core.media.probe import probe
+from rtvi.core.media.types import MediaError, MediaInfo, MediaKind
+from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, NoSuchResource
 from rtvi.settings import Settings
 
 UPLOAD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_. \-]{1,256}$")
 
 
-def body_validation_error(exc: ValidationError) -> RequestValidationError:
-    """Report a form validated by hand exactly like FastAPI reports a body: loc ('body', field)."""
-    errors = []
-    for e in exc.errors():
-        d = dict(e)
-        d["loc"] = ("body", *e["loc"])
-        errors.append(d)
-    return RequestValidationError(errors)
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """What a client says about a file it adds (already schema-validated by the caller)."""
+
+    media_type: MediaKind
+    id: str | None = None
+    creation_time: str | None = None
+    sensor_name: str = ""
 
 
 class AssetStore:
@@ -48,92 +45,91 @@ class AssetStore:
     def get_file(self, asset_id: str) -> Asset:
         asset = self.registry.get(asset_id)
         if asset is None or asset.is_live:
-            raise ApiError.no_such_resource(asset_id)
+            raise NoSuchResource(asset_id)
         return asset
 
     def get_any(self, asset_id: str) -> Asset:
         asset = self.registry.get(asset_id)
         if asset is None:
-            raise ApiError.no_such_resource(asset_id)
+            raise NoSuchResource(asset_id)
+        return asset
+
+    def get_live(self, stream_id: str) -> Asset:
+        asset = self.registry.get(stream_id)
+        if asset is None:
+            raise NoSuchResource(stream_id)
+        if not asset.is_live:
+            raise InvalidParameters(f"No such live-stream {stream_id}", "InvalidParameter")
         return asset
 
     # --- ingest ---------------------------------------------------------------------------------
-    async def add_from_form(self, request: Request) -> Asset:
-        """POST /v1/files: an upload (streamed to disk) or the registration of a server path."""
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A directory for an ingest in flight, on the store's filesystem; removed on exit unless its
+        content was committed (renamed into place)."""
         tmp = self.storage.new_tmp_dir()
         try:
-            max_bytes = int(self.settings.max_upload_size_gb * 2**30)
-            parsed = await read_form(request, tmp, max_bytes)
-            try:
-                form = FileUploadForm.model_validate(parsed.fields)
-            except ValidationError as exc:
-                raise body_validation_error(exc) from exc
-            if (parsed.file is None) == (not form.filename):
-                raise ApiError(
-                    422, "InvalidParameters", "Exactly one of 'file' or 'filename' must be provided"
-                )
-            asset_id = str(form.id or uuid.uuid4())
-            with self.registry.reserve(asset_id):
-                if parsed.file is not None:
-                    name = parsed.file.filename
-                    if not UPLOAD_NAME_PATTERN.match(name) or name in (".", ".."):
-                        raise ApiError.bad_parameters(
-                            f"Invalid filename '{name[:100]}': use letters, digits, '_', '.', '-' and space"
-                        )
-                    final_tmp_path = tmp / name
-                    os.rename(parsed.file.path, final_tmp_path)
-                    info = await self._verify(final_tmp_path, form.media_type)
-                    final_dir = self.storage.commit(tmp, asset_id)
-                    asset = Asset(
-                        id=asset_id,
-                        kind="file",
-                        media_type=form.media_type,
-                        filename=name,
-                        path=str(final_dir / name),
-                        owns_dir=True,
-                        bytes=parsed.file.size,
-                        creation_time=form.creation_time,
-                        sensor_name=form.sensor_name,
-                        meta=_media_meta(info),
-                    )
-                else:
-                    path = self._allowed_server_path(form.filename)
-                    info = await self._verify(path, form.media_type)
-                    asset = Asset(
-                        id=asset_id,
-                        kind="file",
-                        media_type=form.media_type,
-                        filename=form.filename,
-                        path=str(path),
-                        owns_dir=False,
-                        bytes=path.stat().st_size,
-                        creation_time=form.creation_time,
-                        sensor_name=form.sensor_name,
-                        meta=_media_meta(info),
-                    )
-                try:
-                    self.registry.add(asset)
-                except Exception:
-                    if asset.owns_dir:
-                        self.storage.remove_asset_dir(asset_id)
-                    raise
-            return asset
+            yield tmp
         finally:
-            self.storage.discard(tmp)  # a no-op once committed (renamed away)
+            self.storage.discard(tmp)  # a no-op once committed
+
+    async def add_upload(self, staged: Path, name: str, size: int, new: NewFile) -> Asset:
+        """Commit an upload written to `staged` (a file in a staging() directory) as `name`: verify
+        it, move its directory into place, then register it. A failure leaves no file and no row."""
+        if not UPLOAD_NAME_PATTERN.match(name) or name in (".", ".."):
+            raise InvalidParameters(
+                f"Invalid filename '{name[:100]}': use letters, digits, '_', '.', '-' and space"
+            )
+        asset_id = new.id or str(uuid.uuid4())
+        with self.registry.reserve(asset_id):
+            final_tmp_path = staged.parent / name
+            os.rename(staged, final_tmp_path)
+            info = await self._verify(final_tmp_path, new.media_type)
+            final_dir = self.storage.commit(staged.parent, asset_id)
+            asset = self._asset(asset_id, new, name, final_dir / name, size, info, owns_dir=True)
+            try:
+                self.registry.add(asset)
+            except Exception:
+                self.storage.remove_asset_dir(asset_id)
+                raise
+        return asset
+
+    async def register_path(self, filename: str, new: NewFile) -> Asset:
+        """Register a file already on the server (under FILE_URL_ALLOWED_DIRS) without copying it."""
+        asset_id = new.id or str(uuid.uuid4())
+        with self.registry.reserve(asset_id):
+            path = self._allowed_server_path(filename)
+            info = await self._verify(path, new.media_type)
+            asset = self._asset(asset_id, new, filename, path, path.stat().st_size, info, owns_dir=False)
+            self.registry.add(asset)
+        return asset
+
+    @staticmethod
+    def _asset(
+        asset_id: str, new: NewFile, name: str, path: Path, size: int, info: MediaInfo | None, owns_dir: bool
+    ) -> Asset:
+        return Asset(
+            id=asset_id,
+            kind="file",
+            media_type=new.media_type,
+            filename=name,
+            path=str(path),
+            owns_dir=owns_dir,
+            bytes=size,
+            creation_time=new.creation_time,
+            sensor_name=new.sensor_name,
+            meta=_media_meta(info),
+        )
 
     def _allowed_server_path(self, filename: str) -> Path:
         allowed = self.settings.allowed_local_dirs
         if not allowed:
-            raise ApiError(
-                403,
-                "Forbidden",
-                "Registering server paths is disabled: set FILE_URL_ALLOWED_DIRS to allow it",
-            )
+            raise Forbidden("Registering server paths is disabled: set FILE_URL_ALLOWED_DIRS to allow it")
         path = Path(os.path.realpath(filename))
         if not any(path.is_relative_to(d) for d in allowed):
-            raise ApiError(403, "Forbidden", f"Path '{filename}' is outside FILE_URL_ALLOWED_DIRS")
+            raise Forbidden(f"Path '{filename}' is outside FILE_URL_ALLOWED_DIRS")
         if not path.is_file():
-            raise ApiError(400, "FileNotFound", f"File '{filename}' not found")
+            raise InvalidParameters(f"File '{filename}' not found", "FileNotFound")
         return path
 
     async def _verify(self, path: Path, media_type: str) -> MediaInfo | None:
@@ -142,9 +138,9 @@ class AssetStore:
         try:
             info = await asyncio.to_thread(probe, path)
         except MediaError as exc:
-            raise ApiError.invalid_file() from exc
+            raise InvalidMedia() from exc
         if info.kind != media_type:
-            raise ApiError.invalid_file(
+            raise InvalidMedia(
                 f"File does not seem to be a valid {media_type} file (it looks like a {info.kind})"
             )
         return info
@@ -153,8 +149,8 @@ class AssetStore:
     def delete_file(self, asset_id: str) -> None:
         asset = self.registry.get(asset_id)
         if asset is None or asset.is_live:
-            raise ApiError(400, "BadParameter", f"No such file {asset_id}")
-        self.registry.remove(asset_id)  # 409 ResourceInUse while a request uses it
+            raise NoSuchResource(asset_id, f"No such file {asset_id}")
+        self.registry.remove(asset_id)  # InUse while a request uses it
         if asset.owns_dir:
             self.storage.remove_asset_dir(asset_id)
 

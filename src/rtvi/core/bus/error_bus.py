@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from rtvi.sinks.kafka import Headers, KafkaSink
-from rtvi.sinks.messages import MESSAGE_TYPE_ERROR, ErrorType, error_json
-from rtvi.sinks.redis import RedisItem, RedisSink
+from rtvi.core.bus.kafka import Headers, KafkaSink
+from rtvi.core.bus.messages import MESSAGE_TYPE_ERROR, ErrorType, error_json
+from rtvi.core.bus.redis import RedisItem, RedisSink
 
 log = logging.getLogger(__name__)
 ERROR_HEADERS: Headers = [("message_type", MESSAGE_TYPE_ERROR.encode())]

@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from rtvi.telemetry.metrics import Metrics
+from rtvi.core.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 Headers = list[tuple[str, str | bytes | None]]

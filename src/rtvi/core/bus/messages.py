@@ -1,4 +1,5 @@
-"""What goes on the message bus: nv.VisionLLM per chunk (spec §6.3) and the JSON error (spec §6.5).
+"""What goes on the message bus: the nv.VisionLLM envelope of a chunk (spec §6.3) and the JSON error
+(spec §6.5). Each service fills the envelope with its own result (vectors, captions).
 
 Pure functions over small typed contexts, so file requests, live streams and tests build the same bytes.
 """
@@ -7,16 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
-from rtvi.engine.times import format_iso
-from rtvi.sinks.schema import schema_pb2 as nv
+from rtvi.core.assets.registry import Asset
+from rtvi.core.bus.schema import schema_pb2 as nv
+from rtvi.core.media.times import format_iso
+from rtvi.core.pipeline.results import ChunkResult
 
 SensorType = Literal["Camera", "Video"]
 ErrorType = Literal["functional", "critical"]
@@ -51,7 +51,8 @@ class ChunkContext:
     queue_time_s: float = 0.0
     sensor_info: Mapping[str, str] = field(default_factory=dict)  # path, url, videoFps, ...
     model_owned_by: str = ""
-    text: str | None = None  # set for text-embedding messages
+    model_api_type: str = "embedding"  # llm.info.modelApiType: "embedding" or "vlm"
+    text: str | None = None  # set for messages about a text input (no sensor)
 
     @property
     def sensor_key(self) -> str:
@@ -66,13 +67,17 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
 
-def build_vision_llm(ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequence[float]) -> nv.VisionLLM:
-    """The nv.VisionLLM message of one chunk (spec §6.3); text inputs carry their vector in the query."""
+# A service's result -> its complete bus message (the envelope filled with the result).
+ResultMessage = Callable[[ChunkContext, Any], nv.VisionLLM]
+
+
+def vision_llm_envelope(ctx: ChunkContext) -> tuple[nv.VisionLLM, nv.Query]:
+    """Everything of one chunk's nv.VisionLLM (spec §6.3) but the result: -> (message, its one query)."""
     msg = nv.VisionLLM(version=ctx.model_id or ctx.requested_model or "1.0")
     # Microseconds: a float of Unix seconds holds no more, and nanoseconds would show its rounding noise.
     msg.timestamp.FromMicroseconds(round(ctx.start_ts * 1e6))
     msg.end.FromMicroseconds(round(ctx.end_ts * 1e6))
-    # No per-frame ids are produced for embeddings: the reference's fallback ids.
+    # No per-frame ids are produced: the reference's fallback ids.
     msg.startFrameId = f"{ctx.chunk_idx}:start"
     msg.endFrameId = f"{ctx.chunk_idx}:end"
     if ctx.text is None:
@@ -87,7 +92,7 @@ def build_vision_llm(ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequen
             sensor.info["sensorName"] = ctx.sensor_name
     llm = msg.llm
     llm.info.update(
-        {"modelId": ctx.model_id, "modelApiType": "embedding", "requestedModel": ctx.requested_model}
+        {"modelId": ctx.model_id, "modelApiType": ctx.model_api_type, "requestedModel": ctx.requested_model}
     )
     if ctx.model_owned_by:
         llm.info["modelOwnedBy"] = ctx.model_owned_by
@@ -104,12 +109,8 @@ def build_vision_llm(ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequen
         query.params["cameraId"] = ctx.camera_id
     if ctx.sensor_name:
         query.params["sensorName"] = ctx.sensor_name
-    floats = vector.tolist() if isinstance(vector, np.ndarray) else list(vector)
-    if ctx.text is None:
-        llm.visionEmbeddings.add().vector.extend(floats)
-    else:
+    if ctx.text is not None:
         query.prompts["text"] = ctx.text
-        query.embeddings.add().vector.extend(floats)
     msg.info.update(
         {
             "chunkIdx": str(ctx.chunk_idx),
@@ -118,7 +119,7 @@ def build_vision_llm(ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequen
             "sensorId": ctx.sensor_key,
             "frameCount": str(ctx.frame_count),
             "decodeLatencyMs": _ms(ctx.decode_latency_s),
-            # Our model stage is an embedder; the reference calls the model-call latency vlmLatencyMs.
+            # The reference calls the model-call latency vlmLatencyMs, whatever the model.
             "vlmLatencyMs": _ms(ctx.inference_latency_s),
             "chunkLatencyMs": _ms(ctx.chunk_latency_s),
             "queueTimeS": f"{ctx.queue_time_s:.6f}",
@@ -127,7 +128,7 @@ def build_vision_llm(ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequen
     )
     if ctx.camera_id:
         msg.info["cameraId"] = ctx.camera_id
-    return msg
+    return msg, query
 
 
 def error_json(stream_id: str, event: str, type_: ErrorType, source: str, now: float | None = None) -> bytes:
@@ -137,18 +138,37 @@ def error_json(stream_id: str, event: str, type_: ErrorType, source: str, now: f
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def text_context(
-    request_id: str, index: int, text: str, model_id: str, requested_model: str, ts: float
+def chunk_context(
+    asset: Asset,
+    request_id: str,
+    model_id: str,
+    model_owned_by: str,
+    model_api_type: str,
+    requested_model: str,
+    r: ChunkResult[Any],
+    base_ts: float,
 ) -> ChunkContext:
-    """The context of one text embedding (ENABLE_KAFKA_MESSAGES_FOR_TEXT_INPUT): no sensor, one instant."""
+    """What the results bus needs of one chunk (spec §6.3), for files (base_ts + PTS) and live streams
+    (chunk times are already Unix seconds: base_ts 0)."""
+    fps = asset.meta.get("fps")
     return ChunkContext(
         request_id=request_id,
-        chunk_idx=index,
-        stream_id="",
-        sensor_type="Video",  # unused: text messages carry no sensor
-        start_ts=ts,
-        end_ts=ts,
+        chunk_idx=r.index,
+        stream_id=asset.id,
+        sensor_type="Camera" if asset.is_live else "Video",
+        start_ts=base_ts + r.start_s,
+        end_ts=base_ts + r.end_s,
         model_id=model_id,
+        model_owned_by=model_owned_by,
+        model_api_type=model_api_type,
         requested_model=requested_model,
-        text=text,
+        sensor_name=asset.sensor_name,
+        camera_id=str(asset.meta.get("camera_id") or ""),
+        description=str(asset.meta.get("description") or ""),
+        frame_count=r.frame_count,
+        decode_latency_s=r.decode_latency_s,
+        inference_latency_s=r.inference_latency_s,
+        chunk_latency_s=r.chunk_latency_s,
+        queue_time_s=r.queue_time_s,
+        sensor_info={"path": asset.path, "videoFps": f"{fps:.2f}" if fps else ""},
     )

@@ -14,32 +14,52 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
-from rtvi.settings import Service, Settings, service_source_name
-from rtvi.sinks.errors import ErrorBus, ErrorBusName
-from rtvi.sinks.kafka import Headers, KafkaSink
-from rtvi.sinks.messages import MESSAGE_TYPE_VISION_LLM, ChunkContext, ErrorType, build_vision_llm
-from rtvi.sinks.redis import RedisItem, RedisSink
-from rtvi.telemetry.metrics import Metrics
+from rtvi.core.bus.error_bus import ErrorBus, ErrorBusName
+from rtvi.core.bus.kafka import Headers, KafkaSink
+from rtvi.core.bus.messages import MESSAGE_TYPE_VISION_LLM, ChunkContext, ErrorType, ResultMessage
+from rtvi.core.bus.redis import RedisItem, RedisSink
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.settings import Settings, service_source_name
 
 log = logging.getLogger(__name__)
 BusName = Literal["kafka", "redis"]
-DEFAULT_TOPICS: dict[Service, str] = {"embed": "mdx-embed", "vlm": "mdx-vlm-captions"}
-DEFAULT_ERROR_TOPICS: dict[Service, str] = {"embed": "mdx-embed-errors", "vlm": "mdx-vlm-errors"}
 RESULT_HEADERS: Headers = [("message_type", MESSAGE_TYPE_VISION_LLM.encode())]
 
 
+@dataclass(frozen=True, slots=True)
+class BusTopics:
+    """A service's default topics (MESSAGE_BUS_TOPIC / ERROR_MESSAGE_TOPIC override them)."""
+
+    results: str
+    errors: str
+
+    @classmethod
+    def for_service(cls, service: str) -> BusTopics:
+        return cls(f"mdx-{service}", f"mdx-{service}-errors")
+
+
 class MessagePublisher:
-    def __init__(self, service: Service, settings: Settings, metrics: Metrics) -> None:
+    """`build_result` turns (chunk context, the service's chunk output) into the message publish_chunk
+    sends: the service's "result -> bus message"."""
+
+    def __init__(
+        self,
+        service: str,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        topics: BusTopics | None = None,
+        build_result: ResultMessage | None = None,
+    ) -> None:
         self.service = service
         self.settings = settings
         self.metrics = metrics
+        self.build_result = build_result
         self.source = service_source_name(service)
+        topics = topics or BusTopics.for_service(service)
         self._lock = threading.Lock()
         self._kafka: KafkaSink | None = None
         self._redis: RedisSink | None = None
@@ -53,10 +73,8 @@ class MessagePublisher:
         elif s.error_bus == "kafka" or (s.error_bus == "" and results == "kafka"):
             errors = "kafka"
         self.results_bus = self._usable(results)
-        self.results_topic = s.message_bus_topic or DEFAULT_TOPICS[service]
-        self._errors = self._error_bus(
-            self._usable(errors), s.error_message_topic or DEFAULT_ERROR_TOPICS[service]
-        )
+        self.results_topic = s.message_bus_topic or topics.results
+        self._errors = self._error_bus(self._usable(errors), s.error_message_topic or topics.errors)
 
     # --- routes and sinks ------------------------------------------------------------------------
     def _usable(self, bus: BusName | None) -> BusName | None:
@@ -123,14 +141,14 @@ class MessagePublisher:
         return self.results_bus is not None and self.settings.enable_kafka_messages_for_text_input
 
     # --- publishing ------------------------------------------------------------------------------
-    def publish_chunk(self, ctx: ChunkContext, vector: npt.NDArray[np.float32] | Sequence[float]) -> bool:
+    def publish_chunk(self, ctx: ChunkContext, output: object) -> bool:
         """One chunk's nv.VisionLLM on the results bus; True when queued. Files, live streams and text
         (ctx.text set; see text_enabled) all go through here."""
         bus, topic = self.results_bus, self.results_topic
-        if bus is None:
+        if bus is None or self.build_result is None:
             return False
         try:
-            payload = build_vision_llm(ctx, vector).SerializeToString()
+            payload = self.build_result(ctx, output).SerializeToString()
         except Exception as exc:  # spec §6.5: protobuf build failures go to the error bus
             log.exception("building the VisionLLM message failed")
             self.publish_error(
@@ -151,7 +169,7 @@ class MessagePublisher:
             return False
 
     def on_error(self, stream_id: str, message: str) -> None:
-        """Adapter for ServiceState.on_error(stream_id, message): a functional error."""
+        """Adapter for ServiceCore.on_error(stream_id, message): a functional error."""
         self.publish_error(stream_id, message, "functional")
 
     # --- runtime configuration (POST /v1/config) -------------------------------------------------

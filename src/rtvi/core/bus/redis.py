@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import redis
 
-from rtvi.sinks.kafka import RateLimitedLog
-from rtvi.telemetry.metrics import Metrics
+from rtvi.core.bus.kafka import RateLimitedLog
+from rtvi.core.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 RETRY_FOR_S = 30.0

@@ -1,1 +1,1 @@
-"""Media layer: probe files, plan chunks, sample frames (files now; live RTSP sources plug in here)."""
+"""Media layer: probe files, plan chunks, sample frames from files and live RTSP sources."""

@@ -9,8 +9,8 @@ Rules:
    further chunk is made and that chunk is the last. (This drops container-duration padding.)
 5. Iteration stops once a chunk's end reaches the end of the range.
 6. A negative overlap leaves gaps between chunks (allowed by the schema).
-7. ``overlap >= chunk_duration`` (a non-positive step) is rejected with ``ValueError``: the reference
-   splitter has no guard and would never finish; the API turns the error into a 400.
+7. ``overlap >= chunk_duration`` (a non-positive step) is rejected by ``ChunkParams``: the reference
+   splitter has no guard and would never finish; the API reports it as 400 BadParameters.
 
 Times are rounded to nanoseconds (the reference keeps chunk PTS in ns) so that steps such as 0.1 s
 do not print as 0.30000000000000004.
@@ -19,11 +19,50 @@ do not print as 0.30000000000000004.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+from rtvi.errors import InvalidParameters
 
 from .types import ChunkSpec
 
 _NS_DIGITS = 9
 _EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkParams:
+    """How to cut an input into chunks; validated once, here, for files and live streams alike.
+
+    Raises ValueError (InvalidParameters, which the API reports as 400 BadParameters) when the values
+    cannot make chunks: see rules 2 and 7 above.
+    """
+
+    chunk_duration: float = 0
+    overlap: float = 0
+    start_offset: float = 0
+    end_offset: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("chunk_duration", self.chunk_duration), ("overlap", self.overlap)):
+            if not math.isfinite(value):
+                raise InvalidParameters(f"{name} must be a finite number, got {value}")
+        if self.chunk_duration < 0:
+            raise InvalidParameters(f"chunk_duration must be >= 0, got {self.chunk_duration}")
+        if self.start_offset < 0:
+            raise InvalidParameters(f"start_offset must be >= 0, got {self.start_offset}")
+        if self.end_offset is not None and self.end_offset < 0:
+            raise InvalidParameters(f"end_offset must be >= 0, got {self.end_offset}")
+        if self.chunk_duration > 0 and self.overlap >= self.chunk_duration:
+            raise InvalidParameters(
+                f"chunk_overlap_duration ({self.overlap:g}) must be smaller than chunk_duration "
+                f"({self.chunk_duration:g})"
+            )
+
+    def require_live(self) -> ChunkParams:
+        """Live streams have no end to cut at: a chunk needs a duration. -> self."""
+        if self.chunk_duration <= 0:
+            raise InvalidParameters("chunk_duration must be greater than 0 for live streams")
+        return self
 
 
 def plan_file_chunks(
@@ -35,23 +74,18 @@ def plan_file_chunks(
     end_offset: float | None = None,
 ) -> list[ChunkSpec]:
     """The chunks of a file of ``duration_s`` seconds at ``fps`` (0 if unknown: no sliver rule)."""
-    for name, value in (("duration", duration_s), ("chunk_duration", chunk_duration), ("overlap", overlap)):
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value}")
-    if chunk_duration < 0:
-        raise ValueError(f"chunk_duration must be >= 0, got {chunk_duration}")
-    if start_offset < 0:
-        raise ValueError(f"start_offset must be >= 0, got {start_offset}")
-    if end_offset is not None and end_offset < 0:
-        raise ValueError(f"end_offset must be >= 0, got {end_offset}")
-    if chunk_duration > 0 and overlap >= chunk_duration:
-        raise ValueError(
-            f"chunk_overlap_duration ({overlap:g}) must be smaller than chunk_duration ({chunk_duration:g})"
-        )
+    return plan_chunks(duration_s, fps, ChunkParams(chunk_duration, overlap, start_offset, end_offset))
+
+
+def plan_chunks(duration_s: float, fps: float, params: ChunkParams) -> list[ChunkSpec]:
+    if not math.isfinite(duration_s):
+        raise InvalidParameters(f"duration must be a finite number, got {duration_s}")
+    chunk_duration, overlap = params.chunk_duration, params.overlap
+    start_offset, end_offset = params.start_offset, params.end_offset
     start = float(start_offset)
     end = float(duration_s) if end_offset is None else min(float(end_offset), float(duration_s))
     if start >= end:
-        raise ValueError(f"start_offset ({start:g} s) must be before the end of the range ({end:g} s)")
+        raise InvalidParameters(f"start_offset ({start:g} s) must be before the end of the range ({end:g} s)")
     if chunk_duration == 0:
         return [ChunkSpec(index=0, start_s=_r(start), end_s=_r(end), is_last=True)]
 

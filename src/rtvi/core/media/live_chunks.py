@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .chunks import ChunkParams
+
 P = TypeVar("P")  # what the reader feeds (a decoded frame)
 F = TypeVar("F")  # what a pick becomes (an RGB array)
 
@@ -55,10 +57,7 @@ class _Open(Generic[F]):
 
 class LiveChunkPlanner(Generic[P, F]):
     def __init__(self, duration_s: float, overlap_s: float, n: int, pick: Callable[[P], F]) -> None:
-        if duration_s <= 0:
-            raise ValueError("chunk_duration must be greater than 0 for live streams")
-        if overlap_s >= duration_s:
-            raise ValueError("chunk_overlap_duration must be smaller than chunk_duration")
+        ChunkParams(duration_s, overlap_s).require_live()
         if n < 1:
             raise ValueError("a chunk needs at least one frame")
         self.duration_s = duration_s

@@ -1,1 +1,2 @@
-"""Model layer: protocols, the backend registry and the backends themselves."""
+"""Where models come from (MODEL_PATH sources) and where they run (device selection); the model
+stages themselves belong to the services."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from rtvi.models.base import ModelLoadError
+from rtvi.errors import ModelLoadError
 from rtvi.settings import Settings
 
 _HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})

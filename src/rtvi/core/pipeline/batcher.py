@@ -1,9 +1,13 @@
 """Batches model work from concurrent requests into single model calls on one inference thread.
 
-Each request submits one chunk (a list of frames) or a list of texts and awaits its vectors. A single
-worker takes whatever is queued (up to `max_batch` chunks) and runs one `embed_frames` call, so N
-concurrent requests cost about one model call per N chunks instead of N calls. The queue is bounded:
-when inference falls behind, submitters wait (backpressure) instead of piling up frames in memory.
+A `Batcher[In, Out]` wraps a batch function `run(items: list[In]) -> Sequence[Out]` (one output per item,
+in order). Requests submit items and await their outputs; one worker takes whatever is queued (up to
+`max_batch` items) and makes one call, so N concurrent requests cost about one model call per N items
+instead of N calls. The queue is bounded: when inference falls behind, submitters wait (backpressure)
+instead of piling up frames in memory.
+
+Several batchers of one model (an embedder's clips and texts) share one single-thread executor, so
+their calls never run at the same time and never compete for the cores.
 """
 
 from __future__ import annotations
@@ -14,109 +18,107 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
-
-from rtvi.media.types import Frame
-from rtvi.models.base import Embedder, Vectors
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+def inference_executor() -> ThreadPoolExecutor:
+    """The one thread a model's calls run on."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
 
 @dataclass(slots=True)
-class _Work:
-    clip: Sequence[Frame] | None
-    texts: Sequence[str] | None
-    future: asyncio.Future[tuple[Vectors, float]] = field(repr=False)
+class _Work(Generic[In, Out]):
+    items: Sequence[In]
+    future: asyncio.Future[tuple[list[Out], float]] = field(repr=False)
 
 
-class InferenceBatcher:
-    def __init__(self, embedder: Embedder, max_batch: int, max_texts: int = 256) -> None:
-        self.embedder = embedder
+class Batcher(Generic[In, Out]):
+    def __init__(
+        self,
+        run: Callable[[list[In]], Sequence[Out]],
+        max_batch: int,
+        *,
+        name: str = "inference",
+        executor: ThreadPoolExecutor | None = None,
+        on_batch: Callable[[float], None] | None = None,
+    ) -> None:
+        self._run_batch = run
         self.max_batch = max(1, max_batch)
-        self.max_texts = max_texts
-        self._queue: asyncio.Queue[_Work] = asyncio.Queue(maxsize=self.max_batch * 4)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.name = name
+        self._own_executor = executor is None
+        self._executor = executor or inference_executor()
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Work[In, Out]] = asyncio.Queue(maxsize=self.max_batch * 4)
         self._worker: asyncio.Task[None] | None = None
         self.batches_run = 0
         self.items_run = 0
 
-    def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="inference-batcher")
+    def start(self) -> Batcher[In, Out]:
+        self._worker = asyncio.create_task(self._work(), name=f"batcher-{self.name}")
+        return self
 
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def embed_clip(self, frames: Sequence[Frame]) -> tuple[Vectors, float]:
-        """-> (vector of shape (dim,), seconds the model call took)."""
-        vectors, latency = await self._submit(_Work(frames, None, asyncio.get_running_loop().create_future()))
-        return vectors[0], latency
+    async def submit(self, item: In) -> tuple[Out, float]:
+        """-> (the item's output, seconds the model call took)."""
+        outputs, latency = await self.submit_many([item])
+        return outputs[0], latency
 
-    async def embed_texts(self, texts: Sequence[str]) -> Vectors:
-        vectors, _ = await self._submit(_Work(None, texts, asyncio.get_running_loop().create_future()))
-        return vectors
-
-    async def _submit(self, work: _Work) -> tuple[Vectors, float]:
+    async def submit_many(self, items: Sequence[In]) -> tuple[list[Out], float]:
+        """Items that stay together in one call (unless they alone exceed max_batch)."""
+        work: _Work[In, Out] = _Work(items, asyncio.get_running_loop().create_future())
         await self._queue.put(work)
         return await work.future
 
-    async def _run(self) -> None:
+    async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        carry: _Work[In, Out] | None = None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [carry if carry is not None else await self._queue.get()]
+            carry = None
+            count = len(batch[0].items)
+            while count < self.max_batch and not self._queue.empty():
+                work = self._queue.get_nowait()
+                if count + len(work.items) > self.max_batch:
+                    carry = work  # first in the next call: keeps the order
+                    break
+                batch.append(work)
+                count += len(work.items)
             batch = [w for w in batch if not w.future.cancelled()]
-            clips = [w for w in batch if w.clip is not None]
-            texts = [w for w in batch if w.texts is not None]
-            if clips:
-                await self._call(
-                    loop,
-                    clips,
-                    lambda ws: self.embedder.embed_frames([w.clip for w in ws if w.clip is not None]),
-                )
-            for group in _text_groups(texts, self.max_texts):
-                await self._call(
-                    loop, group, lambda ws: self.embedder.embed_texts([t for w in ws for t in w.texts or ()])
-                )
+            if batch:
+                await self._call(loop, batch)
 
-    async def _call(
-        self, loop: asyncio.AbstractEventLoop, works: list[_Work], fn: Callable[[list[_Work]], Vectors]
-    ) -> None:
+    async def _call(self, loop: asyncio.AbstractEventLoop, works: list[_Work[In, Out]]) -> None:
+        items = [item for w in works for item in w.items]
         start = time.perf_counter()
         try:
-            vectors = await loop.run_in_executor(self._executor, fn, works)
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, items)
+            if len(outputs) != len(items):
+                raise RuntimeError(f"model returned {len(outputs)} outputs for {len(items)} inputs")
         except Exception as exc:
-            log.exception("model call failed for a batch of %d", len(works))
+            log.exception("%s: model call failed for a batch of %d", self.name, len(items))
             for w in works:
                 if not w.future.done():
                     w.future.set_exception(exc)
             return
         latency = time.perf_counter() - start
         self.batches_run += 1
-        self.items_run += len(works)
+        self.items_run += len(items)
+        if self._on_batch is not None:
+            self._on_batch(latency)
         offset = 0
         for w in works:
-            n = 1 if w.clip is not None else len(w.texts or ())
+            n = len(w.items)
             if not w.future.done():
-                w.future.set_result((np.asarray(vectors[offset : offset + n], dtype=np.float32), latency))
+                w.future.set_result((list(outputs[offset : offset + n]), latency))
             offset += n
-
-
-def _text_groups(works: list[_Work], max_texts: int) -> list[list[_Work]]:
-    groups: list[list[_Work]] = []
-    current: list[_Work] = []
-    count = 0
-    for w in works:
-        n = len(w.texts or ())
-        if current and count + n > max_texts:
-            groups.append(current)
-            current, count = [], 0
-        current.append(w)
-        count += n
-    if current:
-        groups.append(current)
-    return groups

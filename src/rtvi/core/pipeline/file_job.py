@@ -1,4 +1,5 @@
-"""Jobs turn an input into a stream of ChunkResults: plan chunks -> sample frames -> batched model.
+"""File jobs turn a video file (many chunks) or a set of images (one chunk) into ChunkResults:
+plan chunks -> sample frames -> the model stage.
 
 Decoding runs in a bounded thread pool and is prefetched one chunk ahead, so chunk i+1 decodes while
 chunk i is in the model. Closing the async iterator (client gone, request cancelled) stops decoding
@@ -11,70 +12,93 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
-from rtvi.engine.batcher import InferenceBatcher
-from rtvi.engine.results import ChunkResult
-from rtvi.media.chunks import plan_file_chunks, plan_image_chunk
-from rtvi.media.probe import probe
-from rtvi.media.sampler import FileFrameSampler, load_image
-from rtvi.media.types import ChunkSpec, SampledChunk
+from rtvi.core.media.chunks import ChunkParams, plan_chunks, plan_image_chunk
+from rtvi.core.media.probe import probe
+from rtvi.core.media.sampler import FileFrameSampler, load_image
+from rtvi.core.media.types import ChunkSpec, MediaError, SampledChunk
+from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.errors import InvalidMedia
 
-
-@dataclass(frozen=True, slots=True)
-class ChunkingParams:
-    chunk_duration: float = 0
-    overlap: float = 0
-    start_offset: float = 0
-    end_offset: float | None = None
+Out = TypeVar("Out")
 
 
-def plan_video(
-    path: Path, params: ChunkingParams, duration_s: float | None = None, fps: float | None = None
-) -> list[ChunkSpec]:
-    """Chunks for a video file; raises ValueError for impossible parameters (overlap >= duration, ...)."""
-    if duration_s is None or fps is None:
-        info = probe(path)
-        duration_s, fps = info.duration_s, info.fps
-    return plan_file_chunks(
-        duration_s, fps, params.chunk_duration, params.overlap, params.start_offset, params.end_offset
-    )
-
-
-class FileEmbeddingJob:
-    """Embeddings for one video file (many chunks) or a set of images (one chunk)."""
+class FileJob(Generic[Out]):
+    """One file request: a video (with its chunking) or images, through one processor."""
 
     def __init__(
         self,
         *,
-        batcher: InferenceBatcher,
+        processor: ChunkProcessor[Out],
         decode_pool: ThreadPoolExecutor,
+        metrics: Metrics,
         video: Path | None = None,
-        chunks: list[ChunkSpec] | None = None,
+        params: ChunkParams | None = None,
+        duration_s: float | None = None,
+        fps: float | None = None,
         images: list[Path] | None = None,
         received_at: float | None = None,
     ) -> None:
         if (video is None) == (not images):
             raise ValueError("a job needs either a video or images")
-        self.batcher = batcher
+        self.processor = processor
         self.decode_pool = decode_pool
+        self.metrics = metrics
         self.video = video
-        self.chunks = chunks or []
+        self.params = params or ChunkParams()
+        self._duration_s = duration_s
+        self._fps = fps
         self.images = images or []
         self.received_at = received_at if received_at is not None else time.time()
+        self.chunks: list[ChunkSpec] = [] if video is not None else [plan_image_chunk()]
+
+    async def plan(self) -> list[ChunkSpec]:
+        """Cut the video into chunks (probing it if its duration is not known). Raises InvalidParameters
+        for chunking that does not fit the file, InvalidMedia for a file that cannot be read."""
+        if self.video is not None and not self.chunks:
+            self.chunks = await asyncio.to_thread(self._plan, self.video)
+        return self.chunks
+
+    def _plan(self, video: Path) -> list[ChunkSpec]:
+        duration_s, fps = self._duration_s, self._fps
+        if duration_s is None or fps is None:
+            try:
+                info = probe(video)
+            except MediaError as exc:
+                raise InvalidMedia() from exc
+            duration_s, fps = info.duration_s, info.fps
+        return plan_chunks(duration_s, fps, self.params)
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        if not self.chunks:
+            return 0.0, 0.0
+        return self.chunks[0].start_s, max(c.end_s for c in self.chunks)
 
     def _sampled(self) -> Generator[SampledChunk, None, None]:
-        embedder = self.batcher.embedder
+        sampling = self.processor.sampling
         if self.video is not None:
-            with FileFrameSampler(self.video, embedder.frames_per_chunk, embedder.input_size) as sampler:
+            with FileFrameSampler(self.video, sampling.frames_per_chunk, sampling.size) as sampler:
                 yield from sampler.sample(self.chunks)
         else:
             start = time.perf_counter()
-            frames = [load_image(p, embedder.input_size) for p in self.images]
-            yield SampledChunk(plan_image_chunk(), frames, [0.0] * len(frames), time.perf_counter() - start)
+            frames = [load_image(p, sampling.size) for p in self.images]
+            yield SampledChunk(self.chunks[0], frames, [0.0] * len(frames), time.perf_counter() - start)
 
-    async def results(self) -> AsyncIterator[ChunkResult]:
+    async def results(self) -> AsyncIterator[ChunkResult[Out]]:
+        await self.plan()
+        self.metrics.files_pending.inc()
+        try:
+            async for r in self._results():
+                yield r
+            self.metrics.files_processed.inc()
+        finally:
+            self.metrics.files_pending.dec()
+
+    async def _results(self) -> AsyncIterator[ChunkResult[Out]]:
         loop = asyncio.get_running_loop()
         it = self._sampled()
         nxt = loop.run_in_executor(self.decode_pool, next, it, None)
@@ -85,19 +109,21 @@ class FileEmbeddingJob:
                 if sampled is None:
                     return
                 nxt = loop.run_in_executor(self.decode_pool, next, it, None)
-                vector, infer_s = await self.batcher.embed_clip(sampled.frames)
+                output, infer_s = await self.processor.process(sampled.frames)
                 done = time.time()
-                yield ChunkResult(
+                result = ChunkResult(
                     index=sampled.chunk.index,
                     start_s=sampled.chunk.start_s,
                     end_s=sampled.chunk.end_s,
-                    vector=vector,
+                    output=output,
                     frame_count=len(sampled.frames),
                     decode_latency_s=sampled.decode_latency_s,
                     inference_latency_s=infer_s,
                     queue_time_s=max(0.0, decode_started - self.received_at),
                     chunk_latency_s=done - decode_started,
                 )
+                self.metrics.observe_chunk(result.decode_latency_s, result.chunk_latency_s)
+                yield result
         finally:
             # Let an in-flight decode finish before closing the generator from this thread.
             if not nxt.done():

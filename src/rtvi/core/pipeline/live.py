@@ -1,6 +1,7 @@
-"""Live jobs: a stream's shared decoder -> wall-clock chunks -> batched model -> every subscriber.
+"""Live jobs: a stream's shared decoder -> wall-clock chunks -> the model stage -> every subscriber.
 
-One job per stream and service (a second generate call re-attaches to it, spec §4.1). A job has SSE
+One job per stream and processor key (a second generate call with the same model re-attaches to it,
+spec §4.1); jobs of different processors on one stream share its one decoder. A job has SSE
 subscribers and, optionally, other destinations (auto-started CV inference, Kafka): `persistent` jobs
 outlive their SSE readers; the others stop when their last reader leaves.
 
@@ -19,12 +20,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from rtvi.assets.registry import Asset
-from rtvi.engine.batcher import InferenceBatcher
-from rtvi.engine.results import ChunkResult
-from rtvi.media.live import (
+from rtvi.core.assets.registry import Asset
+from rtvi.core.media.chunks import ChunkParams
+from rtvi.core.media.live import (
     LiveChunker,
     LiveDecoder,
     LiveEnd,
@@ -33,24 +33,21 @@ from rtvi.media.live import (
     RtspOptions,
     with_credentials,
 )
-from rtvi.media.types import SampledChunk
+from rtvi.core.media.types import SampledChunk
+from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
+from rtvi.core.telemetry.metrics import Metrics
 from rtvi.settings import Settings
-from rtvi.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 ErrorHook = Callable[[str, str], None]  # (stream id, message): the error bus (spec §6.5)
 T = TypeVar("T")
+Out = TypeVar("Out")
+ResultSink = Callable[["LiveJob[Any]", ChunkResult[Any]], None]
 
 
 class LiveStreamError(Exception):
     """A live job ended with an error (reconnection window exhausted, model failure)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LiveParams:
-    chunk_duration: float
-    chunk_overlap_duration: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,19 +88,19 @@ class DropOldestQueue(Generic[T]):
         return await self._q.get()
 
 
-class Subscription:
+class Subscription(Generic[Out]):
     """One SSE reader of a live job."""
 
-    def __init__(self, job: LiveEmbeddingJob, maxsize: int) -> None:
+    def __init__(self, job: LiveJob[Out], maxsize: int) -> None:
         self.job = job
-        self._queue: DropOldestQueue[ChunkResult | _Stopped] = DropOldestQueue(
+        self._queue: DropOldestQueue[ChunkResult[Out] | _Stopped] = DropOldestQueue(
             maxsize, lambda: job.dropped("slow_consumer")
         )
 
-    def offer(self, item: ChunkResult | _Stopped) -> None:
+    def offer(self, item: ChunkResult[Out] | _Stopped) -> None:
         self._queue.put(item)
 
-    async def results(self) -> AsyncIterator[ChunkResult]:
+    async def results(self) -> AsyncIterator[ChunkResult[Out]]:
         """Results until the job stops; raises LiveStreamError when it stopped with an error. Leaving
         the iteration (client gone) unsubscribes."""
         try:
@@ -118,27 +115,27 @@ class Subscription:
             self.job.unsubscribe(self)
 
 
-class LiveEmbeddingJob:
+class LiveJob(Generic[Out]):
     def __init__(
         self,
         *,
         manager: LiveManager,
         asset: Asset,
-        params: LiveParams,
-        batcher: InferenceBatcher,
+        params: ChunkParams,
+        processor: ChunkProcessor[Out],
         persistent: bool,
     ) -> None:
         self.manager = manager
         self.asset = asset
         self.stream_id = asset.id
-        self.params = params
-        self.batcher = batcher
+        self.params = params.require_live()
+        self.processor = processor
         self.persistent = persistent
         self.request_id = str(uuid.uuid4())
         self.created = time.time()
-        self.subscribers: list[Subscription] = []
+        self.subscribers: list[Subscription[Out]] = []
         # Destinations other than SSE readers (Kafka): called with every result, on the event loop.
-        self.sinks: list[Callable[[LiveEmbeddingJob, ChunkResult], None]] = list(manager.sinks)
+        self.sinks: list[ResultSink] = list(manager.sinks)
         self.chunks_done = 0
         self.ended = False
         self.error: str | None = None
@@ -146,12 +143,12 @@ class LiveEmbeddingJob:
         self._pending: DropOldestQueue[SampledChunk] = DropOldestQueue(
             manager.settings.live_pending_chunks, lambda: self.dropped("inference_behind")
         )
-        embedder = batcher.embedder
+        sampling = processor.sampling
         self.chunker = LiveChunker(
             params.chunk_duration,
-            params.chunk_overlap_duration,
-            embedder.frames_per_chunk,
-            embedder.input_size,
+            params.overlap,
+            sampling.frames_per_chunk,
+            sampling.size,
             self._emit_threadsafe,
         )
         self._task: asyncio.Task[None] | None = None
@@ -180,15 +177,15 @@ class LiveEmbeddingJob:
             await asyncio.wait([self._task], timeout=timeout)
 
     # --- readers ------------------------------------------------------------------------------
-    def subscribe(self) -> Subscription:
-        sub = Subscription(self, self.manager.settings.live_subscriber_queue)
+    def subscribe(self) -> Subscription[Out]:
+        sub: Subscription[Out] = Subscription(self, self.manager.settings.live_subscriber_queue)
         if self.ended:
             sub.offer(_Stopped(self.error))
         else:
             self.subscribers.append(sub)
         return sub
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription[Out]) -> None:
         if sub in self.subscribers:
             self.subscribers.remove(sub)
         if not self._has_consumers():
@@ -223,10 +220,10 @@ class LiveEmbeddingJob:
             sampled = await self._pending.get()
             infer_start = time.time()
             try:
-                vector, infer_s = await self.batcher.embed_clip(sampled.frames)
+                output, infer_s = await self.processor.process(sampled.frames)
             except Exception as exc:
                 log.exception("stream %s: model call failed", self.stream_id)
-                self.stop(f"Failed to generate video embeddings: {exc}")
+                self.stop(f"{self.manager.failure_message}: {exc}")
                 return
             done = time.time()
             chunk = sampled.chunk
@@ -234,7 +231,7 @@ class LiveEmbeddingJob:
                 index=self.chunks_done,
                 start_s=chunk.start_s,
                 end_s=chunk.end_s,
-                vector=vector,
+                output=output,
                 frame_count=len(sampled.frames),
                 decode_latency_s=sampled.decode_latency_s,
                 inference_latency_s=infer_s,
@@ -243,6 +240,7 @@ class LiveEmbeddingJob:
             )
             self.chunks_done += 1
             metrics.live_chunk_latency.observe(result.chunk_latency_s)
+            metrics.decode_latency.observe(result.decode_latency_s)
             for sub in list(self.subscribers):
                 sub.offer(result)
             for sink in list(self.sinks):
@@ -259,49 +257,58 @@ class LiveEmbeddingJob:
 class LiveManager:
     """Owns every live job and the one decoder per stream that its jobs share."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, on_error: ErrorHook) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        on_error: ErrorHook,
+        failure_message: str = "Failed to process the live stream",
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.on_error = on_error
+        # How a job that dies of a model failure says so on the error bus and to its readers.
+        self.failure_message = failure_message
         self._decoders: dict[str, LiveDecoder] = {}
-        self._jobs: dict[str, LiveEmbeddingJob] = {}
+        self._jobs: dict[tuple[str, str], LiveJob[Any]] = {}  # (stream id, processor key) -> job
         # Result destinations every new job gets (the Kafka / Redis results bus when enabled).
-        self.sinks: list[Callable[[LiveEmbeddingJob, ChunkResult], None]] = []
+        self.sinks: list[ResultSink] = []
 
     @property
     def options(self) -> RtspOptions:
         return rtsp_options(self.settings)
 
-    def job(self, stream_id: str) -> LiveEmbeddingJob | None:
-        job = self._jobs.get(stream_id)
-        return job if job is not None and not job.ended else None
+    def job(self, stream_id: str) -> LiveJob[Any] | None:
+        """The stream's (first) running job, if any."""
+        return next((j for j in self.jobs() if j.stream_id == stream_id), None)
 
-    def jobs(self) -> list[LiveEmbeddingJob]:
+    def jobs(self) -> list[LiveJob[Any]]:
         return [j for j in self._jobs.values() if not j.ended]
 
     def decoders(self) -> dict[str, LiveDecoder]:
         return dict(self._decoders)
 
-    def start_embedding(
-        self, asset: Asset, params: LiveParams, batcher: InferenceBatcher, persistent: bool
-    ) -> LiveEmbeddingJob:
-        """Start embedding a stream, or re-attach to the job already running on it."""
-        existing = self.job(asset.id)
-        if existing is not None:
+    def start(
+        self, asset: Asset, params: ChunkParams, processor: ChunkProcessor[Out], persistent: bool = False
+    ) -> LiveJob[Out]:
+        """Run `processor` on the stream, or re-attach to the job already running it (same key)."""
+        key = (asset.id, processor.key)
+        existing = self._jobs.get(key)
+        if existing is not None and not existing.ended:
             existing.persistent = existing.persistent or persistent
-            return existing
-        job = LiveEmbeddingJob(
-            manager=self, asset=asset, params=params, batcher=batcher, persistent=persistent
-        )
-        self._jobs[asset.id] = job
+            job: LiveJob[Out] = existing
+            return job
+        job = LiveJob(manager=self, asset=asset, params=params, processor=processor, persistent=persistent)
+        self._jobs[key] = job
         job.start(self._decoder(asset))
         self.metrics.active_live_streams.set(len(self.jobs()))
         log.info(
-            "live job %s on stream %s: chunks of %s s (overlap %s s)",
+            "live job %s (%s) on stream %s: chunks of %s s (overlap %s s)",
             job.request_id,
+            processor.key,
             asset.id,
             params.chunk_duration,
-            params.chunk_overlap_duration,
+            params.overlap,
         )
         return job
 
@@ -319,9 +326,10 @@ class LiveManager:
             decoder.start()
         return decoder
 
-    def _job_ended(self, job: LiveEmbeddingJob) -> None:
-        if self._jobs.get(job.stream_id) is job:
-            del self._jobs[job.stream_id]
+    def _job_ended(self, job: LiveJob[Any]) -> None:
+        key = (job.stream_id, job.processor.key)
+        if self._jobs.get(key) is job:
+            del self._jobs[key]
         decoder = self._decoders.get(job.stream_id)
         if decoder is not None and decoder.remove(job.chunker) == 0:
             decoder.stop()
@@ -329,14 +337,13 @@ class LiveManager:
         self.metrics.active_live_streams.set(len(self.jobs()))
 
     async def stop(self, stream_id: str, timeout: float | None) -> bool:
-        """Stop the stream's job (its readers get [DONE]); wait up to `timeout` for it to wind down.
+        """Stop the stream's jobs (their readers get [DONE]); wait up to `timeout` for them to wind down.
         -> whether a job was running."""
-        job = self.job(stream_id)
-        if job is None:
-            return False
-        job.stop()
-        await job.wait(timeout)
-        return True
+        jobs = [j for j in self.jobs() if j.stream_id == stream_id]
+        for job in jobs:
+            job.stop()
+        await asyncio.gather(*(j.wait(timeout) for j in jobs))
+        return bool(jobs)
 
     async def shutdown(self) -> None:
         jobs = self.jobs()

@@ -1,21 +1,52 @@
-"""What every model stage produces per chunk, whatever the input (file, images, live)."""
+"""What a model stage produces per chunk, whatever the input (file, images, live), and the interface of
+the stage itself. The pipeline is generic over the stage's output: an embedding, a caption, ..."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-import numpy as np
-import numpy.typing as npt
+from rtvi.core.media.types import Frame
+
+Out = TypeVar("Out")
+Out_co = TypeVar("Out_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
-class ChunkResult:
+class ChunkResult(Generic[Out]):
     index: int
     start_s: float  # media time (files) or Unix time (live) of the chunk's start
     end_s: float
-    vector: npt.NDArray[np.float32]
+    output: Out  # what the model stage made of the chunk's frames
     frame_count: int
     decode_latency_s: float
     inference_latency_s: float
     queue_time_s: float  # from the request's arrival to the start of this chunk's decode
     chunk_latency_s: float  # decode start -> result ready
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSampling:
+    """Which frames a chunk hands the model: how many, and resized to (width, height) or as decoded."""
+
+    frames_per_chunk: int
+    size: tuple[int, int] | None = None
+
+
+class ChunkProcessor(Protocol[Out_co]):
+    """The model stage of a job: a chunk's sampled frames -> its output.
+
+    `key` names what the processor computes: live jobs on one stream with equal keys are one job (a
+    second reader re-attaches to it); different keys are separate jobs that share the stream's decoder.
+    """
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def sampling(self) -> FrameSampling: ...
+
+    async def process(self, frames: Sequence[Frame]) -> tuple[Out_co, float]:
+        """-> (the chunk's output, seconds the model call took)."""
+        ...

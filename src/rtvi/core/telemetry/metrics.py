@@ -15,8 +15,9 @@ class Metrics:
         self.files_pending = Gauge("video_file_queries_pending", "File queries in progress", registry=r)
         self.active_live_streams = Gauge("active_live_streams", "Live streams being processed", registry=r)
         self.decode_latency = Histogram("decode_latency_seconds", "Frame sampling time per chunk", registry=r)
+        # The spec's name; it times every model call (embedding or caption batch).
         self.inference_latency = Histogram(
-            "embedding_latency_seconds", "Model call time per chunk batch", registry=r
+            "embedding_latency_seconds", "Model call time per batch", registry=r
         )
         self.chunk_latency = Histogram(
             "chunk_latency_seconds", "Decode start -> result per chunk", registry=r
@@ -54,3 +55,8 @@ class Metrics:
         self.stream_delete_latency = Histogram(
             "rtvi_stream_delete_latency_seconds", "Time to delete a live stream", registry=r
         )
+
+    def observe_chunk(self, decode_latency_s: float, chunk_latency_s: float) -> None:
+        """One chunk done (file or live): its frame sampling time and its decode start -> result time."""
+        self.decode_latency.observe(decode_latency_s)
+        self.chunk_latency.observe(chunk_latency_s)

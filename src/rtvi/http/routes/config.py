@@ -1,6 +1,6 @@
 """POST /v1/config (and the hidden /api/v1/config): switch the message bus and topics at runtime (spec §6.1).
 
-Connection settings and the incident topic stay as configured at start-up; messages already queued may
+Connection settings stay as configured at start-up; messages already queued may
 still go to the old route."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from rtvi.api.state import ServiceState, get_state
-from rtvi.errors import ApiError
+from rtvi.core.service import ServiceCore
+from rtvi.errors import InvalidParameters, Unavailable
+from rtvi.http.deps import get_core
 
 router = APIRouter(tags=["Configuration"])
 Bus = Literal["kafka", "redis"]
@@ -44,14 +45,14 @@ class ConfigRequest(BaseModel):
     event: ConfigEvent
 
 
-async def _configure(body: ConfigRequest, state: ServiceState) -> JSONResponse:
+async def _configure(body: ConfigRequest, core: ServiceCore) -> JSONResponse:
     if body.alert_type != "config":
-        raise ApiError(400, "BadRequest", f"alert_type must be 'config', got '{body.alert_type}'")
+        raise InvalidParameters(f"alert_type must be 'config', got '{body.alert_type}'", "BadRequest")
     if body.event.change != "config":
-        raise ApiError(400, "BadRequest", f"event.change must be 'config', got '{body.event.change}'")
-    publisher = state.publisher
+        raise InvalidParameters(f"event.change must be 'config', got '{body.event.change}'", "BadRequest")
+    publisher = core.publisher
     if publisher is None:
-        raise ApiError(503, "ServiceUnavailable", "The message bus is not initialised yet")
+        raise Unavailable("The message bus is not initialised yet")
     md = body.event.metadata
     warnings = publisher.configure(md.messagingbus, md.topic_prefix, md.errorbus, md.error_topic_prefix)
     if md.create_topic:
@@ -77,11 +78,11 @@ async def _configure(body: ConfigRequest, state: ServiceState) -> JSONResponse:
 
 
 @router.post("/v1/config")
-async def config(body: ConfigRequest, state: ServiceState = Depends(get_state)) -> JSONResponse:
+async def config(body: ConfigRequest, core: ServiceCore = Depends(get_core)) -> JSONResponse:
     """Switch the active message bus and topic (and optionally the error bus and topic)."""
-    return await _configure(body, state)
+    return await _configure(body, core)
 
 
 @router.post("/api/v1/config", include_in_schema=False)
-async def config_alias(body: ConfigRequest, state: ServiceState = Depends(get_state)) -> JSONResponse:
-    return await _configure(body, state)
+async def config_alias(body: ConfigRequest, core: ServiceCore = Depends(get_core)) -> JSONResponse:
+    return await _configure(body, core)

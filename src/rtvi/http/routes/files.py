@@ -7,10 +7,23 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 
-from rtvi.api.schemas import AddFileInfoResponse, DeletedFile, FileInfo, FileList, FileListItem
-from rtvi.api.state import ServiceState, get_state
-from rtvi.assets.registry import Asset
+from rtvi.core.assets.registry import Asset
+from rtvi.core.assets.store import NewFile
+from rtvi.core.service import ServiceCore
+from rtvi.errors import MalformedRequest
+from rtvi.http.deps import get_core
+from rtvi.http.errors import body_validation_error
+from rtvi.http.multipart import read_form
+from rtvi.http.protocol import (
+    AddFileInfoResponse,
+    DeletedFile,
+    FileInfo,
+    FileList,
+    FileListItem,
+    FileUploadForm,
+)
 
 router = APIRouter(prefix="/v1/files", tags=["Files"])
 
@@ -39,9 +52,24 @@ _UPLOAD_FORM_DOC = {
 
 
 @router.post("", response_model=AddFileInfoResponse, openapi_extra=_UPLOAD_FORM_DOC)
-async def add_file(request: Request, state: ServiceState = Depends(get_state)) -> AddFileInfoResponse:
+async def add_file(request: Request, core: ServiceCore = Depends(get_core)) -> AddFileInfoResponse:
     """Upload a file (streamed to disk, committed atomically), or register one by server path."""
-    asset = await state.store.add_from_form(request)
+    store = core.store
+    with store.staging() as tmp:
+        parsed = await read_form(request, tmp, int(core.settings.max_upload_size_gb * 2**30))
+        try:
+            form = FileUploadForm.model_validate(parsed.fields)
+        except ValidationError as exc:
+            raise body_validation_error(exc) from exc
+        if (parsed.file is None) == (not form.filename):
+            raise MalformedRequest("Exactly one of 'file' or 'filename' must be provided")
+        new = NewFile(
+            form.media_type, str(form.id) if form.id else None, form.creation_time, form.sensor_name
+        )
+        if parsed.file is not None:
+            asset = await store.add_upload(parsed.file.path, parsed.file.filename, parsed.file.size, new)
+        else:
+            asset = await store.register_path(form.filename, new)
     return AddFileInfoResponse(
         id=UUID(asset.id),
         bytes=asset.bytes,
@@ -65,29 +93,29 @@ def _info(asset: Asset) -> dict[str, object]:
 @router.get("", response_model=FileList)
 async def list_files(
     purpose: Annotated[str, Query(max_length=36, pattern=r"^[A-Za-z]*$")],
-    state: ServiceState = Depends(get_state),
+    core: ServiceCore = Depends(get_core),
 ) -> FileList:
     if purpose != "vision":
         return FileList(data=[])
     items = [
         FileListItem.model_validate({**_info(a), "media_type": a.media_type})
-        for a in state.store.registry.list_assets("file")
+        for a in core.store.registry.list_assets("file")
     ]
     return FileList(data=items)
 
 
 @router.get("/{file_id}", response_model=FileInfo)
-async def file_info(file_id: UUID, state: ServiceState = Depends(get_state)) -> FileInfo:
-    return FileInfo.model_validate(_info(state.store.get_file(str(file_id))))
+async def file_info(file_id: UUID, core: ServiceCore = Depends(get_core)) -> FileInfo:
+    return FileInfo.model_validate(_info(core.store.get_file(str(file_id))))
 
 
 @router.get("/{file_id}/content", response_class=FileResponse)
-async def file_content(file_id: UUID, state: ServiceState = Depends(get_state)) -> FileResponse:
-    asset = state.store.get_file(str(file_id))
+async def file_content(file_id: UUID, core: ServiceCore = Depends(get_core)) -> FileResponse:
+    asset = core.store.get_file(str(file_id))
     return FileResponse(asset.path, filename=asset.filename, media_type="application/octet-stream")
 
 
 @router.delete("/{file_id}", response_model=DeletedFile)
-async def delete_file(file_id: UUID, state: ServiceState = Depends(get_state)) -> DeletedFile:
-    state.store.delete_file(str(file_id))
+async def delete_file(file_id: UUID, core: ServiceCore = Depends(get_core)) -> DeletedFile:
+    core.store.delete_file(str(file_id))
     return DeletedFile(id=file_id)

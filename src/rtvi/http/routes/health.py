@@ -6,53 +6,54 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rtvi import __version__
-from rtvi.api.schemas import ModelCard, ModelList
-from rtvi.api.state import ServiceState, get_state
-from rtvi.errors import ApiError
+from rtvi.core.service import ServiceCore
+from rtvi.errors import Unavailable
+from rtvi.http.deps import get_core
+from rtvi.http.protocol import ModelCard, ModelList
 
 router = APIRouter(tags=["Health and info"])
 API_VERSION = "3.1.0"
 
 
-def _checks(state: ServiceState) -> dict[str, dict[str, Any]]:
-    model: dict[str, Any] = {"healthy": state.batcher is not None}
-    if state.batcher is not None:
-        model.update(id=state.batcher.embedder.id, dimension=state.batcher.embedder.dim)
-    elif state.model_error:
-        model["error"] = state.model_error
+def _checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
+    model: dict[str, Any] = {"healthy": core.stage is not None}
+    if core.stage is not None:
+        model.update(id=core.stage.model.id, **core.stage.model.details)
+    elif core.model_error:
+        model["error"] = core.model_error
     else:
         model["status"] = "loading"
-    storage_dir = state.store.storage.root
+    storage_dir = core.store.storage.root
     storage = {"healthy": storage_dir.is_dir(), "path": str(storage_dir)}
     live = {
         "healthy": True,  # a camera outage is the stream's failure, reported per request, not the service's
-        "streams": len(state.store.registry.list_assets("live")),
-        "active_jobs": len(state.live.jobs()),
-        "decoders": len(state.live.decoders()),
+        "streams": len(core.streams.list()),
+        "active_jobs": len(core.live.jobs()),
+        "decoders": len(core.live.decoders()),
     }
     return {"model": model, "storage": storage, "live": live}
 
 
-async def _bus_checks(state: ServiceState) -> dict[str, dict[str, Any]]:
+async def _bus_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
     """Kafka / Redis connectivity. Shown, but never a reason to be unready: results and errors wait in
     their queues while a broker is away, and taking the service out of rotation would not bring it back."""
-    if state.publisher is None:
+    if core.publisher is None:
         return {}
-    return await asyncio.to_thread(state.publisher.checks)
+    return await asyncio.to_thread(core.publisher.checks)
 
 
 def _health(
-    state: ServiceState,
+    core: ServiceCore,
     detailed: bool,
     ready: bool,
     informational: dict[str, dict[str, Any]] | None = None,
 ) -> Response:
-    checks = _checks(state)
+    checks = _checks(core)
     healthy = all(c["healthy"] for c in checks.values()) if ready else checks["storage"]["healthy"]
     checks.update(informational or {})
     status = 200 if healthy else 503
@@ -61,7 +62,7 @@ def _health(
             {
                 "healthy": healthy,
                 "timestamp": time.time(),
-                "uptime_seconds": round(time.time() - state.started_at, 3),
+                "uptime_seconds": round(time.time() - core.started_at, 3),
                 "checks": checks,
             },
             status_code=status,
@@ -72,16 +73,16 @@ def _health(
 
 
 @router.get("/v1/ready")
-async def ready(detailed: bool = Query(False), state: ServiceState = Depends(get_state)) -> Response:
+async def ready(detailed: bool = Query(False), core: ServiceCore = Depends(get_core)) -> Response:
     """200 once the model is loaded and storage is usable; 503 before."""
-    bus = await _bus_checks(state) if detailed else None
-    return _health(state, detailed, ready=True, informational=bus)
+    bus = await _bus_checks(core) if detailed else None
+    return _health(core, detailed, ready=True, informational=bus)
 
 
 @router.get("/v1/live")
-async def live(detailed: bool = Query(False), state: ServiceState = Depends(get_state)) -> Response:
+async def live(detailed: bool = Query(False), core: ServiceCore = Depends(get_core)) -> Response:
     """200 while the process serves requests, even during model loading."""
-    return _health(state, detailed, ready=False)
+    return _health(core, detailed, ready=False)
 
 
 @router.get("/v1/startup")
@@ -100,33 +101,39 @@ async def version() -> dict[str, str]:
 
 
 @router.get("/v1/manifest")
-async def manifest(state: ServiceState = Depends(get_state)) -> dict[str, str | None]:
-    return {"version": __version__, "model": state.embedder.id if state.embedder else None}
+async def manifest(core: ServiceCore = Depends(get_core)) -> dict[str, str | None]:
+    return {"version": __version__, "model": core.stage.model_id if core.stage else None}
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def models(state: ServiceState = Depends(get_state)) -> ModelList:
-    if state.embedder is None:
-        raise ApiError(503, "ServiceUnavailable", state.model_error or "The model is still loading")
-    e = state.embedder
-    created = int(state.model_loaded_at or state.started_at)
-    card = ModelCard(id=e.id, created=created, owned_by=e.owned_by, api_type="embedding", dimension=e.dim)
+async def models(core: ServiceCore = Depends(get_core)) -> ModelList:
+    if core.stage is None:
+        raise Unavailable(core.model_error or "The model is still loading")
+    m = core.stage.model
+    created = int(core.model_loaded_at or core.started_at)
+    card = ModelCard(
+        id=m.id,
+        created=created,
+        owned_by=m.owned_by,
+        api_type=m.api_type,
+        dimension=m.details.get("dimension"),
+    )
     return ModelList(data=[card], audio_support=False)
 
 
 @router.get("/v1/metrics")
-async def metrics(request: Request, state: ServiceState = Depends(get_state)) -> Response:
-    m = request.app.state.metrics
-    m.uptime.set(time.time() - state.started_at)
+async def metrics(core: ServiceCore = Depends(get_core)) -> Response:
+    m = core.metrics
+    m.uptime.set(time.time() - core.started_at)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/assets/stats")
-async def asset_stats(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
-    assets = state.store.registry.list_assets()
+async def asset_stats(core: ServiceCore = Depends(get_core)) -> dict[str, Any]:
+    assets = core.store.registry.list_assets()
     now = time.time()
     oldest = max((now - a.created_at for a in assets), default=0.0)
-    s = state.settings
+    s = core.settings
     return {
         "asset_count": len(assets),
         "asset_count_with_storage": sum(a.owns_dir for a in assets),

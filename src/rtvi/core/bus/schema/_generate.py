@@ -1,6 +1,6 @@
 """Regenerate schema_pb2.py / ext_pb2.py (+ .pyi) from the .proto files next to this module.
 
-Run `make proto` (= `python -m rtvi.sinks.schema._generate`). It needs the pinned grpcio-tools of the
+Run `make proto` (= `python -m rtvi.core.bus.schema._generate`). It needs the pinned grpcio-tools of the
 test extras, whose bundled protoc makes the output byte-for-byte reproducible; a unit test checks that
 the committed modules equal a fresh generation. The generated code is committed so the service needs
 only the protobuf runtime, never protoc.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROTOS = ("schema.proto", "ext.proto")
-PACKAGE = "rtvi.sinks.schema"
+PACKAGE = "rtvi.core.bus.schema"
 
 
 def generate(out_dir: Path) -> list[Path]:

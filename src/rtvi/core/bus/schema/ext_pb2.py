@@ -23,7 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from rtvi.sinks.schema import schema_pb2 as schema__pb2
+from rtvi.core.bus.schema import schema_pb2 as schema__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\text.proto\x12\x02nv\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x0cschema.proto\"\x92\x03\n\x08Incident\x12\x10\n\x08sensorId\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tobjectIds\x18\x04 \x03(\t\x12\x10\n\x08\x66rameIds\x18\x05 \x03(\t\x12\x18\n\x05place\x18\x06 \x01(\x0b\x32\t.nv.Place\x12,\n\x0f\x61nalyticsModule\x18\x07 \x01(\x0b\x32\x13.nv.AnalyticsModule\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12!\n\nembeddings\x18\t \x03(\x0b\x32\r.nv.Embedding\x12\x11\n\tisAnomaly\x18\n \x01(\x08\x12$\n\x04info\x18\x0b \x03(\x0b\x32\x16.nv.Incident.InfoEntry\x12\x14\n\x03llm\x18\x0c \x01(\x0b\x32\x07.nv.LLM\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')

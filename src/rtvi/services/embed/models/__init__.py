@@ -1,2 +1,2 @@
 """Embedder backends: bundled (offline label bridge), clip, cosmos-embed1, remote. Load them through
-`rtvi.models.registry.load_embedder`, which imports only the backend it needs."""
+`rtvi.services.embed.models.registry.load_embedder`, which imports only the backend it needs."""

@@ -8,13 +8,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from rtvi.media.types import Frame
+from rtvi.core.media.types import Frame
 
 Vectors = npt.NDArray[np.float32]  # (n, dim), each row L2-normalised
-
-
-class ModelLoadError(Exception):
-    """The configured model could not be found or loaded; the message says what to fix."""
 
 
 @runtime_checkable

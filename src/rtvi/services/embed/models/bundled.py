@@ -26,15 +26,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from rtvi.media.types import Frame
-from rtvi.models.base import ModelLoadError, Vectors
-from rtvi.models.embedders.common import (
+from rtvi.core.media.types import Frame
+from rtvi.core.models.device import resolve_device
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Vectors
+from rtvi.services.embed.models.common import (
     batched,
     check_clips,
     empty_vectors,
     l2_normalize,
     resize_frame,
-    resolve_device,
 )
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""What every embedder backend shares: clip shaping, frame resizing, vector normalisation, torch devices.
+"""What every embedder backend shares: clip shaping, frame resizing, vector normalisation.
 
 Kept free of a module-level torch import so that the remote backend (HTTP only) stays light.
 """
@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from rtvi.media.types import Frame
-from rtvi.models.base import ModelLoadError, Vectors
-
-if TYPE_CHECKING:
-    import torch
+from rtvi.core.media.types import Frame
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Vectors
 
 T = TypeVar("T")
 
@@ -121,30 +119,3 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} does not hold a JSON object")
     return data
-
-
-def resolve_device(setting: str) -> torch.device:
-    """RTVI_DEVICE -> torch device: "auto" takes the GPU when there is one."""
-    import torch
-
-    choice = (setting or "auto").strip().lower()
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError as exc:
-        raise ModelLoadError(
-            f"RTVI_DEVICE={setting!r} is not a torch device (auto, cpu, cuda, cuda:N)"
-        ) from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"RTVI_DEVICE={setting!r} asks for a GPU but torch sees none")
-    return device
-
-
-def inference_dtype(device: torch.device) -> torch.dtype:
-    """Half precision on GPUs only (bf16 where supported): CPU half-precision kernels are slow or missing."""
-    import torch
-
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -17,19 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtvi.media.types import Frame
-from rtvi.models.base import ModelLoadError, Vectors
-from rtvi.models.embedders.common import (
+from rtvi.core.media.types import Frame
+from rtvi.core.models.device import inference_dtype, resolve_device
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Vectors
+from rtvi.services.embed.models.common import (
     batched,
     check_clips,
     empty_vectors,
     fit_clip,
-    inference_dtype,
     l2_normalize,
     model_id_for_dir,
     read_json,
     resize_frame,
-    resolve_device,
 )
 
 log = logging.getLogger(__name__)

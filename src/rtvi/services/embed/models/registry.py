@@ -14,12 +14,13 @@ import logging
 from pathlib import Path
 from typing import Final
 
-from rtvi.models.base import Embedder, ModelLoadError
-from rtvi.models.embedders.common import read_json, resolve_device
-from rtvi.models.source import ResolvedModel, resolve_model_path
+from rtvi.core.models.source import ResolvedModel, resolve_model_path
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Embedder
+from rtvi.services.embed.models.common import read_json
 from rtvi.settings import Settings
 
-__all__ = ["EMBEDDER_KINDS", "detect_embedder_kind", "load_embedder", "resolve_device"]
+__all__ = ["EMBEDDER_KINDS", "detect_embedder_kind", "load_embedder"]
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,10 @@ def _model_id(resolved: ResolvedModel) -> str:
 def _load_local(kind: str, resolved: ResolvedModel, settings: Settings) -> Embedder:
     log.info("loading %s embedder from %s (%s)", kind, resolved.path, resolved.source)
     if kind == "clip":
-        from rtvi.models.embedders.clip import ClipEmbedder
+        from rtvi.services.embed.models.clip import ClipEmbedder
 
         return ClipEmbedder(resolved.path, device=settings.device, model_id=_model_id(resolved))
-    from rtvi.models.embedders.cosmos import CosmosEmbed1Embedder
+    from rtvi.services.embed.models.cosmos import CosmosEmbed1Embedder
 
     return CosmosEmbed1Embedder(
         resolved.path,
@@ -93,13 +94,13 @@ def _load_local(kind: str, resolved: ResolvedModel, settings: Settings) -> Embed
 
 
 def _load_bundled(settings: Settings) -> Embedder:
-    from rtvi.models.embedders.bundled import BundledEmbedder
+    from rtvi.services.embed.models.bundled import BundledEmbedder
 
     return BundledEmbedder(cache_dir=Path(settings.model_cache_dir).expanduser(), device=settings.device)
 
 
 def _load_remote(settings: Settings) -> Embedder:
-    from rtvi.models.embedders.remote import RemoteEmbedder
+    from rtvi.services.embed.models.remote import RemoteEmbedder
 
     return RemoteEmbedder(
         settings.remote_embed_endpoint,

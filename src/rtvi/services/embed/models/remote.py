@@ -27,9 +27,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from rtvi.media.types import Frame
-from rtvi.models.base import ModelLoadError, Vectors
-from rtvi.models.embedders.common import (
+from rtvi.core.media.types import Frame
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Vectors
+from rtvi.services.embed.models.common import (
     batched,
     check_clips,
     empty_vectors,

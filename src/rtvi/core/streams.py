@@ -1,0 +1,165 @@
+"""Live stream registrations (spec §3): register (probe the camera first), delete, and the inference a CV
+registration asks for (metadata.model), which starts at once and resumes after a restart.
+
+A stream is an asset of kind "live": its URL without credentials in `path`, everything else (credentials,
+description, place, probe results, auto-start settings) in `meta`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from rtvi.core.assets.registry import Asset
+from rtvi.core.assets.store import AssetStore
+from rtvi.core.media.chunks import ChunkParams
+from rtvi.core.media.live import probe_rtsp, split_credentials, with_credentials
+from rtvi.core.media.types import MediaError
+from rtvi.core.pipeline.live import LiveManager, rtsp_options
+from rtvi.core.pipeline.results import ChunkProcessor
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.errors import InvalidMedia, MalformedRequest
+from rtvi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROBE_FAILED = "Could not connect to the RTSP URL or there is no video stream from the RTSP URL"
+
+
+class LiveStarter(Protocol):
+    """What the loaded model stage offers for streams that start inference on registration."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    def live_processor(self) -> ChunkProcessor[Any]: ...
+
+
+def resolve_credentials(url: str, username: str, password: str) -> tuple[str, str, str]:
+    """-> (URL without credentials, username, password); MalformedRequest for an ambiguous or half pair."""
+    clean, url_user, url_password = split_credentials(url)
+    if (url_user or url_password) and (username or password):
+        raise MalformedRequest("Credentials were given both in the URL and in username/password")
+    if url_user or url_password:
+        username, password = url_user, url_password
+    if bool(username) != bool(password):
+        raise MalformedRequest("Provide both username and password, or neither")
+    return clean, username, password
+
+
+class LiveStreams:
+    def __init__(
+        self,
+        settings: Settings,
+        store: AssetStore,
+        live: LiveManager,
+        metrics: Metrics,
+        report_error: Callable[[str, str], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.live = live
+        self.metrics = metrics
+        self.report_error = report_error
+        # Set once the model has loaded: who runs the inference auto-started streams ask for.
+        self.starter: LiveStarter | None = None
+
+    def list(self) -> list[Asset]:
+        return self.store.registry.list_assets("live")
+
+    async def probe(self, url: str) -> dict[str, Any]:
+        """Connect to the camera once (bounded by the open timeout). -> probe results for `meta`."""
+        if self.settings.skip_media_verification:
+            return {}
+        opts = rtsp_options(self.settings)
+        try:
+            # The probe thread cannot be interrupted; the wait is bounded so the request never hangs on it.
+            info = await asyncio.wait_for(
+                asyncio.to_thread(probe_rtsp, url, opts), opts.open_timeout_s + opts.read_timeout_s + 1
+            )
+        except (MediaError, TimeoutError) as exc:
+            log.info("RTSP probe failed: %s", exc)
+            raise InvalidMedia(PROBE_FAILED) from exc
+        return {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps}
+
+    async def register(
+        self,
+        stream_id: str,
+        url: str,
+        username: str,
+        password: str,
+        duplicate_code: str,
+        *,
+        sensor_name: str = "",
+        meta: dict[str, Any],
+    ) -> Asset:
+        """Reserve the id, probe the camera, persist the registration."""
+        registry = self.store.registry
+        with registry.reserve(stream_id, duplicate_code=duplicate_code):
+            probed = await self.probe(with_credentials(url, username, password))
+            asset = Asset(
+                id=stream_id,
+                kind="live",
+                media_type="video",
+                filename=meta.get("description", "") or stream_id,
+                path=url,
+                owns_dir=False,
+                sensor_name=sensor_name,
+                meta={**meta, "username": username, "password": password, **probed},
+            )
+            registry.add(asset)
+        log.info("live stream %s registered: %s", stream_id, url)
+        return asset
+
+    async def delete(self, stream_id: str, drain_timeout_s: float) -> None:
+        """Stop every job on the stream (readers get [DONE]), then remove the registration."""
+        start = time.perf_counter()
+        asset = self.store.get_live(stream_id)
+        await self.live.stop(asset.id, drain_timeout_s)
+        self.store.registry.remove(asset.id)
+        self.metrics.stream_delete_latency.observe(time.perf_counter() - start)
+        log.info("live stream %s deleted", stream_id)
+
+    async def stop_inference(self, stream_id: str) -> None:
+        """Stop the stream's jobs (readers get [DONE]); the stream stays registered and an auto-started
+        inference is not resumed after a restart."""
+        asset = self.store.get_live(stream_id)
+        await self.live.stop(asset.id, self.settings.stream_delete_drain_timeout_s)
+        if asset.meta.pop("auto_start", None) is not None:
+            self.store.registry.update_meta(asset.id, asset.meta)
+
+    def auto_start(self, asset: Asset) -> bool:
+        """Start the inference a CV registration asked for (meta.auto_start), if its model is loaded."""
+        spec = asset.meta.get("auto_start")
+        starter = self.starter
+        if not spec or starter is None:
+            return False
+        if spec.get("model") != starter.model_id:
+            log.info(
+                "stream %s: metadata.model %r is not the loaded model; not started",
+                asset.id,
+                spec.get("model"),
+            )
+            return False
+        try:
+            params = ChunkParams(float(spec["chunk_duration"]), float(spec.get("chunk_overlap_duration", 0)))
+            params.require_live()
+        except ValueError as exc:
+            log.warning("stream %s: invalid auto-start chunking (%s); not started", asset.id, exc)
+            return False
+        try:
+            self.live.start(asset, params, starter.live_processor(), persistent=True)
+        except Exception as exc:  # spec §3.4: a failure to start inference does not fail the request
+            log.exception("stream %s: auto-start failed", asset.id)
+            self.report_error(asset.id, f"Failed to start inference: {exc}")
+            return False
+        return True
+
+    def resume_auto_started(self) -> None:
+        """After the model loads: resume the inference of every stream that had it auto-started."""
+        for asset in self.list():
+            if asset.meta.get("auto_start") and self.auto_start(asset):
+                log.info("stream %s: auto-started inference resumed", asset.id)

@@ -1,0 +1,102 @@
+"""Domain errors -> HTTP: the one place that picks a status, and the handlers that render {code, message}."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rtvi.errors import (
+    Conflict,
+    Forbidden,
+    InvalidMedia,
+    InvalidParameters,
+    MalformedRequest,
+    NotFound,
+    NotSupported,
+    RtviError,
+    TooLarge,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 1024
+# Most specific class first: NoSuchResource is an InvalidParameters, InUse a Conflict.
+STATUS: tuple[tuple[type[RtviError], int], ...] = (
+    (InvalidParameters, 400),
+    (InvalidMedia, 400),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (TooLarge, 413),
+    (MalformedRequest, 422),
+    (NotSupported, 501),
+    (Unavailable, 503),
+)
+
+
+class Unauthorized(RtviError):
+    """A missing or wrong bearer token: only the web layer has such a thing."""
+
+    code = "Unauthorized"
+
+
+def http_status(exc: RtviError) -> int:
+    if isinstance(exc, Unauthorized):
+        return 401
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message[:MAX_MESSAGE]}
+
+
+def error_response(exc: RtviError) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message), status_code=http_status(exc))
+
+
+def body_validation_error(exc: ValidationError, loc: tuple[str, ...] = ()) -> RequestValidationError:
+    """A model validated by hand, reported exactly like FastAPI reports a body: loc ('body', *loc, field)."""
+    return RequestValidationError([{**e, "loc": ("body", *loc, *e["loc"])} for e in exc.errors()])
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    message = f"{loc}: {err.get('msg', 'invalid')}"
+    if err.get("type") not in ("missing", "extra_forbidden") and "input" in err:
+        with contextlib.suppress(TypeError, ValueError):
+            message += f" (input: {json.dumps(err['input'], default=str)[:200]})"
+    return message
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RtviError)
+    async def _domain_error(_: Request, exc: RtviError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("InvalidParameters", _validation_message(exc)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        return JSONResponse(error_body(detail, detail), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error: %s", exc)
+        return JSONResponse(
+            error_body("InternalServerError", "An internal server error occurred"), status_code=500
+        )

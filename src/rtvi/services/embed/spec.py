@@ -1,0 +1,28 @@
+"""The embedding service as `rtvi serve embed` runs it."""
+
+from __future__ import annotations
+
+from rtvi.core.bus.publisher import BusTopics
+from rtvi.core.service import CoreConfig, ServiceCore
+from rtvi.http.spec import ServiceSpec
+from rtvi.services.embed import routes
+from rtvi.services.embed.messages import build_vision_llm
+from rtvi.services.embed.models.registry import load_embedder
+from rtvi.services.embed.serving import VIDEO_FAILED, EmbedServing
+
+CORE = CoreConfig(
+    name="embed",
+    topics=BusTopics("mdx-embed", "mdx-embed-errors"),
+    build_result=build_vision_llm,
+    failure_message=VIDEO_FAILED.rstrip("."),
+)
+
+
+def load_stage(core: ServiceCore) -> EmbedServing:
+    """The configured embedder (see models.registry), batched across requests."""
+    return EmbedServing(core, load_embedder(core.settings), core.settings.auto_batch_size)
+
+
+SPEC = ServiceSpec(
+    core=CORE, title="RTVI Embed Microservice API", load_stage=load_stage, routers=[routes.router]
+)
