@@ -159,3 +159,26 @@ def test_bad_requests(client: httpx.Client, clip35: str, model_id: str, media: d
     image = upload(client, media["cat_jpg"], "image").json()["id"]
     expect(embed(client, [clip35, image], model_id), 400, "BadParameters")
     client.delete(f"/v1/files/{image}")
+
+
+def _samples(client: httpx.Client) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/v1/metrics").text
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+
+def test_metrics_follow_a_file_request(client: httpx.Client, clip35: str, model_id: str) -> None:
+    before = _samples(client)
+    r = embed(client, clip35, model_id, chunk_duration=10)
+    assert r.status_code == 200, r.text
+    after = _samples(client)
+
+    def delta(name: str) -> float:
+        return after[name] - before[name]
+
+    assert delta("video_file_queries_processed_total") == 1
+    assert after["video_file_queries_pending"] == 0
+    assert delta("decode_latency_seconds_count") == 4 and delta("decode_latency_seconds_sum") > 0
+    assert delta("chunk_latency_seconds_count") == 4 and delta("chunk_latency_seconds_sum") > 0
+    assert 1 <= delta("embedding_latency_seconds_count") <= 4  # chunks may share model calls

@@ -1,0 +1,120 @@
+"""The embedding service's logic without HTTP: a ServiceCore with a real (tiny, random) CLIP stage plans,
+embeds and counts file requests, refuses bad chunking and unknown models, and embeds texts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from rtvi.core.assets.store import NewFile
+from rtvi.core.service import ServiceCore
+from rtvi.errors import InvalidParameters, NoSuchResource, Unavailable
+from rtvi.services.embed.models.clip import ClipEmbedder
+from rtvi.services.embed.protocol import TextEmbeddingsQuery, VideoEmbeddingsQuery
+from rtvi.services.embed.serving import EmbedServing
+from rtvi.services.embed.spec import SPEC
+from rtvi.settings import Settings
+from tests.media_factory import make_clip
+from tests.model_factory import build_tiny_clip
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> ClipEmbedder:
+    return ClipEmbedder(build_tiny_clip(tmp_path_factory.mktemp("m") / "tiny-clip"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "c.mp4", seconds=12, fps=10, width=96, height=64)
+
+
+def _with_serving(
+    tmp_path: Path, embedder: ClipEmbedder, body: Callable[[ServiceCore, EmbedServing], Awaitable[T]]
+) -> T:
+    async def run() -> T:
+        core = ServiceCore(SPEC.core, Settings(ASSET_STORAGE_DIR=str(tmp_path / "store")))  # type: ignore[call-arg]
+        core.start()
+        with pytest.raises(Unavailable, match="loading"):
+            core.require_stage()
+        await core.load(lambda c: EmbedServing(c, embedder, max_batch=4))
+        serving = core.require_stage()
+        assert isinstance(serving, EmbedServing)
+        try:
+            return await body(core, serving)
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
+
+
+async def _upload(core: ServiceCore, clip: Path) -> str:
+    with core.store.staging() as tmp:
+        staged = tmp / "upload.bin"
+        staged.write_bytes(clip.read_bytes())
+        asset = await core.store.add_upload(staged, "c.mp4", staged.stat().st_size, NewFile("video"))
+    return asset.id
+
+
+def test_a_file_request_is_planned_embedded_and_counted(
+    tmp_path: Path, embedder: ClipEmbedder, clip: Path
+) -> None:
+    async def body(core: ServiceCore, serving: EmbedServing) -> None:
+        asset_id = await _upload(core, clip)
+        query = VideoEmbeddingsQuery(
+            id=asset_id, model=embedder.id, chunk_duration=5, chunk_overlap_duration=1
+        )
+        req = await serving.video_request(query)
+        assert req.range() == (0.0, 12.0)
+        results = [r async for r in req.results()]
+        assert [(r.start_s, r.end_s) for r in results] == [(0, 5), (4, 9), (8, 12)]
+        assert [req.chunk_response(r).start_time for r in results] == ["0.0", "4.0", "8.0"]
+        vectors = np.stack([r.output for r in results])
+        assert vectors.shape == (3, embedder.dim)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+        sample = core.metrics.registry.get_sample_value
+        assert sample("video_file_queries_processed_total") == 1
+        assert sample("video_file_queries_pending") == 0
+        assert sample("decode_latency_seconds_count") == 3 and sample("chunk_latency_seconds_count") == 3
+        assert (sample("embedding_latency_seconds_count") or 0) >= 1
+
+    _with_serving(tmp_path, embedder, body)
+
+
+def test_bad_requests_fail_before_any_work(tmp_path: Path, embedder: ClipEmbedder, clip: Path) -> None:
+    async def body(core: ServiceCore, serving: EmbedServing) -> None:
+        asset_id = await _upload(core, clip)
+        with pytest.raises(InvalidParameters, match="must be smaller than chunk_duration"):
+            await serving.video_request(
+                VideoEmbeddingsQuery(
+                    id=asset_id, model=embedder.id, chunk_duration=5, chunk_overlap_duration=5
+                )
+            )
+        with pytest.raises(InvalidParameters, match="No such model"):
+            await serving.video_request(VideoEmbeddingsQuery(id=asset_id, model="other"))
+        with pytest.raises(NoSuchResource):
+            await serving.video_request(
+                VideoEmbeddingsQuery(id="5f0c3c1e-8f7e-4a53-9a3e-9d1f0f6a1b2c", model=embedder.id)
+            )
+        assert core.metrics.registry.get_sample_value("video_file_queries_processed_total") == 0
+
+    _with_serving(tmp_path, embedder, body)
+
+
+def test_texts_match_the_model(tmp_path: Path, embedder: ClipEmbedder) -> None:
+    async def body(core: ServiceCore, serving: EmbedServing) -> None:
+        out = await serving.text_embeddings(
+            TextEmbeddingsQuery(text_input=["a cat", "a dog"], model=embedder.id)
+        )
+        got = np.array([d.embeddings for d in out.data], dtype=np.float32)
+        np.testing.assert_allclose(got, embedder.embed_texts(["a cat", "a dog"]), atol=1e-5)
+        with pytest.raises(InvalidParameters, match="empty"):
+            await serving.text_embeddings(TextEmbeddingsQuery(text_input=" ", model=embedder.id))
+
+    _with_serving(tmp_path, embedder, body)

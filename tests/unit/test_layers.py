@@ -1,0 +1,105 @@
+"""The layout's rules, enforced over the import graph of the package (every import statement, including
+those under TYPE_CHECKING and inside functions):
+
+    rtvi.errors, rtvi.settings  <-  rtvi.core  <-  rtvi.http  <-  rtvi.services.NAME  <-  rtvi.cli
+
+A layer imports only from layers to its left; route modules never import each other; services never
+import each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import rtvi
+
+PACKAGE_DIR = Path(rtvi.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, module: str | None = None) -> set[str]:
+    module = module or _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    return {name for name in found if name == "rtvi" or name.startswith("rtvi.")}
+
+
+GRAPH = {_module_name(p): _imports(p) for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+
+
+def _layer(module: str) -> int:
+    for prefix, layer in (
+        ("rtvi.errors", 0),
+        ("rtvi.settings", 0),
+        ("rtvi.core", 1),
+        ("rtvi.http", 2),
+        ("rtvi.services", 3),
+        ("rtvi.cli", 4),
+        ("rtvi.__main__", 4),
+    ):
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return 0  # the package root (its version)
+
+
+def _is_route_module(module: str) -> bool:
+    parts = module.split(".")
+    return (parts[:3] == ["rtvi", "http", "routes"] and len(parts) == 4) or (
+        parts[:2] == ["rtvi", "services"] and parts[-1] == "routes"
+    )
+
+
+def test_the_graph_covers_the_package() -> None:
+    assert "rtvi.core.pipeline.batcher" in GRAPH and "rtvi.services.embed.serving" in GRAPH
+    assert "rtvi.core.pipeline.results" in GRAPH["rtvi.core.pipeline.file_job"]
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_no_import_reaches_up_a_layer(module: str) -> None:
+    upward = sorted(name for name in GRAPH[module] if _layer(name) > _layer(module))
+    assert not upward, f"{module} imports from a higher layer: {upward}"
+
+
+def test_route_modules_do_not_import_each_other() -> None:
+    routes = {m for m in GRAPH if _is_route_module(m)}
+    assert {"rtvi.http.routes.files", "rtvi.services.embed.routes"} <= routes
+    crossing = {m: sorted(GRAPH[m] & (routes - {m})) for m in routes if GRAPH[m] & (routes - {m})}
+    assert not crossing
+
+
+def test_services_do_not_import_each_other() -> None:
+    def service(name: str) -> str | None:
+        parts = name.split(".")
+        return parts[2] if parts[:2] == ["rtvi", "services"] and len(parts) > 2 else None
+
+    crossing = {
+        m: sorted(n for n in GRAPH[m] if service(n) not in (None, service(m)))
+        for m in GRAPH
+        if service(m) is not None
+    }
+    assert not any(crossing.values()), crossing
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    # The rules above must be able to fail: a core module importing the web layer is caught.
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ...http.errors import error_response\nimport rtvi.services.embed\n")
+    assert _imports(bad, "rtvi.core.assets.bad") >= {"rtvi.http.errors", "rtvi.services.embed"}
+    assert _layer("rtvi.http.errors") > _layer("rtvi.core.assets.store")
