@@ -45,7 +45,6 @@ def build_app(
             await core.close()
 
     app = FastAPI(title=spec.title, version=__version__, lifespan=lifespan)
-    app.state.metrics = metrics
     install_error_handlers(app)
     if settings.api_key:
         require_bearer_token(app, settings.api_key)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -92,13 +93,15 @@ class FileJob(Generic[Out]):
         await self.plan()
         self.metrics.files_pending.inc()
         try:
-            async for r in self._results():
-                yield r
+            # aclosing: a consumer that stops early (client gone) closes the decoder now, not at GC.
+            async with aclosing(self._results()) as results:
+                async for r in results:
+                    yield r
             self.metrics.files_processed.inc()
         finally:
             self.metrics.files_pending.dec()
 
-    async def _results(self) -> AsyncIterator[ChunkResult[Out]]:
+    async def _results(self) -> AsyncGenerator[ChunkResult[Out], None]:
         loop = asyncio.get_running_loop()
         it = self._sampled()
         nxt = loop.run_in_executor(self.decode_pool, next, it, None)
