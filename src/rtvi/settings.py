@@ -6,12 +6,35 @@ Where our default differs from the reference, the field's comment says why.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True, slots=True)
+class HostAllowlist:
+    names: frozenset[str]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> HostAllowlist | None:
+        names: set[str] = set()
+        networks = []
+        for item in (s.strip().lower() for s in spec.split(",")):
+            if not item:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                if "/" in item or not item.replace("-", "").replace(".", "").isalnum():
+                    raise ValueError(f"not a host name, address or network: {item!r}") from None
+                names.add(item)
+        return cls(frozenset(names), tuple(networks)) if names or networks else None
 
 
 class Settings(BaseSettings):
@@ -59,9 +82,14 @@ class Settings(BaseSettings):
     )
     # Largest multipart upload we accept (the reference is bounded only by its tmpfs, 8 GB).
     max_upload_size_gb: float = Field(8, validation_alias="RTVI_MAX_UPLOAD_SIZE_GB", gt=0)
+    # Largest request body other than a multipart upload (JSON with data: URIs included); beyond it 413.
+    # Larger media goes through /v1/files (streamed to disk) or a `url`.
+    max_request_body_mb: float = Field(64, validation_alias="RTVI_MAX_REQUEST_BODY_MB", gt=0)
     # Comma-separated directories that `filename` registrations and file:// URLs may point into (realpath).
     # Empty = registering server paths is disabled (403), as the reference does for file:// URLs.
     file_url_allowed_dirs: str = Field("", validation_alias="FILE_URL_ALLOWED_DIRS")
+    # Fernet key that seals camera credentials in the registry; empty = <storage>/secret.key (made 0600).
+    secret_key: str = Field("", validation_alias="RTVI_SECRET_KEY", repr=False)
     skip_media_verification: bool = Field(False, validation_alias="VSS_SKIP_INPUT_MEDIA_VERIFICATION")
 
     # --- live streams (RTSP) --------------------------------------------------------------------
@@ -113,6 +141,9 @@ class Settings(BaseSettings):
     redis_payload_key: str = Field("metadata", validation_alias="REDIS_PAYLOAD_KEY")
     redis_stream_maxlen: int = Field(10000, validation_alias="REDIS_STREAM_MAXLEN", ge=1)
     redis_queue_maxsize: int = Field(1024, validation_alias="REDIS_ASYNC_PUBLISH_QUEUE_MAXSIZE", ge=1)
+    # Comma-separated camera hosts: names (exact) and addresses or networks (CIDR). Empty = any host.
+    # A camera URL may point anywhere the service can reach; this keeps registrations to the cameras'.
+    rtsp_allowed_hosts_list: str = Field("", validation_alias="RTVI_RTSP_ALLOWED_HOSTS")
     # TCP interleaving survives NAT and packet loss; UDP is lower latency on a clean LAN.
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", validation_alias="RTVI_RTSP_TRANSPORT")
     # Connecting (and the probe of /v1/streams/add) gives up after this long; reads use RTVI_RTSP_TIMEOUT.
@@ -144,6 +175,16 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_means_default(cls, v: object) -> object:
         return 2000 if v in ("", None) else v
+
+    @field_validator("rtsp_allowed_hosts_list")
+    @classmethod
+    def _hosts_parse(cls, v: str) -> str:
+        HostAllowlist.parse(v)  # a typo is a start-up error, not an open door
+        return v
+
+    @property
+    def rtsp_allowed_hosts(self) -> HostAllowlist | None:
+        return HostAllowlist.parse(self.rtsp_allowed_hosts_list)
 
     @property
     def allowed_local_dirs(self) -> list[Path]:

@@ -164,7 +164,7 @@ class ServiceCore:
         duration_s = fps = None
         if isinstance(video, Asset):
             duration_s, fps = video.meta.get("duration_s"), video.meta.get("fps")
-            video = Path(video.path)
+            video = self.store.media_path(video)
         return FileJob(
             processor=processor,
             decode_pool=self.decode_pool,

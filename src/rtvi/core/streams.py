@@ -8,20 +8,22 @@ description, place, probe results, auto-start settings) in `meta`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
 from rtvi.core.media.chunks import ChunkParams
-from rtvi.core.media.live import probe_rtsp, split_credentials, with_credentials
+from rtvi.core.media.live import probe_rtsp, redact, split_credentials, with_credentials
 from rtvi.core.media.types import MediaError
 from rtvi.core.pipeline.live import LiveManager, rtsp_options
 from rtvi.core.pipeline.results import ChunkProcessor
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.errors import InvalidMedia, MalformedRequest
+from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, MalformedRequest
 from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,12 @@ class LiveStarter(Protocol):
 
 
 def resolve_credentials(url: str, username: str, password: str) -> tuple[str, str, str]:
-    """-> (URL without credentials, username, password); MalformedRequest for an ambiguous or half pair."""
-    clean, url_user, url_password = split_credentials(url)
+    """-> (URL without credentials, username, password); InvalidParameters for a URL that cannot be
+    parsed, MalformedRequest for an ambiguous or half pair."""
+    try:
+        clean, url_user, url_password = split_credentials(url)
+    except ValueError as exc:
+        raise InvalidParameters(f"Invalid RTSP URL {redact(url)[:200]!r}: {exc}") from exc
     if (url_user or url_password) and (username or password):
         raise MalformedRequest("Credentials were given both in the URL and in username/password")
     if url_user or url_password:
@@ -70,6 +76,26 @@ class LiveStreams:
     def list(self) -> list[Asset]:
         return self.store.registry.list_assets("live")
 
+    async def check_host(self, url: str) -> None:
+        """RTVI_RTSP_ALLOWED_HOSTS (empty = any): the camera's host must be listed by name, or resolve
+        only to addresses inside a listed address or network. Forbidden otherwise."""
+        allowed = self.settings.rtsp_allowed_hosts
+        if not allowed:
+            return
+        host = (urlsplit(url).hostname or "").lower()
+        if host in allowed.names:
+            return
+        try:
+            addresses = {ipaddress.ip_address(host)}
+        except ValueError:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+            except OSError:
+                infos = []
+            addresses = {ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos}
+        if not addresses or not all(any(a in net for net in allowed.networks) for a in addresses):
+            raise Forbidden(f"Camera host {host!r} is not in RTVI_RTSP_ALLOWED_HOSTS")
+
     async def probe(self, url: str) -> dict[str, Any]:
         """Connect to the camera once (bounded by the open timeout). -> probe results for `meta`."""
         if self.settings.skip_media_verification:
@@ -81,7 +107,7 @@ class LiveStreams:
                 asyncio.to_thread(probe_rtsp, url, opts), opts.open_timeout_s + opts.read_timeout_s + 1
             )
         except (MediaError, TimeoutError) as exc:
-            log.info("RTSP probe failed: %s", exc)
+            log.info("RTSP probe failed: %s", redact(str(exc)))
             raise InvalidMedia(PROBE_FAILED) from exc
         return {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps}
 
@@ -97,6 +123,7 @@ class LiveStreams:
         meta: dict[str, Any],
     ) -> Asset:
         """Reserve the id, probe the camera, persist the registration."""
+        await self.check_host(url)
         registry = self.store.registry
         with registry.reserve(stream_id, duplicate_code=duplicate_code):
             probed = await self.probe(with_credentials(url, username, password))

@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from rtvi import __version__
 from rtvi.core.service import ModelStage, ServiceCore
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.http.auth import require_bearer_token
+from rtvi.http.auth import declare_bearer_scheme, require_bearer_token
 from rtvi.http.errors import install_error_handlers
+from rtvi.http.limits import BodyLimit
 from rtvi.http.routes import config, files, health, streams
 from rtvi.http.spec import ServiceSpec
 from rtvi.settings import Settings
@@ -46,6 +47,8 @@ def build_app(
 
     app = FastAPI(title=spec.title, version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_request_body_mb * 2**20))
+    declare_bearer_scheme(app)
     if settings.api_key:
         require_bearer_token(app, settings.api_key)
     for router in (*SHARED_ROUTERS, *spec.routers):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,6 +59,15 @@ def http_status(exc: RtviError) -> int:
     return 500
 
 
+def status_code_name(status: int) -> str:
+    """404 -> "NotFound", 405 -> "MethodNotAllowed": an HTTP status as an error code (letters only)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z]+", phrase) if w) or "Error"
+
+
 def error_body(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message[:MAX_MESSAGE]}
 
@@ -91,8 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = str(exc.detail)
-        return JSONResponse(error_body(detail, detail), status_code=exc.status_code, headers=exc.headers)
+        # Starlette's own errors (404 route, 405 method, a form with too many fields): the code is the
+        # status phrase in letters only, as the contract requires; the detail is the message.
+        body = error_body(status_code_name(exc.status_code), str(exc.detail))
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

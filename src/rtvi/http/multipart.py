@@ -76,8 +76,9 @@ class _MultipartSink:
         self._buffer.clear()
         self._fields += 1
         if self._fields > MAX_FIELDS:
-            # The reference's (Starlette's) answer, code and message as it sends them.
-            raise InvalidParameters("Too many fields.", "Too many fields. Maximum number of fields is 1000.")
+            raise InvalidParameters(
+                f"Too many fields. Maximum number of fields is {MAX_FIELDS}.", "TooManyFields"
+            )
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]

@@ -6,11 +6,28 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from rtvi.core.media.times import parse_iso
 
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$"
+
+
+def _real_instant(value: str) -> str:
+    """The pattern admits 2024-13-45T25:61:61.000Z; a timestamp must also be a date and time."""
+    try:
+        parse_iso(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a valid date and time") from None
+    return value
+
+
 # Upload form fields require exactly 24 chars, which makes the milliseconds mandatory.
-CreationTime = Annotated[str, StringConstraints(min_length=24, max_length=24, pattern=TIMESTAMP_PATTERN)]
+CreationTime = Annotated[
+    str,
+    StringConstraints(min_length=24, max_length=24, pattern=TIMESTAMP_PATTERN),
+    AfterValidator(_real_instant),
+]
 ChunkTime = Annotated[str, StringConstraints(max_length=50, pattern=r"^[0-9.\-TZ:]*$")]
 
 

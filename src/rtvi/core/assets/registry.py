@@ -12,12 +12,13 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rtvi.core.assets.secrets import SecretBox
 from rtvi.errors import Conflict, InUse, Unavailable
 
 AssetKind = Literal["file", "live"]
@@ -58,9 +59,17 @@ class Asset:
         return self.kind == "live"
 
 
+# Meta keys whose values are stored sealed by the SecretBox (camera credentials).
+SECRET_META_KEYS = ("username", "password")
+
+
 class AssetRegistry:
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, secrets: SecretBox | None = None) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._secrets = secrets
+        # The registry holds camera URLs and (sealed) credentials: readable by the service's user only.
+        db_path.touch(mode=0o600, exist_ok=True)
+        db_path.chmod(0o600)
         # One connection guarded by a lock: writes are rare and tiny; WAL keeps readers cheap.
         self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -77,7 +86,7 @@ class AssetRegistry:
     def get(self, asset_id: str) -> Asset | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
-        return _row_to_asset(row) if row else None
+        return self._row_to_asset(row) if row else None
 
     def list_assets(self, kind: AssetKind | None = None) -> list[Asset]:
         with self._lock:
@@ -87,7 +96,7 @@ class AssetRegistry:
                 rows = self._db.execute(
                     "SELECT * FROM assets WHERE kind = ? ORDER BY created_at", (kind,)
                 ).fetchall()
-        return [_row_to_asset(r) for r in rows]
+        return [self._row_to_asset(r) for r in rows]
 
     def ids(self) -> set[str]:
         with self._lock:
@@ -111,7 +120,7 @@ class AssetRegistry:
     def add(self, asset: Asset) -> None:
         d = asdict(asset)
         d["owns_dir"] = int(asset.owns_dir)
-        d["meta"] = json.dumps(asset.meta)
+        d["meta"] = self._dump_meta(asset.meta)
         with self._lock:
             self._db.execute(
                 "INSERT INTO assets VALUES (:id, :kind, :media_type, :filename, :path, :owns_dir, :bytes,"
@@ -121,13 +130,38 @@ class AssetRegistry:
 
     def update_meta(self, asset_id: str, meta: dict[str, Any]) -> None:
         with self._lock:
-            self._db.execute("UPDATE assets SET meta = ? WHERE id = ?", (json.dumps(meta), asset_id))
+            self._db.execute("UPDATE assets SET meta = ? WHERE id = ?", (self._dump_meta(meta), asset_id))
 
     def remove(self, asset_id: str) -> None:
         with self._lock:
             if self._in_use[asset_id] > 0:
                 raise InUse(asset_id)
             self._db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
+
+    def _row_to_asset(self, row: tuple[Any, ...]) -> Asset:
+        (id_, kind, media_type, filename, path, owns_dir, nbytes, ctime, sensor, created_at, meta) = row
+        return Asset(
+            id=id_,
+            kind=kind,
+            media_type=media_type,
+            filename=filename,
+            path=path,
+            owns_dir=bool(owns_dir),
+            bytes=nbytes,
+            creation_time=ctime,
+            sensor_name=sensor,
+            created_at=created_at,
+            meta=self._load_meta(meta),
+        )
+
+    def _dump_meta(self, meta: dict[str, Any]) -> str:
+        if self._secrets is not None:
+            meta = _map_secrets(meta, self._secrets.seal)
+        return json.dumps(meta)
+
+    def _load_meta(self, raw: str) -> dict[str, Any]:
+        meta: dict[str, Any] = json.loads(raw)
+        return _map_secrets(meta, self._secrets.open) if self._secrets is not None else meta
 
     # --- use counts -----------------------------------------------------------------------------
     @contextmanager
@@ -154,18 +188,5 @@ class AssetRegistry:
             return self._in_use[asset_id] > 0
 
 
-def _row_to_asset(row: tuple[Any, ...]) -> Asset:
-    (id_, kind, media_type, filename, path, owns_dir, nbytes, ctime, sensor, created_at, meta) = row
-    return Asset(
-        id=id_,
-        kind=kind,
-        media_type=media_type,
-        filename=filename,
-        path=path,
-        owns_dir=bool(owns_dir),
-        bytes=nbytes,
-        creation_time=ctime,
-        sensor_name=sensor,
-        created_at=created_at,
-        meta=json.loads(meta),
-    )
+def _map_secrets(meta: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
+    return {k: fn(v) if k in SECRET_META_KEYS and isinstance(v, str) else v for k, v in meta.items()}

@@ -28,6 +28,8 @@ class AssetStorage:
         self.db_path = self.root / "registry.sqlite3"
         for d in (self.files_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        # Uploads, the registry and the key file: the service's user only.
+        self.root.chmod(0o700)
 
     def new_tmp_dir(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.tmp_dir))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtvi.core.assets.registry import Asset, AssetRegistry
+from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.storage import AssetStorage
 from rtvi.core.media.probe import probe
 from rtvi.core.media.types import MediaError, MediaInfo, MediaKind
@@ -35,7 +36,8 @@ class AssetStore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.storage = AssetStorage(settings.asset_storage_dir)
-        self.registry = AssetRegistry(self.storage.db_path)
+        secrets = SecretBox.from_settings(settings.secret_key, self.storage.root / "secret.key")
+        self.registry = AssetRegistry(self.storage.db_path, secrets)
         self.storage.cleanup(self.registry.ids())
 
     def close(self) -> None:
@@ -61,6 +63,13 @@ class AssetStore:
         if not asset.is_live:
             raise InvalidParameters(f"No such live-stream {stream_id}", "InvalidParameter")
         return asset
+
+    def media_path(self, asset: Asset) -> Path:
+        """The file to open for a file asset. A path registration is checked against the allowlist
+        again at every open: the file may have been swapped for a symlink since it was registered."""
+        if asset.owns_dir:
+            return Path(asset.path)
+        return self._allowed_server_path(asset.path)
 
     # --- ingest ---------------------------------------------------------------------------------
     @contextmanager

@@ -32,6 +32,7 @@ them, resized in the same ``to_ndarray`` call.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -73,9 +74,20 @@ class StreamProbe:
 
 
 # --- credentials ----------------------------------------------------------------------------------
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """Any URL credentials in `text` (a URL, an error message, a log line) replaced by ***."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def split_credentials(url: str) -> tuple[str, str, str]:
-    """rtsp://user:pw@host/path -> ("rtsp://host/path", "user", "pw") (percent-decoded)."""
+    """rtsp://user:pw@host/path -> ("rtsp://host/path", "user", "pw") (percent-decoded). ValueError for
+    a URL that cannot be parsed."""
     parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        raise ValueError(f"not a URL with a host: {redact(url)[:200]!r}")
     if "@" not in parts.netloc:
         return url, "", ""
     userinfo, host = parts.netloc.rsplit("@", 1)
@@ -96,11 +108,16 @@ def open_rtsp(url: str, opts: RtspOptions) -> av.container.InputContainer:
     try:
         container = av.open(
             url,
-            options={"rtsp_transport": opts.transport},
+            # RTSP only: the camera's URL cannot turn into a file read or another protocol.
+            options={
+                "rtsp_transport": opts.transport,
+                "format_whitelist": "rtsp",
+                "protocol_whitelist": "rtsp,rtsps,rtp,srtp,tcp,udp,tls",
+            },
             timeout=(opts.open_timeout_s, opts.read_timeout_s),
         )
     except Exception as exc:  # PyAV raises many OSError / FFmpegError subclasses
-        raise MediaError(f"cannot open RTSP source: {type(exc).__name__}: {exc}") from exc
+        raise MediaError(f"cannot open RTSP source: {type(exc).__name__}: {redact(str(exc))}") from exc
     if not container.streams.video:
         container.close()
         raise MediaError("the RTSP source has no video stream")

@@ -46,14 +46,25 @@ _DURATION_TOLERANCE_S = 0.5
 _EXIF_ORIENTATION = 0x0112
 
 
+# Untrusted media is opened with these demuxers only, reading through the `file` protocol only. Demuxers
+# that follow references to other files or URLs (hls, concat, dash, ...) are not in the list, so a
+# 130-byte playlist cannot make us read a file outside the store. image2 (FFmpeg's pick for many still
+# images) reads numbered sequences by file-name pattern: pattern_type=none keeps it to the one file.
+SAFE_DEMUXERS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,ivf,obu,h264,hevc,m4v,mpeg,asf,ogg,"
+    "image2,mjpeg,jpeg_pipe,png_pipe,webp_pipe,bmp_pipe,tiff_pipe,gif,wav"
+)
+FILE_OPTIONS = {"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": "file", "pattern_type": "none"}
+
+
 def open_input(path: Path) -> av.container.InputContainer:
-    """Open ``path`` for reading, turning every failure into :class:`MediaError`."""
+    """Open ``path`` for reading with the demuxer allowlist, turning every failure into MediaError."""
     try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
+        return av.open(str(path), mode="r", metadata_errors="ignore", options=FILE_OPTIONS)
     except FileNotFoundError as e:
         raise MediaError(f"{path.name}: file not found") from e
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise MediaError(f"{path.name}: not a readable media file ({e})") from e
+        raise MediaError(f"{path.name}: not a readable media file in a supported container ({e})") from e
 
 
 def video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:

@@ -112,7 +112,8 @@ async def file_info(file_id: UUID, core: ServiceCore = Depends(get_core)) -> Fil
 @router.get("/{file_id}/content", response_class=FileResponse)
 async def file_content(file_id: UUID, core: ServiceCore = Depends(get_core)) -> FileResponse:
     asset = core.store.get_file(str(file_id))
-    return FileResponse(asset.path, filename=asset.filename, media_type="application/octet-stream")
+    path = core.store.media_path(asset)
+    return FileResponse(path, filename=asset.filename, media_type="application/octet-stream")
 
 
 @router.delete("/{file_id}", response_model=DeletedFile)

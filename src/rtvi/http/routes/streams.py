@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from rtvi.core.assets.registry import Asset
-from rtvi.core.media.live import split_credentials
+from rtvi.core.media.live import redact
 from rtvi.core.service import ServiceCore
 from rtvi.core.streams import resolve_credentials
 from rtvi.errors import InvalidParameters, NotFound, NotSupported, RtviError
@@ -55,8 +55,8 @@ REMOVE_CHANGES = {"camera_remove", "remove"}
 def _error_item(exc: Exception) -> tuple[str, str, int]:
     if isinstance(exc, RtviError):
         return exc.message, exc.code, http_status(exc)
-    log.error("stream operation failed: %s", exc, exc_info=exc)
-    return str(exc) or type(exc).__name__, "InternalError", 500
+    log.error("stream operation failed: %s", redact(str(exc)), exc_info=exc)
+    return redact(str(exc)) or type(exc).__name__, "InternalError", 500
 
 
 # --- /v1/streams ----------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ async def add_streams(
         if not isinstance(outcome, Exception):
             raise outcome  # CancelledError and friends: not a per-item failure
         message, code, status = _error_item(outcome)
-        safe_url = split_credentials(item.liveStreamUrl)[0]
+        safe_url = redact(item.liveStreamUrl)
         errors.append(
             AddStreamError(index=index, url=safe_url, error=message, error_code=code, status_code=status)
         )

@@ -66,11 +66,13 @@ class VideoEmbeddingsCompletionResponse(BaseModel):
     chunk_responses: list[ChunkResponse] = Field(default_factory=list, max_length=10000)
 
 
-TextItem = Annotated[str, StringConstraints(max_length=1000)]
+MAX_TEXTS = 100  # per request, on every route that takes text (spec §9.2)
+MAX_TEXT_CHARS = 1000
+TextItem = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 
 
 class TextEmbeddingsQuery(Strict):
-    text_input: TextItem | Annotated[list[TextItem], Field(max_length=100)]
+    text_input: TextItem | Annotated[list[TextItem], Field(max_length=MAX_TEXTS)]
     model: Annotated[str, StringConstraints(max_length=256)]
 
     @property

@@ -9,14 +9,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from rtvi.core.pipeline.live import LiveStreamError
+from rtvi.core.pipeline.results import ChunkResult
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InternalError, RtviError
 from rtvi.http.deps import get_core
+from rtvi.http.limits import unless_disconnected
 from rtvi.http.sse import sse_response
+from rtvi.services.embed.batching import Vector
 from rtvi.services.embed.protocol import (
     EmbeddingsRequest,
     EmbeddingsResponse,
@@ -29,6 +32,7 @@ from rtvi.services.embed.serving import VIDEO_FAILED, EmbedServing, VideoRequest
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["Embeddings"])
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left; never reaches anyone
 
 
 def get_serving(core: ServiceCore = Depends(get_core)) -> EmbedServing:
@@ -44,19 +48,26 @@ def get_serving(core: ServiceCore = Depends(get_core)) -> EmbedServing:
     response_model_exclude_none=False,
 )
 async def generate_video_embeddings(
-    query: VideoEmbeddingsQuery, serving: EmbedServing = Depends(get_serving)
+    query: VideoEmbeddingsQuery, request: Request, serving: EmbedServing = Depends(get_serving)
 ) -> Response:
     """Embeddings per chunk for a video file, one image or several images (one chunk); JSON or SSE."""
     req = await serving.video_request(query)
     if query.stream:
         return sse_response(_stream_events(req))
+
+    async def collect() -> list[ChunkResult[Vector]]:
+        return [r async for r in req.results()]
+
     try:
-        results = [r async for r in req.results()]
+        connected, results = await unless_disconnected(request, collect())
     except RtviError:
         raise
     except Exception as exc:
         log.exception("video embeddings failed for request %s", req.request_id)
         raise InternalError(VIDEO_FAILED) from exc
+    if not connected or results is None:
+        log.info("request %s: the client went away; its work was stopped", req.request_id)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     body = VideoEmbeddingsCompletionResponse(
         **req.header(),
         media_info=req.media_info(*req.range()),
@@ -99,14 +110,16 @@ async def stop_video_embeddings(stream_id: str, core: ServiceCore = Depends(get_
 
 @router.post("/v1/generate_text_embeddings", response_model=TextEmbeddingsCompletionResponse)
 async def generate_text_embeddings(
-    query: TextEmbeddingsQuery, serving: EmbedServing = Depends(get_serving)
-) -> TextEmbeddingsCompletionResponse:
-    return await serving.text_embeddings(query)
+    query: TextEmbeddingsQuery, request: Request, serving: EmbedServing = Depends(get_serving)
+) -> TextEmbeddingsCompletionResponse | Response:
+    connected, out = await unless_disconnected(request, serving.text_embeddings(query))
+    return out if connected and out is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["OpenAI compatible"])
 async def embeddings(
-    body: EmbeddingsRequest, serving: EmbedServing = Depends(get_serving)
-) -> EmbeddingsResponse:
+    body: EmbeddingsRequest, request: Request, serving: EmbedServing = Depends(get_serving)
+) -> EmbeddingsResponse | Response:
     """OpenAI / Cosmos-Embed1 NIM embeddings of texts, or of videos and images given as data: URIs."""
-    return await serving.openai_embeddings(body)
+    connected, out = await unless_disconnected(request, serving.openai_embeddings(body))
+    return out if connected and out is not None else Response(status_code=CLIENT_CLOSED_REQUEST)

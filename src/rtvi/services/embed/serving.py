@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +43,8 @@ from rtvi.services.embed.messages import text_context
 from rtvi.services.embed.models.base import Embedder
 from rtvi.services.embed.models.remote import decode_frames_item, is_frames_item
 from rtvi.services.embed.protocol import (
+    MAX_TEXT_CHARS,
+    MAX_TEXTS,
     ChunkResponse,
     EmbeddingItem,
     EmbeddingsRequest,
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 VIDEO_FAILED = "Failed to generate video embeddings."
 VIDEO_REQUEST_TYPES = {"bulk_video", "video", "image"}
-MAX_OPENAI_TEXT_CHARS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +156,10 @@ class EmbedServing:
             vectors = [await self._embed_media_uri(uri) for uri in inputs]
             matrix = np.stack(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
         else:
-            if any(len(s) > MAX_OPENAI_TEXT_CHARS for s in inputs):
-                raise InvalidParameters("Text input is too long")
+            if len(inputs) > MAX_TEXTS:
+                raise InvalidParameters(f"At most {MAX_TEXTS} texts per request, got {len(inputs)}")
+            if any(len(s) > MAX_TEXT_CHARS for s in inputs):
+                raise InvalidParameters(f"Text input is too long: at most {MAX_TEXT_CHARS} characters")
             matrix = await self.batcher.embed_texts(inputs)
         items = [
             EmbeddingItem(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(matrix)
@@ -252,7 +254,7 @@ class VideoRequest:
                 processor, video=self.assets[0], params=self.chunk_params(), received_at=self.received_at
             )
         else:
-            paths = [Path(a.path) for a in self.assets]
+            paths = [self.core.store.media_path(a) for a in self.assets]
             self.file_job = self.core.file_job(processor, images=paths, received_at=self.received_at)
         try:
             await self.file_job.plan()

@@ -1,0 +1,76 @@
+"""Bounds on what one request may cost: a cap on request bodies, and work that stops when its client
+goes away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rtvi.http.errors import error_body, status_code_name
+
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.25
+
+
+class BodyLimit:
+    """Refuses request bodies over `max_bytes` with 413, by Content-Length at once or while a chunked body
+    arrives, so a JSON body never grows memory beyond the cap. Multipart uploads have their own, larger
+    limit (the upload parser streams them to disk) and pass through."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(413, f"Request body is larger than {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            # Outside the app's exception handlers here: answer directly, without reading the body.
+            exc = self._too_large()
+            response = JSONResponse(error_body(status_code_name(413), str(exc.detail)), status_code=413)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Run `work` while the client is connected. -> (True, result), or (False, None) once the client has
+    gone: the work is cancelled then (decoders closed, assets released, queued model calls dropped)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return True, task.result()
+            if await request.is_disconnected():
+                return False, None
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
