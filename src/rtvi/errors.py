@@ -31,6 +31,11 @@ class MalformedRequest(RtviError, ValueError):
 
     code = "InvalidParameters"
 
+    @classmethod
+    def not_a_uuid(cls, value: str, field: str = "id") -> MalformedRequest:
+        """Worded as the reference's schema words it."""
+        return cls(f"('body', '{field}'): Input should be a valid UUID (input: \"{value[:64]}\")")
+
 
 class NoSuchResource(InvalidParameters):
     """An id that names no asset or stream (the reference answers these as bad parameters)."""

@@ -16,6 +16,11 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def csv_set(value: str) -> frozenset[str]:
+    """A comma-separated setting as a set of lower-case, stripped, non-empty items."""
+    return frozenset(item.strip().lower() for item in value.split(",") if item.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class HostAllowlist:
     names: frozenset[str]
@@ -80,6 +85,23 @@ class Settings(BaseSettings):
     asset_download_max_file_size_gb: float = Field(
         8, validation_alias="ASSET_DOWNLOAD_MAX_FILE_SIZE_GB", gt=0
     )
+    # Remote ingestion (spec §2.3): `url` in generate requests and /v1/files.
+    asset_download_total_timeout_s: float = Field(300, validation_alias="ASSET_DOWNLOAD_TOTAL_TIMEOUT", gt=0)
+    asset_download_connect_timeout_s: float = Field(
+        10, validation_alias="ASSET_DOWNLOAD_CONNECT_TIMEOUT", gt=0
+    )
+    # Redirects followed (each hop SSRF-checked); clamped to 0-10 as the reference does.
+    asset_download_max_redirects: int = Field(0, validation_alias="ASSET_DOWNLOAD_MAX_REDIRECTS")
+    # Comma-separated host names that may resolve to private (RFC 1918, CGNAT, ULA) addresses.
+    asset_download_allowed_private_hosts: str = Field(
+        "", validation_alias="ASSET_DOWNLOAD_ALLOWED_PRIVATE_HOSTS"
+    )
+    asset_download_ssl_skip_verify_domains: str = Field(
+        "", validation_alias="ASSET_DOWNLOAD_SSL_SKIP_VERIFY_DOMAINS"
+    )
+    # "domain=Bearer x;domain2=Basic y": an Authorization header per host (HTTPS only).
+    asset_download_auth_tokens: str = Field("", validation_alias="ASSET_DOWNLOAD_AUTH_TOKENS", repr=False)
+    s3_endpoint_url: str = Field("", validation_alias=AliasChoices("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))
     # Largest multipart upload we accept (the reference is bounded only by its tmpfs, 8 GB).
     max_upload_size_gb: float = Field(8, validation_alias="RTVI_MAX_UPLOAD_SIZE_GB", gt=0)
     # Largest request body other than a multipart upload (JSON with data: URIs included); beyond it 413.
@@ -185,6 +207,15 @@ class Settings(BaseSettings):
     @property
     def rtsp_allowed_hosts(self) -> HostAllowlist | None:
         return HostAllowlist.parse(self.rtsp_allowed_hosts_list)
+
+    @field_validator("asset_download_max_redirects", mode="after")
+    @classmethod
+    def _clamp_redirects(cls, v: int) -> int:
+        return min(max(v, 0), 10)
+
+    @property
+    def allowed_private_download_hosts(self) -> frozenset[str]:
+        return csv_set(self.asset_download_allowed_private_hosts)
 
     @property
     def allowed_local_dirs(self) -> list[Path]:

@@ -31,6 +31,11 @@ CreationTime = Annotated[
 ChunkTime = Annotated[str, StringConstraints(max_length=50, pattern=r"^[0-9.\-TZ:]*$")]
 
 
+# What the server can fetch (spec §2.3); other schemes are a 422.
+REMOTE_URL_SCHEMES = r"^(?i:https?|s3|file|data):"
+RemoteUrl = Annotated[str, StringConstraints(max_length=2048, pattern=REMOTE_URL_SCHEMES)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -45,6 +50,10 @@ class FileUploadForm(Strict):
     purpose: Literal["vision"]
     media_type: Literal["video", "image"]
     filename: Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_.\-/ ]*$")] = ""
+    # Fetched by the server (spec §2.3): http(s), s3, file (FILE_URL_ALLOWED_DIRS) or data.
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^(?i:https?|s3|file|data):")] | None = (
+        None
+    )
     creation_time: CreationTime | None = None
     id: UUID | None = None
     sensor_name: Annotated[str, StringConstraints(max_length=256)] = ""

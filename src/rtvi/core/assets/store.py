@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from rtvi.core.assets.registry import Asset, AssetRegistry
+from rtvi.core.assets.remote import RemoteFetcher
 from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.storage import AssetStorage
 from rtvi.core.media.probe import probe
 from rtvi.core.media.types import MediaError, MediaInfo, MediaKind
-from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, NoSuchResource
+from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, MalformedRequest, NoSuchResource
 from rtvi.settings import Settings
 
+log = logging.getLogger(__name__)
 UPLOAD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_. \-]{1,256}$")
 
 
@@ -38,6 +42,7 @@ class AssetStore:
         self.storage = AssetStorage(settings.asset_storage_dir)
         secrets = SecretBox.from_settings(settings.secret_key, self.storage.root / "secret.key")
         self.registry = AssetRegistry(self.storage.db_path, secrets)
+        self.fetcher = RemoteFetcher(settings)
         self.storage.cleanup(self.registry.ids())
 
     def close(self) -> None:
@@ -103,6 +108,40 @@ class AssetStore:
                 raise
         return asset
 
+    async def add_from_url(self, url: str, new: NewFile, headers: Mapping[str, str] | None = None) -> Asset:
+        """Ingest a remote input (spec §2.3): http(s), s3 and data: are downloaded into the store like an
+        upload (atomically); file:// registers the server path (allowlist) without copying it."""
+        if url[:7].lower() == "file://":
+            path = unquote(urlsplit(url).path)
+            if not path:
+                raise MalformedRequest("A file:// URL needs an absolute path")
+            return await self.register_path(path, new)
+        with self.staging() as tmp:
+            fetched = await self.fetcher.fetch(url, tmp, headers)
+            return await self.add_upload(fetched.path, fetched.name, fetched.size, new)
+
+    async def add_request_asset(
+        self, url: str, ids: list[str], new: NewFile, headers: Mapping[str, str] | None = None
+    ) -> Asset:
+        """The asset of a generate (or chat) request that brings its input as `url`: exactly one id,
+        not yet taken, names it (spec §4.1). The caller removes it (discard) when the request ends."""
+        if len(ids) != 1:
+            raise InvalidParameters("A request with a url takes exactly one id: the id of the new asset")
+        try:
+            asset_id = str(uuid.UUID(ids[0]))
+        except ValueError:
+            raise MalformedRequest.not_a_uuid(ids[0]) from None
+        if self.registry.get(asset_id) is not None:
+            raise InvalidParameters(f"Asset with id '{asset_id}' already exists", "AssetAlreadyExists")
+        return await self.add_from_url(url, replace(new, id=asset_id), headers)
+
+    def discard(self, asset_id: str) -> None:
+        """Remove a request's own asset when the request ends (never raises: the request is over)."""
+        try:
+            self.delete_file(asset_id)
+        except Exception:
+            log.exception("could not remove the temporary asset %s", asset_id)
+
     async def register_path(self, filename: str, new: NewFile) -> Asset:
         """Register a file already on the server (under FILE_URL_ALLOWED_DIRS) without copying it."""
         asset_id = new.id or str(uuid.uuid4())
@@ -133,7 +172,9 @@ class AssetStore:
     def _allowed_server_path(self, filename: str) -> Path:
         allowed = self.settings.allowed_local_dirs
         if not allowed:
-            raise Forbidden("Registering server paths is disabled: set FILE_URL_ALLOWED_DIRS to allow it")
+            raise Forbidden(
+                "Server paths and file:// URLs are disabled: set FILE_URL_ALLOWED_DIRS to allow them"
+            )
         path = Path(os.path.realpath(filename))
         if not any(path.is_relative_to(d) for d in allowed):
             raise Forbidden(f"Path '{filename}' is outside FILE_URL_ALLOWED_DIRS")

@@ -82,6 +82,14 @@ def redact(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text)
 
 
+def public_url(url: str) -> str:
+    """The URL as it may be shown: without its credentials (or redacted when it does not parse)."""
+    try:
+        return split_credentials(url)[0]
+    except ValueError:
+        return redact(url)
+
+
 def split_credentials(url: str) -> tuple[str, str, str]:
     """rtsp://user:pw@host/path -> ("rtsp://host/path", "user", "pw") (percent-decoded). ValueError for
     a URL that cannot be parsed."""

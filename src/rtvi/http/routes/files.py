@@ -40,6 +40,7 @@ _UPLOAD_FORM_DOC = {
                         "media_type": {"type": "string", "enum": ["video", "image"]},
                         "file": {"type": "string", "format": "binary"},
                         "filename": {"type": "string", "maxLength": 256},
+                        "url": {"type": "string", "maxLength": 2048},
                         "creation_time": {"type": "string", "example": "2024-06-09T18:32:11.123Z"},
                         "id": {"type": "string", "format": "uuid"},
                         "sensor_name": {"type": "string", "maxLength": 256},
@@ -61,13 +62,15 @@ async def add_file(request: Request, core: ServiceCore = Depends(get_core)) -> A
             form = FileUploadForm.model_validate(parsed.fields)
         except ValidationError as exc:
             raise body_validation_error(exc) from exc
-        if (parsed.file is None) == (not form.filename):
-            raise MalformedRequest("Exactly one of 'file' or 'filename' must be provided")
+        if [parsed.file is not None, bool(form.filename), form.url is not None].count(True) != 1:
+            raise MalformedRequest("Exactly one of 'file' or 'filename' (or 'url') must be provided")
         new = NewFile(
             form.media_type, str(form.id) if form.id else None, form.creation_time, form.sensor_name
         )
         if parsed.file is not None:
             asset = await store.add_upload(parsed.file.path, parsed.file.filename, parsed.file.size, new)
+        elif form.url is not None:
+            asset = await store.add_from_url(form.url, new)
         else:
             asset = await store.register_path(form.filename, new)
     return AddFileInfoResponse(

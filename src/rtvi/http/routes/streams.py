@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from rtvi.core.assets.registry import Asset
-from rtvi.core.media.live import redact
+from rtvi.core.media.live import public_url, redact
 from rtvi.core.service import ServiceCore
 from rtvi.core.streams import resolve_credentials
 from rtvi.errors import InvalidParameters, NotFound, NotSupported, RtviError
@@ -90,7 +90,7 @@ async def add_streams(
         if not isinstance(outcome, Exception):
             raise outcome  # CancelledError and friends: not a per-item failure
         message, code, status = _error_item(outcome)
-        safe_url = redact(item.liveStreamUrl)
+        safe_url = public_url(item.liveStreamUrl)
         errors.append(
             AddStreamError(index=index, url=safe_url, error=message, error_code=code, status_code=status)
         )

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, StringConstraints
 
 from rtvi.http.protocol import (
+    REMOTE_URL_SCHEMES,
     ChunkTime,
     CreationTime,
     MediaInfoOffset,
@@ -24,7 +25,7 @@ class VideoEmbeddingsQuery(Strict):
     # A UUID, a list of UUIDs (images), or a live stream's id, which may be any stream-id string (CV
     # cameras); a non-UUID string that names no live stream is rejected like an invalid UUID (422).
     id: UUID | IdList | Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")]
-    url: Annotated[str, StringConstraints(max_length=4 * 2**30)] | None = None
+    url: Annotated[str, StringConstraints(max_length=4 * 2**30, pattern=REMOTE_URL_SCHEMES)] | None = None
     media_type: Literal["video", "image"] = "video"
     creation_time: CreationTime | None = None
     url_headers: dict[str, str] | None = None

@@ -21,6 +21,7 @@ import numpy as np
 
 from rtvi.core.assets.datauri import decode_data_uri
 from rtvi.core.assets.registry import Asset
+from rtvi.core.assets.store import NewFile
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.probe import probe
 from rtvi.core.media.times import chunk_time, parse_iso, unix_to_iso
@@ -34,7 +35,6 @@ from rtvi.errors import (
     InvalidMedia,
     InvalidParameters,
     MalformedRequest,
-    NotSupported,
     RtviError,
 )
 from rtvi.http.protocol import MediaInfoOffset, MediaInfoTimestamp
@@ -110,10 +110,21 @@ class EmbedServing:
             raise InvalidParameters(f"No such model '{requested}'")
 
     async def video_request(self, query: VideoEmbeddingsQuery) -> VideoRequest:
-        """Validate and plan a generate_video_embeddings request (errors before any response starts)."""
+        """Validate and plan a generate_video_embeddings request (errors before any response starts).
+        A `url` input becomes the request's own asset, removed when the request ends."""
         self.check_model(query.model)
-        req = VideoRequest(self, query, time.time())
-        await req.prepare()
+        received_at = time.time()
+        own: Asset | None = None
+        if query.url is not None:
+            new = NewFile(query.media_type, creation_time=query.creation_time)
+            own = await self.core.store.add_request_asset(query.url, query.ids, new, query.url_headers)
+        try:
+            req = VideoRequest(self, query, received_at, own)
+            await req.prepare()
+        except BaseException:
+            if own is not None:
+                self.core.store.discard(own.id)
+            raise
         return req
 
     async def text_embeddings(self, query: TextEmbeddingsQuery) -> TextEmbeddingsCompletionResponse:
@@ -205,15 +216,16 @@ def _encode(v: np.ndarray, fmt: str) -> list[float] | str:
 class VideoRequest:
     """One accepted generate_video_embeddings request: its assets, job and response formatting."""
 
-    def __init__(self, serving: EmbedServing, query: VideoEmbeddingsQuery, received_at: float) -> None:
+    def __init__(
+        self, serving: EmbedServing, query: VideoEmbeddingsQuery, received_at: float, own: Asset | None = None
+    ) -> None:
         self.serving = serving
         self.core = serving.core
         self.query = query
         self.received_at = received_at
         self.request_id = str(uuid.uuid4())
-        if query.url is not None:
-            raise NotSupported("Ingestion from 'url' is not supported yet; upload via /v1/files")
-        self.assets: list[Asset] = [self._lookup(i) for i in query.ids]
+        self.own = own  # the asset made from the request's url: removed when the request ends
+        self.assets: list[Asset] = [own] if own is not None else [self._lookup(i) for i in query.ids]
         self.is_live = any(a.is_live for a in self.assets)
         if self.is_live:
             if not query.stream:
@@ -235,13 +247,18 @@ class VideoRequest:
             canonical = str(uuid.UUID(asset_id))
         except ValueError:
             # Not a UUID and not a live stream's id: the reference's schema rejects it (422).
-            raise MalformedRequest(
-                f"('body', 'id'): Input should be a valid UUID (input: \"{asset_id[:64]}\")"
-            ) from None
+            raise MalformedRequest.not_a_uuid(asset_id) from None
         return self.core.store.get_any(canonical)
 
     async def prepare(self) -> None:
         """Plan a file's chunks, or start (or re-attach to) the live stream's job (same request id)."""
+        try:
+            await self._prepare()
+        except Exception as exc:
+            self.report_failure(exc)
+            raise
+
+    async def _prepare(self) -> None:
         processor = self.serving.processor
         if self.is_live:
             job = self.core.start_live(self.assets[0], self.chunk_params().require_live(), processor)
@@ -256,11 +273,7 @@ class VideoRequest:
         else:
             paths = [self.core.store.media_path(a) for a in self.assets]
             self.file_job = self.core.file_job(processor, images=paths, received_at=self.received_at)
-        try:
-            await self.file_job.plan()
-        except InvalidMedia as exc:
-            self.report_failure(exc)
-            raise
+        await self.file_job.plan()
 
     def chunk_params(self) -> ChunkParams:
         """The request's chunking (images have none: they are one chunk)."""
@@ -322,6 +335,14 @@ class VideoRequest:
         except Exception as exc:
             self.report_failure(exc)
             raise
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """The request is over: remove the asset it brought as a url (idempotent)."""
+        if self.own is not None:
+            self.core.store.discard(self.own.id)
+            self.own = None
 
     def publish(self, r: ChunkResult[Vector]) -> None:
         """The chunk on the results bus (spec §6.3), for the JSON and SSE responses alike. Message times

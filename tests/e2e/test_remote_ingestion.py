@@ -1,0 +1,214 @@
+"""Remote ingestion over real servers (spec §2.3): http(s) with the SSRF rules, S3 (moto), data: and
+file:// inputs for generate requests and /v1/files; request assets removed when the request ends; the
+size limit while streaming; a download killed mid-way leaves nothing behind."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from tests.media_factory import make_clip
+from tests.remote_servers import FileServer, MotoS3, lan_address
+from tests.servers import RtviServer
+
+LAN = lan_address()
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("served")
+    make_clip(d / "clip.mp4", seconds=6, fps=10, width=96, height=64)
+    (d / "big.bin").write_bytes(b"\1" * (2 * 2**20))
+    return d
+
+
+@pytest.fixture(scope="module")
+def loopback_http(served: Path) -> Iterator[FileServer]:
+    srv = FileServer(served, "127.0.0.1").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def lan_http(served: Path) -> Iterator[FileServer]:
+    if LAN is None:
+        pytest.skip("this machine has no non-loopback address")
+    srv = FileServer(served, LAN).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory, served: Path) -> Iterator[MotoS3]:
+    server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    client = boto3.client("s3", endpoint_url=server.endpoint, **_s3_credentials())
+    client.create_bucket(Bucket="cams")
+    client.upload_file(str(served / "clip.mp4"), "cams", "dock/clip.mp4")
+    yield server
+    server.stop()
+
+
+def _s3_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+    }
+
+
+@pytest.fixture(scope="module")
+def rtvi(tmp_path_factory: pytest.TempPathFactory, served: Path, s3: MotoS3) -> Iterator[RtviServer]:
+    srv = RtviServer(
+        tmp_path_factory.mktemp("remote") / "assets",
+        env={
+            **S3_ENV,
+            "S3_ENDPOINT_URL": s3.endpoint,
+            "FILE_URL_ALLOWED_DIRS": str(served),
+            "ASSET_DOWNLOAD_ALLOWED_PRIVATE_HOSTS": LAN or "",
+            "ASSET_DOWNLOAD_MAX_REDIRECTS": "2",
+            "ASSET_DOWNLOAD_MAX_FILE_SIZE_GB": str(1 / 1024),  # 1 MiB: big.bin (2 MiB) is over it
+        },
+    ).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def model(rtvi: RtviServer) -> str:
+    return str(httpx.get(rtvi.url + "/v1/models").json()["data"][0]["id"])
+
+
+def _generate(rtvi: RtviServer, model: str, url: str, **kw: object) -> httpx.Response:
+    body = {"id": kw.pop("id", str(uuid.uuid4())), "model": model, "url": url, "chunk_duration": 2, **kw}
+    return httpx.post(rtvi.url + "/v1/generate_video_embeddings", json=body, timeout=120)
+
+
+def _no_assets_left(rtvi: RtviServer) -> None:
+    listed = httpx.get(rtvi.url + "/v1/files", params={"purpose": "vision"}).json()["data"]
+    assert listed == [] and list((rtvi.storage / "files").iterdir()) == []
+    assert list((rtvi.storage / "tmp").iterdir()) == []
+
+
+def test_http_from_an_allowed_private_host(rtvi: RtviServer, model: str, lan_http: FileServer) -> None:
+    r = _generate(rtvi, model, lan_http.url("clip.mp4"))
+    assert r.status_code == 200, r.text
+    assert [c["start_time"] for c in r.json()["chunk_responses"]] == ["0.0", "2.0", "4.0"]
+    _no_assets_left(rtvi)  # the request's own asset is gone with the request
+    added = httpx.post(
+        rtvi.url + "/v1/files",
+        data={"purpose": "vision", "media_type": "video", "url": lan_http.url("clip.mp4")},
+    )
+    assert added.status_code == 200, added.text
+    fid = added.json()["id"]
+    content = httpx.get(f"{rtvi.url}/v1/files/{fid}/content").content
+    assert (
+        content == (Path(lan_http.root) / "clip.mp4").read_bytes() and added.json()["filename"] == "clip.mp4"
+    )
+    httpx.delete(f"{rtvi.url}/v1/files/{fid}")
+
+
+def test_ssrf_targets_are_refused_without_a_request(
+    rtvi: RtviServer, model: str, loopback_http: FileServer, lan_http: FileServer
+) -> None:
+    before = len(loopback_http.requests)
+    for url in (
+        loopback_http.url("clip.mp4"),
+        lan_http.url("redirect?to=" + loopback_http.url("clip.mp4")),  # allowed host, then loopback
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://localhost.example/clip.mp4",
+        "http://[::1]/clip.mp4",
+    ):
+        r = _generate(rtvi, model, url)
+        assert r.status_code == 422 and r.json()["code"] == "InvalidParameters", (url, r.text)
+        assert "not allowed" in r.json()["message"]
+    assert len(loopback_http.requests) == before, "the loopback server was never contacted"
+    bad_scheme = _generate(rtvi, model, "ftp://example.com/clip.mp4")
+    assert bad_scheme.status_code == 422
+    _no_assets_left(rtvi)
+
+
+def test_size_limit_while_streaming(rtvi: RtviServer, model: str, lan_http: FileServer) -> None:
+    r = _generate(rtvi, model, lan_http.url("big.bin"))
+    assert r.status_code == 413 and r.json()["code"] == "FileTooLarge", r.text
+    _no_assets_left(rtvi)
+
+
+def test_s3_inputs(rtvi: RtviServer, model: str) -> None:
+    ok = _generate(rtvi, model, "s3://cams/dock/clip.mp4")
+    assert ok.status_code == 200 and len(ok.json()["chunk_responses"]) == 3, ok.text
+    for url in ("s3://cams/dock/missing.mp4", "s3://no-such-bucket/clip.mp4", "s3://cams"):
+        r = _generate(rtvi, model, url)
+        assert r.status_code == 400 and r.json()["code"] == "InvalidParameters", (url, r.text)
+    _no_assets_left(rtvi)
+
+
+def test_data_and_file_urls(rtvi: RtviServer, model: str, served: Path, tmp_path: Path) -> None:
+    data = "data:video/mp4;base64," + base64.b64encode((served / "clip.mp4").read_bytes()).decode()
+    r = _generate(rtvi, model, data)
+    assert r.status_code == 200 and len(r.json()["chunk_responses"]) == 3, r.text
+    local = _generate(rtvi, model, f"file://{served / 'clip.mp4'}")
+    assert local.status_code == 200 and len(local.json()["chunk_responses"]) == 3, local.text
+    assert (served / "clip.mp4").is_file(), "a file:// input is never deleted, only its registration"
+    outside = tmp_path / "outside.mp4"
+    shutil.copy(served / "clip.mp4", outside)
+    refused = _generate(rtvi, model, f"file://{outside}")
+    assert refused.status_code == 403 and refused.json()["code"] == "Forbidden"
+    _no_assets_left(rtvi)
+
+
+def test_id_rules_with_a_url(rtvi: RtviServer, model: str, served: Path) -> None:
+    url = f"file://{served / 'clip.mp4'}"
+    two = _generate(rtvi, model, url, id=[str(uuid.uuid4()), str(uuid.uuid4())])
+    assert two.status_code == 400 and two.json()["code"] == "BadParameters"
+    kept = httpx.post(rtvi.url + "/v1/files", data={"purpose": "vision", "media_type": "video", "url": url})
+    fid = kept.json()["id"]
+    taken = _generate(rtvi, model, url, id=fid)
+    assert taken.status_code == 400 and taken.json()["code"] == "AssetAlreadyExists"
+    assert httpx.get(f"{rtvi.url}/v1/files/{fid}").status_code == 200, "the existing asset is untouched"
+    httpx.delete(f"{rtvi.url}/v1/files/{fid}")
+
+
+def test_a_download_killed_midway_leaves_nothing(tmp_path: Path, lan_http: FileServer, served: Path) -> None:
+    srv = RtviServer(
+        tmp_path / "assets", env={"ASSET_DOWNLOAD_ALLOWED_PRIVATE_HOSTS": LAN or "", "LOG_LEVEL": "INFO"}
+    ).start()
+    fid = str(uuid.uuid4())
+    body = {"purpose": "vision", "media_type": "video", "url": lan_http.url("slow/x.mp4"), "id": fid}
+    thread = threading.Thread(
+        target=lambda: httpx.post(srv.url + "/v1/files", data=body, timeout=30), daemon=True
+    )
+    try:
+        thread.start()
+        parts = srv.storage / "tmp"
+        for _ in range(100):  # wait until bytes are on disk
+            if any(p.stat().st_size > 0 for p in parts.rglob("*") if p.is_file()):
+                break
+            threading.Event().wait(0.1)
+        else:
+            pytest.fail("the download never started")
+        assert srv.proc is not None
+        srv.proc.kill()
+        srv.proc.wait(10)
+        srv.start()
+        assert list(parts.iterdir()) == [] and list((srv.storage / "files").iterdir()) == []
+        with sqlite3.connect(srv.storage / "registry.sqlite3") as conn:
+            assert conn.execute("SELECT count(*) FROM assets").fetchone() == (0,)
+        assert httpx.get(f"{srv.url}/v1/files/{fid}").status_code == 400
+    finally:
+        srv.stop()

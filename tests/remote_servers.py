@@ -1,0 +1,91 @@
+"""Real servers for the remote-ingestion tests: an HTTP file server (with redirects and a slow route) on a
+chosen address of this machine, and moto's S3 server. All stop by themselves when the tests end."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tests.kafka_redis import _Process
+from tests.servers import free_port
+
+
+def lan_address() -> str | None:
+    """This machine's first non-loopback IPv4 address (its own interface: traffic stays on the host)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return next((a for a in out.split() if "." in a and not a.startswith("127.")), None)
+
+
+class FileServer:
+    """Serves `root` over HTTP on host:port. /redirect?to=URL answers 302 to URL; /slow/NAME sends the
+    headers of a 50 MB body and then trickles bytes (for a download interrupted by kill -9)."""
+
+    def __init__(self, root: Path, host: str) -> None:
+        self.root = root
+        self.host = host
+        self.port = free_port()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
+                super().__init__(*a, directory=str(root), **kw)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                parts = urlsplit(self.path)
+                if parts.path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", parts.query.removeprefix("to="))
+                    self.end_headers()
+                    return
+                if parts.path.startswith("/slow/"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(50 * 2**20))
+                    self.end_headers()
+                    deadline = time.monotonic() + 20
+                    try:
+                        while time.monotonic() < deadline:
+                            self.wfile.write(b"\0" * 4096)
+                            time.sleep(0.05)
+                    except OSError:
+                        pass
+                    return
+                super().do_GET()
+
+        self._httpd = http.server.ThreadingHTTPServer((host, self.port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+
+    def start(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class MotoS3(_Process):
+    """moto's S3 server (a real HTTP S3 API) on 127.0.0.1."""
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
