@@ -82,6 +82,12 @@ class TooLarge(RtviError):
     code = "FileTooLarge"
 
 
+class InsufficientStorage(RtviError):
+    """The store is full even after the storage policy removed what it may."""
+
+    code = "InsufficientStorage"
+
+
 class Forbidden(RtviError):
     """Allowed in general but not here (a server path outside FILE_URL_ALLOWED_DIRS)."""
 

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     asset_storage_dir: Path = Field(Path("/tmp/assets"), validation_alias="ASSET_STORAGE_DIR")
     max_asset_storage_size_gb: float | None = Field(8, validation_alias="MAX_ASSET_STORAGE_SIZE_GB")
     asset_max_age_hours: float = Field(0, validation_alias="ASSET_MAX_AGE_HOURS", ge=0)
+    # How often assets past ASSET_MAX_AGE_HOURS are looked for (the reference's timer: 300 s).
+    asset_eviction_interval_s: float = Field(300, validation_alias="RTVI_ASSET_EVICTION_INTERVAL_SEC", gt=0)
     asset_download_max_file_size_gb: float = Field(
         8, validation_alias="ASSET_DOWNLOAD_MAX_FILE_SIZE_GB", gt=0
     )

@@ -4,13 +4,22 @@ file), ids are claimed once, assets in use cannot be deleted, and registrations 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from rtvi.core.assets.registry import Asset, AssetRegistry
 from rtvi.core.assets.store import AssetStore, NewFile
-from rtvi.errors import Conflict, Forbidden, InUse, InvalidMedia, InvalidParameters, NoSuchResource
+from rtvi.errors import (
+    Conflict,
+    Forbidden,
+    InsufficientStorage,
+    InUse,
+    InvalidMedia,
+    InvalidParameters,
+    NoSuchResource,
+)
 from rtvi.settings import Settings
 from tests.media_factory import make_clip
 
@@ -115,3 +124,44 @@ def test_registry_reserve_and_live_lookup(tmp_path: Path) -> None:
         )
     assert [a.id for a in registry.list_assets("live")] == ["cam-1"]
     registry.close()
+
+
+def _capped(root: Path, clip: Path, uploads: float, **env: str) -> AssetStore:
+    gb = clip.stat().st_size * uploads / 2**30
+    return _store(root, MAX_ASSET_STORAGE_SIZE_GB=repr(gb), **env)
+
+
+def test_the_cap_evicts_the_oldest_first(tmp_path: Path, clip: Path) -> None:
+    store = _capped(tmp_path / "store", clip, 2.5)  # room for two
+    a, b, c = (_upload(store, clip, f"{n}.mp4", NewFile("video")) for n in "abc")
+    with pytest.raises(NoSuchResource, match="already deleted because of age out policy"):
+        store.get_file(a.id)
+    with pytest.raises(NoSuchResource, match="already deleted"):
+        store.delete_file(a.id)
+    assert not Path(a.path).exists() and Path(b.path).is_file() and Path(c.path).is_file()
+    stats = store.stats()
+    assert stats["aged_out_count"] == 1 and stats["asset_count_with_storage"] == 2
+    assert stats["storage_usage_bytes"] == 2 * clip.stat().st_size
+
+
+def test_assets_in_use_are_never_evicted(tmp_path: Path, clip: Path) -> None:
+    root = tmp_path / "store"
+    store = _capped(root, clip, 2.5)
+    a = _upload(store, clip, "a.mp4", NewFile("video"))
+    b = _upload(store, clip, "b.mp4", NewFile("video"))
+    with store.registry.using([a.id]):
+        c = _upload(store, clip, "c.mp4", NewFile("video"))  # b goes: a is in use
+        assert {x.id for x in store.registry.list_assets()} == {a.id, c.id}
+        with store.registry.using([c.id]), pytest.raises(InsufficientStorage):
+            _upload(store, clip, "d.mp4", NewFile("video"))
+    assert store.registry.was_evicted(b.id) and not store.registry.was_evicted(a.id)
+    assert len(store.registry.list_assets()) == 2 and list((root / "tmp").iterdir()) == []
+
+
+def test_assets_past_their_age_are_evicted(tmp_path: Path, clip: Path) -> None:
+    store = _store(tmp_path / "store", ASSET_MAX_AGE_HOURS="1", FILE_URL_ALLOWED_DIRS=str(clip.parent))
+    old = _upload(store, clip, "old.mp4", NewFile("video"))
+    registered = asyncio.run(store.register_path(str(clip), NewFile("video")))
+    assert store.evict_expired() == 0
+    assert store.evict_expired(now=time.time() + 3601) == 1
+    assert store.registry.was_evicted(old.id) and store.get_file(registered.id).path == str(clip.resolve())

@@ -90,6 +90,7 @@ class ServiceCore:
         self.live = LiveManager(settings, self.metrics, self.report_error, config.failure_message)
         self.streams = LiveStreams(settings, self.store, self.live, self.metrics, self.report_error)
         self.stage: ModelStage | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.model_error: str | None = None
         self.model_loaded_at: float | None = None
 
@@ -104,6 +105,19 @@ class ServiceCore:
         ).start()
         if publisher.results_bus is not None:
             self.live.sinks.append(self._publish_live)
+        if self.settings.asset_max_age_hours > 0:
+            self._sweeper = asyncio.create_task(self._sweep_expired(), name="asset-ttl")
+
+    async def _sweep_expired(self) -> None:
+        """ASSET_MAX_AGE_HOURS: remove expired assets now and then (the cap is enforced on every add)."""
+        while True:
+            try:
+                removed = await asyncio.to_thread(self.store.evict_expired)
+                if removed:
+                    log.info("storage policy: %d asset(s) past ASSET_MAX_AGE_HOURS removed", removed)
+            except Exception:
+                log.exception("the storage policy sweep failed")
+            await asyncio.sleep(self.settings.asset_eviction_interval_s)
 
     async def load(self, load_stage: Callable[[ServiceCore], ModelStage]) -> None:
         """Load the model stage (in a thread); a failure is kept for health and the error bus."""
@@ -124,6 +138,9 @@ class ServiceCore:
         self.streams.resume_auto_started()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.live.shutdown()
         if self.stage is not None:
             await self.stage.stop()

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rtvi.errors import (
     Conflict,
     Forbidden,
+    InsufficientStorage,
     InvalidMedia,
     InvalidParameters,
     MalformedRequest,
@@ -41,6 +42,7 @@ STATUS: tuple[tuple[type[RtviError], int], ...] = (
     (MalformedRequest, 422),
     (NotSupported, 501),
     (Unavailable, 503),
+    (InsufficientStorage, 507),
 )
 
 

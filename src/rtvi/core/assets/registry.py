@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS assets (
 """
 
 
+# Ids removed by the storage policy, so a later request hears why its asset is gone (spec §2.4).
+_EVICTED_SCHEMA = "CREATE TABLE IF NOT EXISTS evicted (id TEXT PRIMARY KEY, evicted_at REAL NOT NULL)"
+
+
 @dataclass(slots=True)
 class Asset:
     id: str
@@ -74,6 +78,7 @@ class AssetRegistry:
         self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_EVICTED_SCHEMA)
         self._lock = threading.RLock()
         self._reserved: set[str] = set()
         self._in_use: Counter[str] = Counter()
@@ -97,6 +102,36 @@ class AssetRegistry:
                     "SELECT * FROM assets WHERE kind = ? ORDER BY created_at", (kind,)
                 ).fetchall()
         return [self._row_to_asset(r) for r in rows]
+
+    def stored_bytes(self) -> int:
+        """What the assets with their own directory (uploads, downloads) hold on disk."""
+        with self._lock:
+            return int(
+                self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM assets WHERE owns_dir").fetchone()[0]
+            )
+
+    def evictable(self) -> list[Asset]:
+        """Assets the storage policy may remove, oldest first: those with their own directory (never
+        path registrations or live streams) that no request is using."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM assets WHERE owns_dir ORDER BY created_at").fetchall()
+            return [a for a in map(self._row_to_asset, rows) if self._in_use[a.id] <= 0]
+
+    def was_evicted(self, asset_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM evicted WHERE id = ?", (asset_id,)).fetchone() is not None
+
+    def evicted_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM evicted").fetchone()[0])
+
+    def evict(self, asset_id: str) -> None:
+        """Remove a registration for the storage policy and remember why (InUse if a request holds it)."""
+        with self._lock:
+            if self._in_use[asset_id] > 0:
+                raise InUse(asset_id)
+            self._db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
+            self._db.execute("INSERT OR REPLACE INTO evicted VALUES (?, ?)", (asset_id, time.time()))
 
     def ids(self) -> set[str]:
         with self._lock:

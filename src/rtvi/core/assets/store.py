@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +20,15 @@ from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.storage import AssetStorage
 from rtvi.core.media.probe import probe
 from rtvi.core.media.types import MediaError, MediaInfo, MediaKind
-from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, MalformedRequest, NoSuchResource
+from rtvi.errors import (
+    Forbidden,
+    InsufficientStorage,
+    InUse,
+    InvalidMedia,
+    InvalidParameters,
+    MalformedRequest,
+    NoSuchResource,
+)
 from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,16 +58,21 @@ class AssetStore:
         self.registry.close()
 
     # --- lookups (spec §0.1 codes) --------------------------------------------------------------
+    def _missing(self, asset_id: str, message: str | None = None) -> NoSuchResource:
+        if self.registry.was_evicted(asset_id):
+            return NoSuchResource(asset_id, f"{asset_id} already deleted because of age out policy")
+        return NoSuchResource(asset_id, message)
+
     def get_file(self, asset_id: str) -> Asset:
         asset = self.registry.get(asset_id)
         if asset is None or asset.is_live:
-            raise NoSuchResource(asset_id)
+            raise self._missing(asset_id)
         return asset
 
     def get_any(self, asset_id: str) -> Asset:
         asset = self.registry.get(asset_id)
         if asset is None:
-            raise NoSuchResource(asset_id)
+            raise self._missing(asset_id)
         return asset
 
     def get_live(self, stream_id: str) -> Asset:
@@ -99,6 +113,8 @@ class AssetStore:
             final_tmp_path = staged.parent / name
             os.rename(staged, final_tmp_path)
             info = await self._verify(final_tmp_path, new.media_type)
+            # No await from here to the registry row: the room made is not taken by a concurrent upload.
+            self.make_room(size)
             final_dir = self.storage.commit(staged.parent, asset_id)
             asset = self._asset(asset_id, new, name, final_dir / name, size, info, owns_dir=True)
             try:
@@ -195,10 +211,75 @@ class AssetStore:
             )
         return info
 
+    # --- storage policy (spec §2.4) --------------------------------------------------------------
+    @property
+    def cap_bytes(self) -> int | None:
+        cap = self.settings.max_asset_storage_size_gb
+        return None if cap is None or cap <= 0 else int(cap * 2**30)
+
+    def make_room(self, incoming: int) -> None:
+        """Before `incoming` bytes join the store: if they would push it over MAX_ASSET_STORAGE_SIZE_GB,
+        evict the oldest evictable assets first; InsufficientStorage if even that cannot make room."""
+        cap = self.cap_bytes
+        if cap is None:
+            return
+        used = self.registry.stored_bytes()
+        if used + incoming <= cap:
+            return
+        victims: list[Asset] = []
+        for asset in self.registry.evictable():
+            if used + incoming <= cap:
+                break
+            victims.append(asset)
+            used -= asset.bytes
+        if used + incoming > cap:
+            raise InsufficientStorage(
+                f"Storing {incoming} bytes would exceed MAX_ASSET_STORAGE_SIZE_GB ({cap} bytes) even after "
+                "removing every asset that is not in use"
+            )
+        for asset in victims:
+            self._evict(asset, "storage cap")
+
+    def evict_expired(self, now: float | None = None) -> int:
+        """ASSET_MAX_AGE_HOURS: remove evictable assets older than it. -> how many were removed."""
+        ttl_h = self.settings.asset_max_age_hours
+        if ttl_h <= 0:
+            return 0
+        limit = (now if now is not None else time.time()) - ttl_h * 3600
+        expired = [a for a in self.registry.evictable() if a.created_at < limit]
+        for asset in expired:
+            self._evict(asset, "age")
+        return len(expired)
+
+    def _evict(self, asset: Asset, why: str) -> None:
+        try:
+            self.registry.evict(asset.id)
+        except InUse:
+            return  # taken by a request since it was listed: it stays
+        self.storage.remove_asset_dir(asset.id)
+        log.info("asset %s (%d bytes) evicted: %s", asset.id, asset.bytes, why)
+
+    def stats(self) -> dict[str, object]:
+        """/v1/assets/stats (spec §2.5), with the real usage."""
+        assets = self.registry.list_assets()
+        now = time.time()
+        s = self.settings
+        return {
+            "asset_count": len(assets),
+            "asset_count_with_storage": sum(a.owns_dir for a in assets),
+            "aged_out_count": self.registry.evicted_count(),
+            "oldest_asset_age_hours": round(max((now - a.created_at for a in assets), default=0.0) / 3600, 3),
+            "storage_usage_bytes": self.registry.stored_bytes(),
+            "max_storage_usage_gb": s.max_asset_storage_size_gb,
+            "max_asset_age_hours": s.asset_max_age_hours or None,
+        }
+
     # --- delete ---------------------------------------------------------------------------------
     def delete_file(self, asset_id: str) -> None:
         asset = self.registry.get(asset_id)
         if asset is None or asset.is_live:
+            if self.registry.was_evicted(asset_id):
+                raise NoSuchResource(asset_id, f"File {asset_id} already deleted")
             raise NoSuchResource(asset_id, f"No such file {asset_id}")
         self.registry.remove(asset_id)  # InUse while a request uses it
         if asset.owns_dir:

@@ -130,15 +130,4 @@ async def metrics(core: ServiceCore = Depends(get_core)) -> Response:
 
 @router.get("/v1/assets/stats")
 async def asset_stats(core: ServiceCore = Depends(get_core)) -> dict[str, Any]:
-    assets = core.store.registry.list_assets()
-    now = time.time()
-    oldest = max((now - a.created_at for a in assets), default=0.0)
-    s = core.settings
-    return {
-        "asset_count": len(assets),
-        "asset_count_with_storage": sum(a.owns_dir for a in assets),
-        "aged_out_count": 0,
-        "oldest_asset_age_hours": round(oldest / 3600, 3),
-        "max_storage_usage_gb": s.max_asset_storage_size_gb,
-        "max_asset_age_hours": s.asset_max_age_hours or None,
-    }
+    return await asyncio.to_thread(core.store.stats)
