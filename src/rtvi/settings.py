@@ -145,8 +145,8 @@ class Settings(BaseSettings):
     # How long a queued message may wait for the broker before it counts as failed. The reference keeps
     # librdkafka's default; 5 min lets a broker restart or short outage pass without loss.
     kafka_message_timeout_ms: int = Field(300_000, validation_alias="KAFKA_MESSAGE_TIMEOUT_MS", ge=1000)
-    # Exactly-once per partition across retries. Brokers that forget producer ids on restart (tansu with
-    # memory storage) reject an idempotent producer's retries for good: switch it off there.
+    # Exactly-once per partition across retries. A broker that forgets producer ids on restart (tansu with
+    # memory storage) would stall an idempotent producer; the sink detects that and rebuilds it.
     kafka_enable_idempotence: bool = Field(True, validation_alias="KAFKA_ENABLE_IDEMPOTENCE")
     enable_kafka_messages_for_text_input: bool = Field(
         False, validation_alias="ENABLE_KAFKA_MESSAGES_FOR_TEXT_INPUT"

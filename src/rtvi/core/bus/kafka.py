@@ -4,6 +4,13 @@ produce() only appends to librdkafka's in-memory queue (bounded by KAFKA_ASYNC_S
 background thread serves delivery reports. While the broker is down librdkafka keeps the messages and
 sends them when it returns, up to KAFKA_MESSAGE_TIMEOUT_MS. What cannot be queued (queue full) or
 delivered (timeout, rejection) is counted in rtvi_bus_messages_{dropped,failed}_total and logged.
+
+Recovery: an idempotent producer whose broker lost its producer state (a restarted single-node broker
+with memory storage) retries forever with a producer id the broker no longer knows, and librdkafka
+reports no error. So the poll thread watches for a stall (messages waiting, the broker reachable, no
+delivery report for `stall_timeout_s`) and for fatal errors; either way it purges the old producer,
+builds a new one (which gets a new producer id) and sends the purged messages again, counted in
+rtvi_bus_producer_rebuilds_total. A message that was in flight may then arrive twice (at least once).
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ def producer_config(
     }
 
 
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+Pending = tuple[str, bytes, bytes | None, Headers | None, str]  # topic, value, key, headers, kind
+
+
 class KafkaSink:
     def __init__(
         self,
@@ -75,13 +86,21 @@ class KafkaSink:
         message_timeout_ms: int = 300_000,
         idempotence: bool = True,
         client_id: str = "rtvi",
+        stall_timeout_s: float = 10.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.metrics = metrics
-        conf = producer_config(bootstrap, queue_maxsize, message_timeout_ms, idempotence, client_id)
-        self._producer = Producer(
-            conf, logger=logging.getLogger("rtvi.kafka.librdkafka"), error_cb=self._on_error
-        )
+        self._conf = producer_config(bootstrap, queue_maxsize, message_timeout_ms, idempotence, client_id)
+        self._stall_timeout_s = stall_timeout_s
+        # Guards the producer against a swap while a caller produces to it.
+        self._lock = threading.Lock()
+        self._producer = self._new_producer()
+        self._purging = False
+        self._resend: list[Pending] = []
+        self._rebuild_wanted = False
+        self._last_progress = time.monotonic()
+        self._last_stall_check = 0.0
+        self._rebuilds = metrics.bus_producer_rebuilds.labels("kafka")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._log_drop = RateLimitedLog(log, "Kafka send queue full, message dropped")
@@ -89,6 +108,10 @@ class KafkaSink:
         self._log_broker = RateLimitedLog(log, "Kafka broker problem (messages stay queued)")
         self._callbacks = {kind: self._delivery_callback(kind) for kind in ("result", "error", "incident")}
         self.last_error: str | None = None
+
+    def _new_producer(self) -> Producer:
+        logger = logging.getLogger("rtvi.kafka.librdkafka")
+        return Producer(self._conf, logger=logger, error_cb=self._on_error)
 
     def start(self) -> KafkaSink:
         self._thread.start()
@@ -106,9 +129,10 @@ class KafkaSink:
     ) -> bool:
         """Queue one message; False (counted and logged) when it could not be queued."""
         try:
-            self._producer.produce(
-                topic, value=value, key=key, headers=headers, on_delivery=self._callbacks[kind]
-            )
+            with self._lock:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=self._callbacks[kind]
+                )
         except BufferError:
             self.metrics.bus_dropped.labels("kafka", kind).inc()
             self._log_drop(f"topic {topic}, key {key!r}, {len(self._producer)} messages waiting")
@@ -125,8 +149,16 @@ class KafkaSink:
         self.metrics.bus_dropped.labels("kafka", kind)  # exported as 0 from the start, not on first drop
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            self._last_progress = time.monotonic()
             if err is None:
                 published.inc()
+                return
+            if (self._purging and err.code() in _PURGED) or err.fatal():
+                # Purged for a rebuild (or failed by a fatal error): sent again by the new producer.
+                h = msg.headers()
+                headers: Headers | None = list(h.items()) if isinstance(h, dict) else h
+                self._resend.append((msg.topic() or "", msg.value() or b"", msg.key(), headers, kind))
+                self._rebuild_wanted = self._rebuild_wanted or err.fatal()
                 return
             failed.inc()
             self._log_fail(f"topic {msg.topic()}, key {msg.key()!r}: {err.str()}")
@@ -137,13 +169,49 @@ class KafkaSink:
         # Broker transport errors are retried by librdkafka: they are reported, not fatal to messages.
         self.last_error = err.str()
         if err.fatal():
-            log.error("Kafka producer fatal error: %s", err.str())
+            log.error("Kafka producer fatal error (the producer will be rebuilt): %s", err.str())
+            self._rebuild_wanted = True
         else:
             self._log_broker(err.str())
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.1)
+            if self._rebuild_wanted or self._stalled():
+                self._rebuild()
+
+    def _stalled(self) -> bool:
+        """Messages wait, the broker answers, yet no delivery report came for stall_timeout_s."""
+        now = time.monotonic()
+        if len(self._producer) == 0:
+            self._last_progress = now
+            return False
+        if now - self._last_progress < self._stall_timeout_s or now - self._last_stall_check < 1.0:
+            return False
+        self._last_stall_check = now
+        try:
+            self._producer.list_topics(timeout=1.0)
+        except KafkaException:
+            return False  # the broker is away: waiting is right
+        return True
+
+    def _rebuild(self) -> None:
+        with self._lock:
+            old = self._producer
+            self._purging = True
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.poll(0.5)  # serves the purge reports: the messages land in self._resend
+            self._purging = False
+            self._producer = self._new_producer()
+            pending, self._resend = self._resend, []
+            for topic, value, key, headers, kind in pending:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=self._callbacks[kind]
+                )
+            self._rebuild_wanted = False
+        self._last_progress = time.monotonic()
+        self._rebuilds.inc()
+        log.warning("Kafka producer rebuilt (stalled or fatal); %d queued messages sent again", len(pending))
 
     # --- state -----------------------------------------------------------------------------------
     @property

@@ -40,6 +40,12 @@ class Metrics:
             bus_labels,
             registry=r,
         )
+        self.bus_producer_rebuilds = Counter(
+            "rtvi_bus_producer_rebuilds",
+            "Producers rebuilt after a stall or fatal error (their queue sent again)",
+            ["bus"],
+            registry=r,
+        )
         # Live streams: reader threads running (one per stream, however many jobs share it), queue drops
         # (the bounded-queue policy), reconnection attempts, and chunk end -> result latency.
         self.live_decoders_open = Gauge(
