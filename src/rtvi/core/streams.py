@@ -88,6 +88,8 @@ class LiveStreams:
         try:
             addresses = {ipaddress.ip_address(host)}
         except ValueError:
+            if not allowed.networks:  # only names are allowed: nothing to resolve
+                raise Forbidden(f"Camera host {host!r} is not in RTVI_RTSP_ALLOWED_HOSTS") from None
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, None)
             except OSError:

@@ -13,7 +13,7 @@ from rtvi import __version__
 from rtvi.core.service import ModelStage, ServiceCore
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.http.auth import declare_bearer_scheme, require_bearer_token
-from rtvi.http.errors import install_error_handlers
+from rtvi.http.errors import ERROR_RESPONSES, install_error_handlers
 from rtvi.http.limits import BodyLimit
 from rtvi.http.routes import config, files, health, streams
 from rtvi.http.spec import ServiceSpec
@@ -45,7 +45,7 @@ def build_app(
             await asyncio.gather(load_task, return_exceptions=True)
             await core.close()
 
-    app = FastAPI(title=spec.title, version=__version__, lifespan=lifespan)
+    app = FastAPI(title=spec.title, version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_request_body_mb * 2**20))
     declare_bearer_scheme(app)

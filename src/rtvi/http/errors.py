@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,7 @@ from rtvi.errors import (
     TooLarge,
     Unavailable,
 )
+from rtvi.http.protocol import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,25 @@ STATUS: tuple[tuple[type[RtviError], int], ...] = (
     (Unavailable, 503),
     (InsufficientStorage, 507),
 )
+
+
+# Declared on every operation in the OpenAPI document: what a client may get back besides success.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ServiceError, "description": description}
+    for status, description in (
+        (400, "Bad parameters, an unknown id, or media that cannot be read"),
+        (401, "Missing or invalid bearer token (when RTVI_API_KEY is set)"),
+        (403, "A server path or URL outside what is allowed"),
+        (404, "Not found"),
+        (409, "The id is taken, or the resource is in use"),
+        (413, "A body, upload or download over its limit"),
+        (422, "The request does not fit the schema"),
+        (500, "An internal error"),
+        (501, "Not implemented"),
+        (503, "The model is loading or failed to load, or a dependency is gone"),
+        (507, "The asset store is full"),
+    )
+}
 
 
 class Unauthorized(RtviError):
