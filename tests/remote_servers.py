@@ -33,6 +33,7 @@ class FileServer:
         self.host = host
         self.port = free_port()
         self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -44,6 +45,7 @@ class FileServer:
 
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 parts = urlsplit(self.path)
                 if parts.path == "/redirect":
                     self.send_response(302)

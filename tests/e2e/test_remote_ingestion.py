@@ -184,6 +184,50 @@ def test_id_rules_with_a_url(rtvi: RtviServer, model: str, served: Path) -> None
     httpx.delete(f"{rtvi.url}/v1/files/{fid}")
 
 
+def test_cv_file_sensors(rtvi: RtviServer, served: Path, lan_http: FileServer) -> None:
+    vios = {
+        "alert_type": "camera_status_change",
+        "created_at": "2024-06-09T18:32:11Z",
+        "source": "vios",
+        "event": {"camera_id": "dock-file-1", "camera_url": str(served / "clip.mp4"), "change": "camera_add"},
+    }
+    r = httpx.post(rtvi.url + "/v1/stream/add", json=vios)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "camera_id": "dock-file-1",
+        "asset_id": "dock-file-1",
+        "status": "added",
+        "inference": False,
+    }
+    info = httpx.get(rtvi.url + "/v1/files/dock-file-1")  # not a UUID: the file route refuses the id form
+    assert info.status_code == 422
+    listed = {
+        f["id"]: f for f in httpx.get(rtvi.url + "/v1/files", params={"purpose": "vision"}).json()["data"]
+    }
+    assert listed["dock-file-1"]["creation_time"] == "2024-06-09T18:32:11.000Z"
+    again = httpx.post(rtvi.url + "/v1/stream/add", json=vios)
+    assert again.status_code == 409 and again.json()["code"] == "DuplicateCameraId"
+    # Over http: downloaded, and the url_headers (credentials) are not sent over plain http.
+    cv = {
+        "key": "sensor",
+        "value": {"camera_id": "dock-file-2", "camera_url": lan_http.url("clip.mp4"), "change": "add"},
+        "headers": {"source": "cv", "url_headers": {"authorization": "Bearer t0ken"}},
+    }
+    r = httpx.post(rtvi.url + "/v1/stream/add", json=cv)
+    assert r.status_code == 200 and r.json()["asset_id"] == "dock-file-2", r.text
+    assert "authorization" not in lan_http.headers[-1]
+    for camera_id, shape in (("dock-file-1", "vios"), ("dock-file-2", "cv")):
+        body: dict[str, object]
+        if shape == "vios":
+            body = {**vios, "event": {"camera_id": camera_id, "change": "camera_remove"}}
+        else:
+            body = {"key": "sensor", "value": {"camera_id": camera_id, "change": "remove"}}
+        gone = httpx.post(rtvi.url + "/v1/stream/remove", json=body)
+        assert gone.status_code == 200 and gone.json()["asset_id"] == camera_id, gone.text
+    assert (served / "clip.mp4").is_file()
+    _no_assets_left(rtvi)
+
+
 def test_a_download_killed_midway_leaves_nothing(tmp_path: Path, lan_http: FileServer, served: Path) -> None:
     srv = RtviServer(
         tmp_path / "assets", env={"ASSET_DOWNLOAD_ALLOWED_PRIVATE_HOSTS": LAN or "", "LOG_LEVEL": "INFO"}

@@ -70,7 +70,7 @@ class AddFileInfoResponse(BaseModel):
 
 
 class FileInfo(BaseModel):
-    id: UUID
+    id: str  # a UUID, or a CV file sensor's camera_id (spec §3.4)
     bytes: int
     filename: str
     purpose: Literal["vision"] = "vision"

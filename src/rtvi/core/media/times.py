@@ -28,3 +28,12 @@ def chunk_time(seconds: float, creation_time: str | None) -> str:
 
 def unix_to_iso(ts: float) -> str:
     return format_iso(datetime.fromtimestamp(ts, tz=UTC))
+
+
+def normalize_iso(text: str) -> str:
+    """A client's UTC timestamp (seconds or milliseconds, `Z` or `+00:00`) in the API's form,
+    2024-06-09T18:32:11.000Z. ValueError when it is not a date and time."""
+    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return format_iso(dt)

@@ -17,10 +17,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from rtvi.core.assets.registry import Asset
+from rtvi.core.assets.store import NewFile
 from rtvi.core.media.live import public_url, redact
+from rtvi.core.media.times import normalize_iso
 from rtvi.core.service import ServiceCore
 from rtvi.core.streams import resolve_credentials
-from rtvi.errors import InvalidParameters, NotFound, NotSupported, RtviError
+from rtvi.errors import Conflict, InvalidParameters, NotFound, RtviError
 from rtvi.http.deps import get_core
 from rtvi.http.errors import body_validation_error, http_status
 from rtvi.http.protocol import (
@@ -166,6 +168,20 @@ class CvRequest:
     change: str
     metadata: StreamMetadata | None
     source: str | None
+    creation_time: str | None = None  # file sensors: when the recording started
+    url_headers: dict[str, str] | None = None  # file sensors fetched over https
+
+    @property
+    def file_url(self) -> str | None:
+        """The URL of a file sensor (spec §3.4 step 4; an absolute path becomes file://), else None."""
+        url = self.camera_url
+        if url.startswith("/"):
+            return "file://" + url
+        if self.camera_type == "file" or url.startswith("file://"):
+            return url
+        if url.startswith(("http://", "https://")) and self.camera_type != "rtsp":
+            return url
+        return None
 
 
 def _validate(model: type[BaseModel], data: object, loc: tuple[str, ...] = ()) -> Any:
@@ -185,6 +201,7 @@ def parse_cv(body: dict[str, Any]) -> CvRequest:
         if ev.metadata is not None:
             known = {k: v for k, v in ev.metadata.items() if k in StreamMetadata.model_fields}
             metadata = _validate(StreamMetadata, known, ("event", "metadata"))
+        start = (ev.metadata or {}).get("file_start_time")
         return CvRequest(
             True,
             ev.camera_id,
@@ -194,6 +211,8 @@ def parse_cv(body: dict[str, Any]) -> CvRequest:
             ev.change,
             metadata,
             vios.source,
+            creation_time=str(start) if start else vios.created_at,
+            url_headers=ev.headers.url_headers if ev.headers else None,
         )
     cv: CvStreamRequest = _validate(CvStreamRequest, body)
     v = cv.value
@@ -206,6 +225,8 @@ def parse_cv(body: dict[str, Any]) -> CvRequest:
         v.change,
         v.metadata,
         cv.headers.source if cv.headers else None,
+        creation_time=v.creation_time or (cv.headers.created_at if cv.headers else None),
+        url_headers=cv.headers.url_headers if cv.headers else None,
     )
 
 
@@ -222,8 +243,8 @@ async def cv_add(
         if req.vios and req.change == "camera_add":
             return StreamAddResponse(camera_id=req.camera_id, asset_id="", status="added", inference=False)
         raise InvalidParameters("camera_url is required for stream creation.", "BadRequest")
-    if req.camera_type == "file" or not req.camera_url.startswith("rtsp://"):
-        raise NotSupported("File sensors (file, http and https URLs) are not supported yet")
+    if req.file_url is not None:
+        return await _add_file_sensor(core, req, req.file_url)
     url, username, password = resolve_credentials(req.camera_url, "", "")
     meta: dict[str, Any] = {
         "description": req.camera_name,
@@ -259,6 +280,29 @@ async def cv_add(
         status="processing" if started else "added",
         inference=started,
     )
+
+
+async def _add_file_sensor(core: ServiceCore, req: CvRequest, url: str) -> StreamAddResponse:
+    """A file sensor is a file asset whose id is the camera_id (fetched or, for file://, registered)."""
+    creation_time = None
+    if req.creation_time:
+        try:
+            creation_time = normalize_iso(req.creation_time)
+        except ValueError:
+            raise InvalidParameters(
+                f"Invalid creation time {req.creation_time[:64]!r}", "BadRequest"
+            ) from None
+    new = NewFile("video", id=req.camera_id, creation_time=creation_time, sensor_name=req.camera_name)
+    try:
+        asset = await core.store.add_from_url(url, new, req.url_headers)
+    except Conflict as exc:
+        raise Conflict(
+            f"Camera with camera_id '{req.camera_id}' already exists", "DuplicateCameraId"
+        ) from exc
+    except RtviError as exc:
+        core.report_error(req.camera_id, f"Failed to add file sensor {public_url(url)}: {exc.message}")
+        raise
+    return StreamAddResponse(camera_id=req.camera_id, asset_id=asset.id, status="added", inference=False)
 
 
 @router.post("/v1/stream/remove", response_model=StreamRemoveResponse)
