@@ -16,7 +16,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.media_factory import make_clip
+from tests.media_factory import make_clip, make_image
 from tests.remote_servers import FileServer, MotoS3, lan_address
 from tests.servers import RtviServer
 
@@ -32,6 +32,7 @@ S3_ENV = {
 def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("served")
     make_clip(d / "clip.mp4", seconds=6, fps=10, width=96, height=64)
+    make_image(d / "still.png", fmt="PNG")
     (d / "big.bin").write_bytes(b"\1" * (2 * 2**20))
     return d
 
@@ -162,6 +163,10 @@ def test_data_and_file_urls(rtvi: RtviServer, model: str, served: Path, tmp_path
     data = "data:video/mp4;base64," + base64.b64encode((served / "clip.mp4").read_bytes()).decode()
     r = _generate(rtvi, model, data)
     assert r.status_code == 200 and len(r.json()["chunk_responses"]) == 3, r.text
+    png = "data:image/png;base64," + base64.b64encode((served / "still.png").read_bytes()).decode()
+    image = _generate(rtvi, model, png, media_type="image")
+    assert image.status_code == 200, image.text
+    assert [(c["start_time"], c["end_time"]) for c in image.json()["chunk_responses"]] == [("0.0", "0.0")]
     local = _generate(rtvi, model, f"file://{served / 'clip.mp4'}")
     assert local.status_code == 200 and len(local.json()["chunk_responses"]) == 3, local.text
     assert (served / "clip.mp4").is_file(), "a file:// input is never deleted, only its registration"
