@@ -19,6 +19,7 @@ from rtvi.core.models.device import inference_dtype, resolve_device
 from rtvi.errors import ModelLoadError
 from rtvi.services.embed.models.base import Vectors
 from rtvi.services.embed.models.common import (
+    CheckpointIdentity,
     batched,
     check_clips,
     empty_vectors,
@@ -54,7 +55,7 @@ def _input_size(processor: Any) -> tuple[int, int] | None:
     return None  # e.g. SigLIP2's NaFlex processor takes any aspect ratio
 
 
-class ClipEmbedder:
+class ClipEmbedder(CheckpointIdentity):
     """A CLIP / SigLIP checkpoint directory loaded with transformers (no remote code)."""
 
     def __init__(self, model_dir: Path, *, device: str = "auto", model_id: str | None = None) -> None:
@@ -88,14 +89,6 @@ class ClipEmbedder:
         # checkpoints disagree on which field holds the output size.
         self._dim = int(self._text_features(["dimension probe"]).shape[1])
         log.info("loaded %s (%s, dim %d) on %s", self._id, self._model_type, self._dim, self._device)
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     @property
     def owned_by(self) -> str:

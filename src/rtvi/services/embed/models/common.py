@@ -119,3 +119,18 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} does not hold a JSON object")
     return data
+
+
+class CheckpointIdentity:
+    """The `id` and `dim` of an Embedder loaded from a checkpoint, set by the backend's constructor."""
+
+    _id: str
+    _dim: int
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._dim

@@ -22,6 +22,7 @@ from rtvi.core.models.device import inference_dtype, resolve_device
 from rtvi.errors import ModelLoadError
 from rtvi.services.embed.models.base import Vectors
 from rtvi.services.embed.models.common import (
+    CheckpointIdentity,
     batched,
     check_clips,
     empty_vectors,
@@ -52,7 +53,7 @@ def _patch_transformers_compat() -> None:
             setattr(modeling_utils, name, getattr(pytorch_utils, name))
 
 
-class CosmosEmbed1Embedder:
+class CosmosEmbed1Embedder(CheckpointIdentity):
     """A Cosmos-Embed1 checkpoint directory (config.json with auto_map + the embed1 model code)."""
 
     def __init__(
@@ -103,14 +104,6 @@ class CosmosEmbed1Embedder:
             self._dim,
             self._device,
         )
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     @property
     def owned_by(self) -> str:
