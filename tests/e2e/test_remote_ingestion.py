@@ -8,6 +8,7 @@ import base64
 import shutil
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,27 @@ def test_data_and_file_urls(rtvi: RtviServer, model: str, served: Path, tmp_path
     shutil.copy(served / "clip.mp4", outside)
     refused = _generate(rtvi, model, f"file://{outside}")
     assert refused.status_code == 403 and refused.json()["code"] == "Forbidden"
+    _no_assets_left(rtvi)
+
+
+def test_a_streamed_url_request_removes_its_asset_when_the_reader_leaves(
+    rtvi: RtviServer, model: str, served: Path
+) -> None:
+    body = {
+        "id": str(uuid.uuid4()),
+        "model": model,
+        "url": f"file://{served / 'clip.mp4'}",
+        "chunk_duration": 1,
+        "stream": True,
+    }
+    with httpx.stream("POST", rtvi.url + "/v1/generate_video_embeddings", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        first = next(line for line in r.iter_lines() if line.startswith("data:"))
+        assert "chunk_responses" in first
+    deadline = time.monotonic() + 10
+    while httpx.get(rtvi.url + "/v1/files", params={"purpose": "vision"}).json()["data"]:
+        assert time.monotonic() < deadline, "the request's asset outlived its reader"
+        time.sleep(0.2)
     _no_assets_left(rtvi)
 
 

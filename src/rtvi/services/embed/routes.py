@@ -53,7 +53,8 @@ async def generate_video_embeddings(
     """Embeddings per chunk for a video file, one image or several images (one chunk); JSON or SSE."""
     req = await serving.video_request(query)
     if query.stream:
-        return sse_response(_stream_events(req))
+        # The request's own asset (a `url` input) goes when the response ends, even one never read.
+        return sse_response(_stream_events(req), on_close=req.release)
 
     async def collect() -> list[ChunkResult[Vector]]:
         return [r async for r in req.results()]
@@ -65,6 +66,8 @@ async def generate_video_embeddings(
     except Exception as exc:
         log.exception("video embeddings failed for request %s", req.request_id)
         raise InternalError(VIDEO_FAILED) from exc
+    finally:
+        req.release()
     if not connected or results is None:
         log.info("request %s: the client went away; its work was stopped", req.request_id)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
