@@ -1,15 +1,23 @@
-"""Real servers for the remote-ingestion tests: an HTTP file server (with redirects and a slow route) on a
+"""Real servers for the remote-ingestion tests: an HTTP(S) file server (with redirects and a slow route) on a
 chosen address of this machine, and moto's S3 server. All stop by themselves when the tests end."""
 
 from __future__ import annotations
 
+import datetime
 import http.server
+import ipaddress
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.kafka_redis import _Process
 from tests.servers import free_port
@@ -24,13 +32,40 @@ def lan_address() -> str | None:
     return next((a for a in out.split() if "." in a and not a.startswith("127.")), None)
 
 
+def self_signed_certificate(directory: Path, host: str) -> tuple[str, str]:
+    """A throwaway certificate for `host` (an IP address): -> (cert file, key file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
 class FileServer:
     """Serves `root` over HTTP on host:port. /redirect?to=URL answers 302 to URL; /slow/NAME sends the
     headers of a 50 MB body and then trickles bytes (for a download interrupted by kill -9)."""
 
-    def __init__(self, root: Path, host: str) -> None:
+    def __init__(self, root: Path, host: str, tls_dir: Path | None = None) -> None:
         self.root = root
         self.host = host
+        self.scheme = "https" if tls_dir is not None else "http"
         self.port = free_port()
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
@@ -68,10 +103,14 @@ class FileServer:
 
         self._httpd = http.server.ThreadingHTTPServer((host, self.port), Handler)
         self._httpd.daemon_threads = True
+        if tls_dir is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self_signed_certificate(tls_dir, host))
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+        return f"{self.scheme}://{self.host}:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> FileServer:
         self._thread.start()

@@ -56,6 +56,15 @@ def lan_http(served: Path) -> Iterator[FileServer]:
 
 
 @pytest.fixture(scope="module")
+def lan_https(served: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
+    if LAN is None:
+        pytest.skip("this machine has no non-loopback address")
+    srv = FileServer(served, LAN, tls_dir=tmp_path_factory.mktemp("tls")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory, served: Path) -> Iterator[MotoS3]:
     server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log")
     server.start()
@@ -84,6 +93,9 @@ def rtvi(tmp_path_factory: pytest.TempPathFactory, served: Path, s3: MotoS3) -> 
             "FILE_URL_ALLOWED_DIRS": str(served),
             "ASSET_DOWNLOAD_ALLOWED_PRIVATE_HOSTS": LAN or "",
             "ASSET_DOWNLOAD_MAX_REDIRECTS": "2",
+            # The https test server's certificate is self-signed.
+            "ASSET_DOWNLOAD_SSL_SKIP_VERIFY_DOMAINS": LAN or "",
+            "ASSET_DOWNLOAD_AUTH_TOKENS": f"{LAN}=Bearer from-settings",
             "ASSET_DOWNLOAD_MAX_FILE_SIZE_GB": str(1 / 1024),  # 1 MiB: big.bin (2 MiB) is over it
         },
     ).start()
@@ -123,6 +135,24 @@ def test_http_from_an_allowed_private_host(rtvi: RtviServer, model: str, lan_htt
         content == (Path(lan_http.root) / "clip.mp4").read_bytes() and added.json()["filename"] == "clip.mp4"
     )
     httpx.delete(f"{rtvi.url}/v1/files/{fid}")
+
+
+def test_https_carries_auth_headers_to_the_original_host_only(
+    rtvi: RtviServer, model: str, lan_https: FileServer, lan_http: FileServer
+) -> None:
+    r = _generate(rtvi, model, lan_https.url("clip.mp4"))
+    assert r.status_code == 200 and len(r.json()["chunk_responses"]) == 3, r.text
+    assert lan_https.headers[-1]["authorization"] == "Bearer from-settings"  # ASSET_DOWNLOAD_AUTH_TOKENS
+    given = _generate(rtvi, model, lan_https.url("clip.mp4"), url_headers={"Authorization": "Bearer given"})
+    assert given.status_code == 200, given.text
+    assert lan_https.headers[-1]["authorization"] == "Bearer given"  # url_headers win
+    # Redirected to another origin (plain http): the credentials stay behind.
+    hop = _generate(
+        rtvi, model, lan_https.url("redirect?to=" + lan_http.url("clip.mp4")), url_headers={"x-api-key": "k"}
+    )
+    assert hop.status_code == 200, hop.text
+    assert "x-api-key" not in lan_http.headers[-1] and "authorization" not in lan_http.headers[-1]
+    _no_assets_left(rtvi)
 
 
 def test_ssrf_targets_are_refused_without_a_request(

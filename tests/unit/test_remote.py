@@ -1,14 +1,20 @@
-"""The pure parts of remote ingestion: which addresses may be fetched from, S3 URL forms, asset names,
-and the header rules (no network)."""
+"""The rules of remote ingestion and camera hosts: which addresses may be fetched from, S3 URL forms,
+asset names, the header rules and the camera allowlist (no network beyond this machine)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from pathlib import Path
 
 import pytest
 
 from rtvi.core.assets.remote import RemoteFetcher, check_address, parse_s3_url, safe_name
-from rtvi.errors import InvalidParameters, MalformedRequest
+from rtvi.core.assets.store import AssetStore
+from rtvi.core.pipeline.live import LiveManager
+from rtvi.core.streams import LiveStreams
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.errors import Forbidden, InvalidParameters, MalformedRequest
 from rtvi.settings import Settings
 
 ALLOWED = frozenset({"nas.local", "10.1.2.3"})
@@ -71,3 +77,32 @@ def test_header_rules() -> None:
 def test_redirects_are_clamped() -> None:
     assert Settings(ASSET_DOWNLOAD_MAX_REDIRECTS="50").asset_download_max_redirects == 10  # type: ignore[call-arg]
     assert Settings(ASSET_DOWNLOAD_MAX_REDIRECTS="-3").asset_download_max_redirects == 0  # type: ignore[call-arg]
+
+
+def _streams(tmp_path: Path, hosts: str) -> LiveStreams:
+    settings = Settings(ASSET_STORAGE_DIR=str(tmp_path), RTVI_RTSP_ALLOWED_HOSTS=hosts)  # type: ignore[call-arg]
+    metrics = Metrics()
+    live = LiveManager(settings, metrics, lambda s, m: None)
+    return LiveStreams(settings, AssetStore(settings), live, metrics, lambda s, m: None)
+
+
+def test_camera_host_allowlist(tmp_path: Path) -> None:
+    async def verdicts(streams: LiveStreams, urls: list[str]) -> list[bool]:
+        out = []
+        for url in urls:
+            try:
+                await streams.check_host(url)
+                out.append(True)
+            except Forbidden:
+                out.append(False)
+        return out
+
+    names = _streams(tmp_path / "a", "cam.example")
+    urls = ["rtsp://cam.example/s", "rtsp://CAM.example:554/s", "rtsp://other.example/s", "rtsp://10.0.0.1/s"]
+    assert asyncio.run(verdicts(names, urls)) == [True, True, False, False]
+    nets = _streams(tmp_path / "b", "10.0.0.0/8,127.0.0.1")
+    urls = ["rtsp://10.2.3.4/s", "rtsp://192.168.1.1/s", "rtsp://localhost/s", "rtsp://[::1]/s"]
+    # localhost resolves (hosts file) to 127.0.0.1 and, where IPv6 is on, ::1, which is not listed.
+    got = asyncio.run(verdicts(nets, urls))
+    assert got[:2] == [True, False] and got[3] is False
+    assert _streams(tmp_path / "c", "").settings.rtsp_allowed_hosts is None  # empty: any host

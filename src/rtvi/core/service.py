@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -22,6 +22,8 @@ from rtvi.core.assets.store import AssetStore
 from rtvi.core.bus.messages import ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
 from rtvi.core.media.chunks import ChunkParams
+from rtvi.core.media.types import MediaInfo
+from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.file_job import FileJob
 from rtvi.core.pipeline.live import LiveJob, LiveManager
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
@@ -37,24 +39,11 @@ Out = TypeVar("Out")
 BUS_FLUSH_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """The loaded model as /v1/models, health and bus messages describe it."""
-
-    id: str
-    owned_by: str
-    api_type: str  # "embedding" | "vlm"
-    details: dict[str, Any] = field(default_factory=dict)  # e.g. {"dimension": 384}
-
-
 class ModelStage(Protocol):
     """A service's loaded model stage, as the core sees it."""
 
     @property
     def model(self) -> ModelInfo: ...
-
-    @property
-    def model_id(self) -> str: ...
 
     def live_processor(self) -> ChunkProcessor[Any]:
         """The processor of a stream whose registration started inference (CV metadata.model)."""
@@ -78,7 +67,6 @@ class CoreConfig:
 class ServiceCore:
     def __init__(self, config: CoreConfig, settings: Settings, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.name = config.name
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.started_at = time.time()
@@ -97,7 +85,7 @@ class ServiceCore:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         publisher = self.publisher = MessagePublisher(
-            self.name,
+            self.config.name,
             self.settings,
             self.metrics,
             topics=self.config.topics,
@@ -133,7 +121,7 @@ class ServiceCore:
             return
         self.stage = stage
         self.model_loaded_at = time.time()
-        log.info("model %s loaded in %.1f s", stage.model_id, time.perf_counter() - start)
+        log.info("model %s loaded in %.1f s", stage.model.id, time.perf_counter() - start)
         self.streams.starter = stage
         self.streams.resume_auto_started()
 
@@ -173,12 +161,14 @@ class ServiceCore:
         processor: ChunkProcessor[Out],
         *,
         video: Asset | Path | None = None,
+        probed: MediaInfo | None = None,
         params: ChunkParams | None = None,
         images: list[Path] | None = None,
         received_at: float | None = None,
     ) -> FileJob[Out]:
-        """A job over a registered video (its probed duration spares a probe), a video path, or images."""
-        duration_s = fps = None
+        """A job over a registered video, a video path, or images. A known duration (the asset's probe,
+        or `probed` for a path) spares the job a second probe."""
+        duration_s, fps = (probed.duration_s, probed.fps) if probed is not None else (None, None)
         if isinstance(video, Asset):
             duration_s, fps = video.meta.get("duration_s"), video.meta.get("fps")
             video = self.store.media_path(video)
@@ -194,11 +184,6 @@ class ServiceCore:
             received_at=received_at,
         )
 
-    def start_live(
-        self, asset: Asset, params: ChunkParams, processor: ChunkProcessor[Out], persistent: bool = False
-    ) -> LiveJob[Out]:
-        return self.live.start(asset, params, processor, persistent)
-
     def publish_result(
         self, asset: Asset, request_id: str, requested_model: str, r: ChunkResult[Any], base_ts: float
     ) -> None:
@@ -206,10 +191,9 @@ class ServiceCore:
         publisher, stage = self.publisher, self.stage
         if publisher is None or publisher.results_bus is None or stage is None:
             return
-        m = stage.model
-        ctx = chunk_context(asset, request_id, m.id, m.owned_by, m.api_type, requested_model, r, base_ts)
+        ctx = chunk_context(asset, request_id, stage.model, requested_model, r, base_ts)
         publisher.publish_chunk(ctx, r.output)
 
     def _publish_live(self, job: LiveJob[Any], r: ChunkResult[Any]) -> None:
         # Once per chunk (not once per SSE reader); live chunk times are Unix seconds already.
-        self.publish_result(job.asset, job.request_id, self.stage.model_id if self.stage else "", r, 0.0)
+        self.publish_result(job.asset, job.request_id, self.stage.model.id if self.stage else "", r, 0.0)

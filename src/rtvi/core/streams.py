@@ -8,7 +8,6 @@ description, place, probe results, auto-start settings) in `meta`.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from rtvi.core.assets.store import AssetStore
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.live import probe_rtsp, redact, split_credentials, with_credentials
 from rtvi.core.media.types import MediaError
+from rtvi.core.models.info import ModelInfo
+from rtvi.core.net import ip_literal, resolve
 from rtvi.core.pipeline.live import LiveManager, rtsp_options
 from rtvi.core.pipeline.results import ChunkProcessor
 from rtvi.core.telemetry.metrics import Metrics
@@ -35,7 +36,7 @@ class LiveStarter(Protocol):
     """What the loaded model stage offers for streams that start inference on registration."""
 
     @property
-    def model_id(self) -> str: ...
+    def model(self) -> ModelInfo: ...
 
     def live_processor(self) -> ChunkProcessor[Any]: ...
 
@@ -85,18 +86,15 @@ class LiveStreams:
         host = (urlsplit(url).hostname or "").lower()
         if host in allowed.names:
             return
+        refused = Forbidden(f"Camera host {host!r} is not in RTVI_RTSP_ALLOWED_HOSTS")
+        if not allowed.networks and ip_literal(host) is None:
+            raise refused  # only names are allowed: nothing to resolve
         try:
-            addresses = {ipaddress.ip_address(host)}
-        except ValueError:
-            if not allowed.networks:  # only names are allowed: nothing to resolve
-                raise Forbidden(f"Camera host {host!r} is not in RTVI_RTSP_ALLOWED_HOSTS") from None
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-            except OSError:
-                infos = []
-            addresses = {ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos}
+            addresses = await resolve(host)
+        except OSError:
+            raise refused from None
         if not addresses or not all(any(a in net for net in allowed.networks) for a in addresses):
-            raise Forbidden(f"Camera host {host!r} is not in RTVI_RTSP_ALLOWED_HOSTS")
+            raise refused
 
     async def probe(self, url: str) -> dict[str, Any]:
         """Connect to the camera once (bounded by the open timeout). -> probe results for `meta`."""
@@ -166,7 +164,7 @@ class LiveStreams:
         starter = self.starter
         if not spec or starter is None:
             return False
-        if spec.get("model") != starter.model_id:
+        if spec.get("model") != starter.model.id:
             log.info(
                 "stream %s: metadata.model %r is not the loaded model; not started",
                 asset.id,

@@ -26,9 +26,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
-
-    def _too_large(self) -> HTTPException:
-        return HTTPException(413, f"Request body is larger than {self.max_bytes} bytes")
+        self.message = f"Request body is larger than {max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,8 +39,7 @@ class BodyLimit:
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             # Outside the app's exception handlers here: answer directly, without reading the body.
-            exc = self._too_large()
-            response = JSONResponse(error_body(status_code_name(413), str(exc.detail)), status_code=413)
+            response = JSONResponse(error_body(status_code_name(413), self.message), status_code=413)
             await response(scope, receive, send)
             return
         seen = 0
@@ -53,7 +50,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise self._too_large()
+                    raise HTTPException(413, self.message)  # inside the app: its handlers render it
             return message
 
         await self.app(scope, limited, send)

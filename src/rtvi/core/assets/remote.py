@@ -26,7 +26,6 @@ import ipaddress
 import logging
 import mimetypes
 import re
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import httpx
 
 from rtvi import __version__
 from rtvi.core.assets.datauri import decode_data_uri
+from rtvi.core.net import IPAddress, resolve
 from rtvi.errors import InvalidParameters, MalformedRequest, TooLarge
 from rtvi.settings import Settings, csv_set
 
@@ -52,8 +52,6 @@ THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _S3_HOST = re.compile(r"^(?:(?P<bucket>.+)\.)?s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 CHUNK = 1 << 20
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +135,9 @@ class RemoteFetcher:
         if any(part in lowered for part in BLOCKED_NAME_PARTS):
             raise _refused(url, f"host {host!r} is blocked")
         try:
-            addresses = [ipaddress.ip_address(host)]
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except OSError as exc:
-                raise InvalidParameters(f"Cannot resolve {host!r}: {exc}", "DownloadFailed") from exc
-            addresses = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
+            addresses = await resolve(host, port)
+        except OSError as exc:
+            raise InvalidParameters(f"Cannot resolve {host!r}: {exc}", "DownloadFailed") from exc
         allowed = self.settings.allowed_private_download_hosts
         for ip in addresses:  # every address, so a mixed answer cannot smuggle in a private one
             why = check_address(ip, host, allowed)

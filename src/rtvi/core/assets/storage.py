@@ -10,7 +10,6 @@ is removed, so an interrupted upload never leaves half a file behind.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -26,10 +25,11 @@ class AssetStorage:
         self.files_dir = self.root / "files"
         self.tmp_dir = self.root / "tmp"
         self.db_path = self.root / "registry.sqlite3"
+        # Uploads, the registry and the key file: the service's user only. A directory the operator made
+        # keeps its mode (it may be shared, like /tmp); what we create is 0700.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for d in (self.files_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        # Uploads, the registry and the key file: the service's user only.
-        self.root.chmod(0o700)
+            d.mkdir(mode=0o700, exist_ok=True)
 
     def new_tmp_dir(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.tmp_dir))
@@ -59,11 +59,3 @@ class AssetStorage:
             if p.name not in known_ids:
                 log.warning("removing orphaned asset directory %s", p)
                 shutil.rmtree(p, ignore_errors=True)
-
-    def usage_bytes(self) -> int:
-        total = 0
-        for dirpath, _, names in os.walk(self.files_dir):
-            for n in names:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, n)).st_size
-        return total

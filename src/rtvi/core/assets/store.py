@@ -32,6 +32,7 @@ from rtvi.errors import (
 from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
+AGED_OUT = "{} already deleted because of age out policy"  # spec §2.4, for an evicted id
 UPLOAD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_. \-]{1,256}$")
 
 
@@ -58,9 +59,15 @@ class AssetStore:
         self.registry.close()
 
     # --- lookups (spec §0.1 codes) --------------------------------------------------------------
-    def _missing(self, asset_id: str, message: str | None = None) -> NoSuchResource:
+    def _missing(
+        self,
+        asset_id: str,
+        message: str | None = None,
+        evicted: str = "{} already deleted because of age out policy",
+    ) -> NoSuchResource:
+        """An unknown id; one the storage policy removed says so (spec §2.4)."""
         if self.registry.was_evicted(asset_id):
-            return NoSuchResource(asset_id, f"{asset_id} already deleted because of age out policy")
+            return NoSuchResource(asset_id, evicted.format(asset_id))
         return NoSuchResource(asset_id, message)
 
     def get_file(self, asset_id: str) -> Asset:
@@ -278,9 +285,7 @@ class AssetStore:
     def delete_file(self, asset_id: str) -> None:
         asset = self.registry.get(asset_id)
         if asset is None or asset.is_live:
-            if self.registry.was_evicted(asset_id):
-                raise NoSuchResource(asset_id, f"File {asset_id} already deleted")
-            raise NoSuchResource(asset_id, f"No such file {asset_id}")
+            raise self._missing(asset_id, f"No such file {asset_id}", evicted="File {} already deleted")
         self.registry.remove(asset_id)  # InUse while a request uses it
         if asset.owns_dir:
             self.storage.remove_asset_dir(asset_id)

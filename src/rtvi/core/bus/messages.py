@@ -16,6 +16,7 @@ from typing import Any, Literal
 from rtvi.core.assets.registry import Asset
 from rtvi.core.bus.schema import schema_pb2 as nv
 from rtvi.core.media.times import format_iso
+from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.results import ChunkResult
 
 SensorType = Literal["Camera", "Video"]
@@ -141,9 +142,7 @@ def error_json(stream_id: str, event: str, type_: ErrorType, source: str, now: f
 def chunk_context(
     asset: Asset,
     request_id: str,
-    model_id: str,
-    model_owned_by: str,
-    model_api_type: str,
+    model: ModelInfo,
     requested_model: str,
     r: ChunkResult[Any],
     base_ts: float,
@@ -158,9 +157,9 @@ def chunk_context(
         sensor_type="Camera" if asset.is_live else "Video",
         start_ts=base_ts + r.start_s,
         end_ts=base_ts + r.end_s,
-        model_id=model_id,
-        model_owned_by=model_owned_by,
-        model_api_type=model_api_type,
+        model_id=model.id,
+        model_owned_by=model.owned_by,
+        model_api_type=model.api_type,
         requested_model=requested_model,
         sensor_name=asset.sensor_name,
         camera_id=str(asset.meta.get("camera_id") or ""),

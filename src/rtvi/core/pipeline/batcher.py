@@ -56,7 +56,6 @@ class Batcher(Generic[In, Out]):
         self._queue: asyncio.Queue[_Work[In, Out]] = asyncio.Queue(maxsize=self.max_batch * 4)
         self._worker: asyncio.Task[None] | None = None
         self.batches_run = 0
-        self.items_run = 0
 
     def start(self) -> Batcher[In, Out]:
         self._worker = asyncio.create_task(self._work(), name=f"batcher-{self.name}")
@@ -113,7 +112,6 @@ class Batcher(Generic[In, Out]):
             return
         latency = time.perf_counter() - start
         self.batches_run += 1
-        self.items_run += len(items)
         if self._on_batch is not None:
             self._on_batch(latency)
         offset = 0

@@ -102,7 +102,7 @@ async def version() -> dict[str, str]:
 
 @router.get("/v1/manifest")
 async def manifest(core: ServiceCore = Depends(get_core)) -> dict[str, str | None]:
-    return {"version": __version__, "model": core.stage.model_id if core.stage else None}
+    return {"version": __version__, "model": core.stage.model.id if core.stage else None}
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -19,17 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from rtvi.core.assets.datauri import decode_data_uri
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import NewFile
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.probe import probe
 from rtvi.core.media.times import chunk_time, parse_iso, unix_to_iso
 from rtvi.core.media.types import Frame, MediaError
+from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.file_job import FileJob
 from rtvi.core.pipeline.live import LiveJob
 from rtvi.core.pipeline.results import ChunkResult, FrameSampling
-from rtvi.core.service import ModelInfo, ServiceCore
+from rtvi.core.service import ServiceCore
 from rtvi.errors import (
     InternalError,
     InvalidMedia,
@@ -84,17 +84,14 @@ class EmbedServing:
             key=f"embed:{embedder.id}",
             sampling=FrameSampling(embedder.frames_per_chunk, embedder.input_size),
         )
+        self.model = ModelInfo(
+            id=embedder.id,
+            owned_by=embedder.owned_by,
+            api_type="embedding",
+            details={"dimension": embedder.dim},
+        )
 
     # --- ModelStage ---------------------------------------------------------------------------
-    @property
-    def model(self) -> ModelInfo:
-        e = self.embedder
-        return ModelInfo(id=e.id, owned_by=e.owned_by, api_type="embedding", details={"dimension": e.dim})
-
-    @property
-    def model_id(self) -> str:
-        return self.embedder.id
-
     def live_processor(self) -> ClipProcessor:
         return self.processor
 
@@ -130,8 +127,7 @@ class EmbedServing:
     async def text_embeddings(self, query: TextEmbeddingsQuery) -> TextEmbeddingsCompletionResponse:
         self.check_model(query.model)
         texts = query.texts
-        if not texts or any(not t.strip() for t in texts):
-            raise InvalidParameters("Text input must not be empty")
+        _check_texts(texts, "Text input must not be empty")
         created = int(time.time())
         try:
             vectors = await self.batcher.embed_texts(texts)
@@ -160,17 +156,14 @@ class EmbedServing:
         as `data:` URIs (`bulk_video`); each video is embedded as one chunk."""
         self.check_model(body.model)
         inputs = [body.input] if isinstance(body.input, str) else body.input
-        if not inputs or any(not s.strip() for s in inputs):
-            raise InvalidParameters("Input must not be empty")
         is_media = body.request_type in VIDEO_REQUEST_TYPES
         if is_media or (body.request_type is None and inputs[0].startswith("data:")):
+            if any(not s.strip() for s in inputs):
+                raise InvalidParameters("Input must not be empty")
             vectors = [await self._embed_media_uri(uri) for uri in inputs]
             matrix = np.stack(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
         else:
-            if len(inputs) > MAX_TEXTS:
-                raise InvalidParameters(f"At most {MAX_TEXTS} texts per request, got {len(inputs)}")
-            if any(len(s) > MAX_TEXT_CHARS for s in inputs):
-                raise InvalidParameters(f"Text input is too long: at most {MAX_TEXT_CHARS} characters")
+            _check_texts(inputs, "Input must not be empty")
             matrix = await self.batcher.embed_texts(inputs)
         items = [
             EmbeddingItem(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(matrix)
@@ -192,8 +185,7 @@ class EmbedServing:
             raise InvalidParameters("Video and image inputs must be data: URLs", "InvalidDataUrl")
         core = self.core
         with core.store.staging() as tmp:
-            max_bytes = int(core.settings.asset_download_max_file_size_gb * 2**30)
-            path, _ = await asyncio.to_thread(decode_data_uri, uri, tmp, "input", max_bytes)
+            path = (await core.store.fetcher.fetch(uri, tmp)).path
             try:
                 info = await asyncio.to_thread(probe, path)
             except MediaError as exc:
@@ -202,9 +194,19 @@ class EmbedServing:
             if info.kind == "image":
                 job = core.file_job(self.processor, images=[path])
             else:
-                job = core.file_job(self.processor, video=path)
+                job = core.file_job(self.processor, video=path, probed=info)
             results = [r async for r in job.results()]
             return results[0].output
+
+
+def _check_texts(texts: Sequence[str], empty_message: str) -> None:
+    """The text limits of every route that takes text (spec §9.2)."""
+    if not texts or any(not t.strip() for t in texts):
+        raise InvalidParameters(empty_message)
+    if len(texts) > MAX_TEXTS:
+        raise InvalidParameters(f"At most {MAX_TEXTS} texts per request, got {len(texts)}")
+    if any(len(t) > MAX_TEXT_CHARS for t in texts):
+        raise InvalidParameters(f"Text input is too long: at most {MAX_TEXT_CHARS} characters")
 
 
 def _encode(v: np.ndarray, fmt: str) -> list[float] | str:
@@ -261,7 +263,7 @@ class VideoRequest:
     async def _prepare(self) -> None:
         processor = self.serving.processor
         if self.is_live:
-            job = self.core.start_live(self.assets[0], self.chunk_params().require_live(), processor)
+            job = self.core.live.start(self.assets[0], self.chunk_params().require_live(), processor)
             self.live_job = job
             self.request_id = job.request_id
             self.received_at = job.created
@@ -297,7 +299,7 @@ class VideoRequest:
 
     def range(self) -> tuple[float, float]:
         """The time range of a file's chunks (0, 0 for images)."""
-        return self.file_job.time_range if self.file_job is not None and self.is_video else (0.0, 0.0)
+        return self.file_job.time_range if self.file_job is not None else (0.0, 0.0)
 
     def chunk_response(self, r: ChunkResult[Vector]) -> ChunkResponse:
         return ChunkResponse(
