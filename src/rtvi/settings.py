@@ -78,6 +78,41 @@ class Settings(BaseSettings):
     trust_remote_code: bool = Field(True, validation_alias="RTVI_TRUST_REMOTE_CODE")
     device: str = Field("auto", validation_alias="RTVI_DEVICE")  # auto | cpu | cuda | cuda:N
 
+    # --- VLM service (spec §4.7, §6.4, §8) -------------------------------------------------------
+    # An OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI): with VLM_MODEL_TO_USE=openai-compat, or
+    # "custom" with no MODEL_PATH, captions come from there.
+    vlm_endpoint: str = Field("", validation_alias="VIA_VLM_ENDPOINT")
+    vlm_api_key: str = Field("", validation_alias="VIA_VLM_API_KEY", repr=False)
+    # The endpoint's model name; empty = the first model its /models lists.
+    vlm_endpoint_model: str = Field("", validation_alias="VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME")
+    vlm_endpoint_timeout_s: float = Field(300, validation_alias="VIA_VLM_ENDPOINT_TIMEOUT_SEC", gt=0)
+    vlm_endpoint_max_retries: int = Field(3, validation_alias="VIA_VLM_ENDPOINT_MAX_RETRIES", ge=0)
+    vlm_prompt_max_length: int = Field(10240, validation_alias="VLM_PROMPT_MAX_LENGTH", ge=1)
+    vlm_system_prompt_max_length: int = Field(10240, validation_alias="VLM_SYSTEM_PROMPT_MAX_LENGTH", ge=1)
+    vlm_max_generation_tokens: int = Field(16384, validation_alias="VLM_MAX_GENERATION_TOKENS", ge=1)
+    vlm_system_prompt: str = Field("", validation_alias="VLM_SYSTEM_PROMPT")
+    vlm_default_frames: float = Field(
+        30, validation_alias="VLM_DEFAULT_NUM_FRAMES_PER_SECOND_OR_FIXED_FRAMES_CHUNK", gt=0
+    )
+    vlm_supports_audio: bool = Field(False, validation_alias="VLM_MODEL_SUPPORTS_AUDIO")
+    vlm_max_model_len: int = Field(32768, validation_alias="VLM_MAX_MODEL_LEN", ge=256)
+    # Chunks captioned at once per model call (local backends) or in flight (endpoint); 0 = auto.
+    vlm_concurrency: int = Field(0, validation_alias="NUM_VLM_PROCS", ge=0)
+    kafka_incident_topic: str = Field("mdx-vlm-incidents", validation_alias="KAFKA_INCIDENT_TOPIC")
+    # Where an incident happened when the stream has no place_* fields (spec §6.4 defaults).
+    place_name: str = Field("Dock Entrance-East", validation_alias="PLACE_NAME")
+    place_type: str = Field("warehouse-bay", validation_alias="PLACE_TYPE")
+    place_lat: float = Field(37.3706, validation_alias="PLACE_LAT")
+    place_lon: float = Field(-121.9672, validation_alias="PLACE_LON")
+    place_alt: float = Field(0.0, validation_alias="PLACE_ALT")
+    place_coordinate_x: float = Field(12.5, validation_alias="PLACE_COORDINATE_X")
+    place_coordinate_y: float = Field(4.2, validation_alias="PLACE_COORDINATE_Y")
+    analytics_module_id: str = Field("vlm-activity-detector", validation_alias="ANALYTICS_MODULE_ID")
+    analytics_module_description: str = Field(
+        "RTVI Safety Compliance Detector", validation_alias="ANALYTICS_MODULE_DESCRIPTION"
+    )
+    analytics_module_source: str = Field("rtvi-vlm", validation_alias="ANALYTICS_MODULE_SOURCE")
+
     # --- assets ---------------------------------------------------------------------------------
     asset_storage_dir: Path = Field(Path("/tmp/assets"), validation_alias="ASSET_STORAGE_DIR")
     max_asset_storage_size_gb: float | None = Field(8, validation_alias="MAX_ASSET_STORAGE_SIZE_GB")

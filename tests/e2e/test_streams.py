@@ -165,7 +165,7 @@ def test_add_validation_duplicates_and_credentials(lc: httpx.Client, camera: Rts
     r = lc.post("/v1/streams/add", json={"streams": items})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["results"]) == 2 and body["results"][0] == {"id": "dock-cam.1"}
+    assert len(body["results"]) == 2 and body["results"][0] == {"id": "dock-cam.1"}, body
     errors = {e["index"]: e for e in body["errors"]}
     assert sorted(errors) == [1, 2, 3, 4]
     assert (errors[1]["error_code"], errors[1]["status_code"]) == ("DuplicateStreamId", 409)

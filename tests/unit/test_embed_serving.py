@@ -74,7 +74,7 @@ def test_a_file_request_is_planned_embedded_and_counted(
         assert req.range() == (0.0, 12.0)
         results = [r async for r in req.results()]
         assert [(r.start_s, r.end_s) for r in results] == [(0, 5), (4, 9), (8, 12)]
-        assert [req.chunk_response(r).start_time for r in results] == ["0.0", "4.0", "8.0"]
+        assert [serving.rendering.chunk(req, r).start_time for r in results] == ["0.0", "4.0", "8.0"]
         vectors = np.stack([r.output for r in results])
         assert vectors.shape == (3, embedder.dim)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

@@ -21,12 +21,12 @@ from PIL import Image
 from skimage import data as skdata
 
 from rtvi.core.media.types import Frame
+from rtvi.core.models.bundled import MODEL_ID, BundledEmbedder
+from rtvi.core.models.common import fit_clip
 from rtvi.core.models.source import resolve_model_path
 from rtvi.errors import ModelLoadError
 from rtvi.services.embed.models.base import Embedder
-from rtvi.services.embed.models.bundled import MODEL_ID, BundledEmbedder
 from rtvi.services.embed.models.clip import ClipEmbedder
-from rtvi.services.embed.models.common import fit_clip
 from rtvi.services.embed.models.cosmos import CosmosEmbed1Embedder
 from rtvi.services.embed.models.registry import detect_embedder_kind, load_embedder
 from rtvi.services.embed.models.remote import RemoteEmbedder, decode_frames_item, encode_frames_item

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
-from rtvi.core.bus.messages import ResultMessage, chunk_context
+from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.types import MediaInfo
@@ -45,8 +45,11 @@ class ModelStage(Protocol):
     @property
     def model(self) -> ModelInfo: ...
 
-    def live_processor(self) -> ChunkProcessor[Any]:
-        """The processor of a stream whose registration started inference (CV metadata.model)."""
+    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> ChunkProcessor[Any] | None:
+        """The processor of a stream whose CV registration asks for inference (its metadata, with
+        chunk_duration filled in), or None when that metadata does not start this service's inference
+        (rt-embed: metadata.model is the loaded model; rt-vlm: metadata.prompt is set). Raises
+        RtviError for metadata that asks for inference but is invalid."""
         ...
 
     async def start(self) -> None: ...
@@ -62,6 +65,7 @@ class CoreConfig:
     topics: BusTopics
     build_result: ResultMessage  # a chunk's output -> its nv.VisionLLM message
     failure_message: str  # what a failed generation says first on the error bus
+    build_incident: IncidentMessage | None = None  # a chunk's output -> the nv.Incident it raises
 
 
 class ServiceCore:
@@ -90,6 +94,7 @@ class ServiceCore:
             self.metrics,
             topics=self.config.topics,
             build_result=self.config.build_result,
+            build_incident=self.config.build_incident,
         ).start()
         if publisher.results_bus is not None:
             self.live.sinks.append(self._publish_live)

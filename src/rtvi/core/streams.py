@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -24,12 +24,14 @@ from rtvi.core.net import ip_literal, resolve
 from rtvi.core.pipeline.live import LiveManager, rtsp_options
 from rtvi.core.pipeline.results import ChunkProcessor
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, MalformedRequest
+from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, MalformedRequest, RtviError
 from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PROBE_FAILED = "Could not connect to the RTSP URL or there is no video stream from the RTSP URL"
+PROBE_ATTEMPTS = 2
+PROBE_RETRY_PAUSE_S = 0.5
 
 
 class LiveStarter(Protocol):
@@ -38,7 +40,7 @@ class LiveStarter(Protocol):
     @property
     def model(self) -> ModelInfo: ...
 
-    def live_processor(self) -> ChunkProcessor[Any]: ...
+    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> ChunkProcessor[Any] | None: ...
 
 
 def resolve_credentials(url: str, username: str, password: str) -> tuple[str, str, str]:
@@ -101,14 +103,23 @@ class LiveStreams:
         if self.settings.skip_media_verification:
             return {}
         opts = rtsp_options(self.settings)
-        try:
-            # The probe thread cannot be interrupted; the wait is bounded so the request never hangs on it.
-            info = await asyncio.wait_for(
-                asyncio.to_thread(probe_rtsp, url, opts), opts.open_timeout_s + opts.read_timeout_s + 1
-            )
-        except (MediaError, TimeoutError) as exc:
-            log.info("RTSP probe failed: %s", redact(str(exc)))
-            raise InvalidMedia(PROBE_FAILED) from exc
+        for attempt in range(PROBE_ATTEMPTS):
+            try:
+                # The probe thread cannot be interrupted; the wait is bounded so the request never hangs.
+                info = await asyncio.wait_for(
+                    asyncio.to_thread(probe_rtsp, url, opts), opts.open_timeout_s + opts.read_timeout_s + 1
+                )
+                break
+            except MediaError as exc:
+                # Cameras and NVRs refuse a session now and then (too many clients, a shared media
+                # being torn down by the previous client): one more try after a pause.
+                log.info("RTSP probe failed (attempt %d): %s", attempt + 1, redact(str(exc)))
+                if attempt + 1 == PROBE_ATTEMPTS:
+                    raise InvalidMedia(PROBE_FAILED) from exc
+                await asyncio.sleep(PROBE_RETRY_PAUSE_S)
+            except TimeoutError as exc:
+                log.info("RTSP probe timed out: %s", redact(url))
+                raise InvalidMedia(PROBE_FAILED) from exc
         return {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps}
 
     async def register(
@@ -158,30 +169,37 @@ class LiveStreams:
         if asset.meta.pop("auto_start", None) is not None:
             self.store.registry.update_meta(asset.id, asset.meta)
 
-    def auto_start(self, asset: Asset) -> bool:
-        """Start the inference a CV registration asked for (meta.auto_start), if its model is loaded."""
-        spec = asset.meta.get("auto_start")
-        starter = self.starter
-        if not spec or starter is None:
-            return False
-        if spec.get("model") != starter.model.id:
-            log.info(
-                "stream %s: metadata.model %r is not the loaded model; not started",
-                asset.id,
-                spec.get("model"),
+    async def stop_request(self, stream_id: str, request_id: str) -> None:
+        """Stop one request's inference on the stream (spec §4.5 request_id); the others go on."""
+        asset = self.store.get_live(stream_id)
+        if not await self.live.stop_request(
+            asset.id, request_id, self.settings.stream_delete_drain_timeout_s
+        ):
+            raise InvalidParameters(
+                f"No active request {request_id[:64]!r} on live stream {stream_id}", "InvalidParameterValue"
             )
+
+    def auto_start(self, asset: Asset) -> bool:
+        """Start the inference a CV registration asked for (meta.auto_start: its metadata), when the
+        loaded stage takes it (spec §3.4). A failure never fails the registration: it is reported."""
+        request = asset.meta.get("auto_start")
+        starter = self.starter
+        if not request or starter is None:
             return False
         try:
-            params = ChunkParams(float(spec["chunk_duration"]), float(spec.get("chunk_overlap_duration", 0)))
+            processor = starter.live_processor(asset, request)
+            if processor is None:
+                log.info("stream %s: its metadata does not start %s inference", asset.id, starter.model.id)
+                return False
+            params = ChunkParams(
+                float(request["chunk_duration"]), float(request.get("chunk_overlap_duration") or 0)
+            )
             params.require_live()
-        except ValueError as exc:
-            log.warning("stream %s: invalid auto-start chunking (%s); not started", asset.id, exc)
-            return False
-        try:
-            self.live.start(asset, params, starter.live_processor(), persistent=True)
+            self.live.start(asset, params, processor, persistent=True)
         except Exception as exc:  # spec §3.4: a failure to start inference does not fail the request
-            log.exception("stream %s: auto-start failed", asset.id)
-            self.report_error(asset.id, f"Failed to start inference: {exc}")
+            message = exc.message if isinstance(exc, RtviError) else str(exc)
+            log.warning("stream %s: inference not started: %s", asset.id, message)
+            self.report_error(asset.id, f"Failed to start inference: {message}")
             return False
         return True
 

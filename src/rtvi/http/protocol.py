@@ -117,7 +117,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     owned_by: str
     api_type: str
-    dimension: int | None = None
+    dimension: int | None = None  # embedders
+    language_model: bool | None = None  # VLMs: false for the offline label model, which is not one
 
 
 class ModelList(BaseModel):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from google.protobuf.message import Message
+
 from rtvi.core.assets.registry import Asset
 from rtvi.core.bus.schema import schema_pb2 as nv
 from rtvi.core.media.times import format_iso
@@ -23,6 +25,7 @@ SensorType = Literal["Camera", "Video"]
 ErrorType = Literal["functional", "critical"]
 MESSAGE_TYPE_VISION_LLM = "vision_llm"
 MESSAGE_TYPE_ERROR = "error"
+MESSAGE_TYPE_INCIDENT = "incident"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ def _ms(seconds: float) -> str:
 
 # A service's result -> its complete bus message (the envelope filled with the result).
 ResultMessage = Callable[[ChunkContext, Any], nv.VisionLLM]
+# A service's result -> the nv.Incident it raises, or None (spec §6.4).
+IncidentMessage = Callable[[ChunkContext, Any], Message | None]
 
 
 def vision_llm_envelope(ctx: ChunkContext) -> tuple[nv.VisionLLM, nv.Query]:

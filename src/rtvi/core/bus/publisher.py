@@ -19,14 +19,25 @@ from typing import Any, Literal
 
 from rtvi.core.bus.error_bus import ErrorBus, ErrorBusName
 from rtvi.core.bus.kafka import Headers, KafkaSink
-from rtvi.core.bus.messages import MESSAGE_TYPE_VISION_LLM, ChunkContext, ErrorType, ResultMessage
+from rtvi.core.bus.messages import (
+    MESSAGE_TYPE_INCIDENT,
+    MESSAGE_TYPE_VISION_LLM,
+    ChunkContext,
+    ErrorType,
+    IncidentMessage,
+    ResultMessage,
+)
 from rtvi.core.bus.redis import RedisItem, RedisSink
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.settings import Settings, service_source_name
 
 log = logging.getLogger(__name__)
 BusName = Literal["kafka", "redis"]
-RESULT_HEADERS: Headers = [("message_type", MESSAGE_TYPE_VISION_LLM.encode())]
+MessageKind = Literal["result", "incident"]
+_HEADER_TYPES: dict[MessageKind, bytes] = {
+    "result": MESSAGE_TYPE_VISION_LLM.encode(),
+    "incident": MESSAGE_TYPE_INCIDENT.encode(),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,7 @@ class BusTopics:
 
 class MessagePublisher:
     """`build_result` turns (chunk context, the service's chunk output) into the message publish_chunk
-    sends: the service's "result -> bus message"."""
+    sends: the service's "result -> bus message"; `build_incident` into an nv.Incident, or None."""
 
     def __init__(
         self,
@@ -53,11 +64,13 @@ class MessagePublisher:
         *,
         topics: BusTopics | None = None,
         build_result: ResultMessage | None = None,
+        build_incident: IncidentMessage | None = None,
     ) -> None:
         self.service = service
         self.settings = settings
         self.metrics = metrics
         self.build_result = build_result
+        self.build_incident = build_incident
         self.source = service_source_name(service)
         topics = topics or BusTopics.for_service(service)
         self._lock = threading.Lock()
@@ -142,23 +155,34 @@ class MessagePublisher:
 
     # --- publishing ------------------------------------------------------------------------------
     def publish_chunk(self, ctx: ChunkContext, output: object) -> bool:
-        """One chunk's nv.VisionLLM on the results bus; True when queued. Files, live streams and text
-        (ctx.text set; see text_enabled) all go through here."""
+        """One chunk's nv.VisionLLM on the results bus, and its nv.Incident when the service raises one
+        (KAFKA_INCIDENT_TOPIC, on the same bus, same key); True when the result was queued. Files, live
+        streams and text (ctx.text set; see text_enabled) all go through here."""
         bus, topic = self.results_bus, self.results_topic
         if bus is None or self.build_result is None:
             return False
         try:
             payload = self.build_result(ctx, output).SerializeToString()
+            incident = self.build_incident(ctx, output) if self.build_incident is not None else None
         except Exception as exc:  # spec §6.5: protobuf build failures go to the error bus
-            log.exception("building the VisionLLM message failed")
+            log.exception("building the bus message failed")
             self.publish_error(
                 ctx.stream_id, f"Failed to build protobuf message for chunk {ctx.chunk_idx}: {exc}"
             )
             return False
+        queued = self._send(bus, topic, payload, ctx.key, "result")
+        if incident is not None:
+            self._send(
+                bus, self.settings.kafka_incident_topic, incident.SerializeToString(), ctx.key, "incident"
+            )
+        return queued
+
+    def _send(self, bus: BusName, topic: str, payload: bytes, key: bytes, kind: MessageKind) -> bool:
         sink = self._sink(bus)
         if isinstance(sink, KafkaSink):
-            return sink.produce(topic, payload, key=ctx.key, headers=RESULT_HEADERS, kind="result")
-        return sink.send(RedisItem("xadd", topic, payload, "result"))
+            headers: Headers = [("message_type", _HEADER_TYPES[kind])]
+            return sink.produce(topic, payload, key=key, headers=headers, kind=kind)
+        return sink.send(RedisItem("xadd", topic, payload, kind))
 
     def publish_error(self, stream_id: str, event: str, type: ErrorType = "functional") -> bool:
         """One §6.5 error message; type "critical" for start-up failures, "functional" otherwise."""

@@ -345,6 +345,14 @@ class LiveManager:
         await asyncio.gather(*(j.wait(timeout) for j in jobs))
         return bool(jobs)
 
+    async def stop_request(self, stream_id: str, request_id: str, timeout: float | None) -> bool:
+        """Stop the stream's job of one request (its readers get [DONE]). -> whether it was running."""
+        jobs = [j for j in self.jobs() if j.stream_id == stream_id and j.request_id == request_id]
+        for job in jobs:
+            job.stop()
+        await asyncio.gather(*(j.wait(timeout) for j in jobs))
+        return bool(jobs)
+
     async def shutdown(self) -> None:
         jobs = self.jobs()
         for job in jobs:

@@ -85,6 +85,30 @@ async def live(detailed: bool = Query(False), core: ServiceCore = Depends(get_co
     return _health(core, detailed, ready=False)
 
 
+def _nim_health(core: ServiceCore, ready: bool) -> JSONResponse:
+    checks = _checks(core)
+    ok = all(c["healthy"] for c in checks.values()) if ready else checks["storage"]["healthy"]
+    if ready:
+        message = "Service is ready." if ok else "Service is not ready."
+    else:
+        message = "Service is healthy" if ok else "Service is unhealthy"
+    return JSONResponse({"object": "health.response", "message": message}, status_code=200 if ok else 503)
+
+
+@router.get("/v1/health/live")
+async def nim_live(detailed: bool = Query(False), core: ServiceCore = Depends(get_core)) -> Response:
+    """The NIM-style liveness alias (spec §1.2); `detailed` gives /v1/live's detailed JSON."""
+    return _health(core, True, ready=False) if detailed else _nim_health(core, ready=False)
+
+
+@router.get("/v1/health/ready")
+async def nim_ready(detailed: bool = Query(False), core: ServiceCore = Depends(get_core)) -> Response:
+    """The NIM-style readiness alias (spec §1.2); `detailed` gives /v1/ready's detailed JSON."""
+    if detailed:
+        return _health(core, True, ready=True, informational=await _bus_checks(core))
+    return _nim_health(core, ready=True)
+
+
 @router.get("/v1/startup")
 async def startup() -> PlainTextResponse:
     return PlainTextResponse("Service is ready to serve requests.")
@@ -117,8 +141,9 @@ async def models(core: ServiceCore = Depends(get_core)) -> ModelList:
         owned_by=m.owned_by,
         api_type=m.api_type,
         dimension=m.details.get("dimension"),
+        language_model=m.details.get("language_model"),
     )
-    return ModelList(data=[card], audio_support=False)
+    return ModelList(data=[card], audio_support=bool(m.details.get("audio_support", False)))
 
 
 @router.get("/v1/metrics")

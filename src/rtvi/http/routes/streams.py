@@ -254,12 +254,12 @@ async def cv_add(
     if req.source:
         meta["source_id"] = req.source
     md = req.metadata
-    if md is not None and md.model is not None:
-        meta["auto_start"] = {
-            "model": md.model,
-            "chunk_duration": md.chunk_duration if md.chunk_duration is not None else CV_DEFAULT_CHUNK_S,
-            "chunk_overlap_duration": md.chunk_overlap_duration or 0,
-        }
+    if md is not None and (md.model is not None or md.prompt is not None):
+        # What starts inference is the stage's call (rt-embed: model; rt-vlm: prompt); kept so a
+        # restart resumes it.
+        request = md.model_dump(exclude_none=True)
+        request.setdefault("chunk_duration", CV_DEFAULT_CHUNK_S)
+        meta["auto_start"] = request
     try:
         asset = await core.streams.register(
             req.camera_id,

@@ -6,20 +6,14 @@ Thin: validate (the protocol models), call EmbedServing, render JSON or SSE."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from rtvi.core.pipeline.live import LiveStreamError
-from rtvi.core.pipeline.results import ChunkResult
 from rtvi.core.service import ServiceCore
-from rtvi.errors import InternalError, RtviError
 from rtvi.http.deps import get_core
+from rtvi.http.generation import generation_response
 from rtvi.http.limits import unless_disconnected
-from rtvi.http.sse import sse_response
-from rtvi.services.embed.batching import Vector
 from rtvi.services.embed.protocol import (
     EmbeddingsRequest,
     EmbeddingsResponse,
@@ -28,7 +22,7 @@ from rtvi.services.embed.protocol import (
     VideoEmbeddingsCompletionResponse,
     VideoEmbeddingsQuery,
 )
-from rtvi.services.embed.serving import VIDEO_FAILED, EmbedServing, VideoRequest
+from rtvi.services.embed.serving import EmbedServing
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["Embeddings"])
@@ -52,56 +46,7 @@ async def generate_video_embeddings(
 ) -> Response:
     """Embeddings per chunk for a video file, one image or several images (one chunk); JSON or SSE."""
     req = await serving.video_request(query)
-    if query.stream:
-        # The request's own asset (a `url` input) goes when the response ends, even one never read.
-        return sse_response(_stream_events(req), on_close=req.release)
-
-    async def collect() -> list[ChunkResult[Vector]]:
-        return [r async for r in req.results()]
-
-    try:
-        connected, results = await unless_disconnected(request, collect())
-    except RtviError:
-        raise
-    except Exception as exc:
-        log.exception("video embeddings failed for request %s", req.request_id)
-        raise InternalError(VIDEO_FAILED) from exc
-    finally:
-        req.release()
-    if not connected or results is None:
-        log.info("request %s: the client went away; its work was stopped", req.request_id)
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    body = VideoEmbeddingsCompletionResponse(
-        **req.header(),
-        media_info=req.media_info(*req.range()),
-        usage=req.usage(len(results)),
-        chunk_responses=[req.chunk_response(r) for r in results],
-    )
-    return JSONResponse(body.model_dump(mode="json"))
-
-
-async def _stream_events(req: VideoRequest) -> AsyncIterator[dict[str, Any]]:
-    include_usage = bool(req.query.stream_options and req.query.stream_options.include_usage)
-    done = 0
-    try:
-        async for r in req.results():
-            done += 1
-            yield {
-                **req.header(),
-                "media_info": req.media_info(r.start_s, r.end_s).model_dump(mode="json"),
-                "chunk_responses": [req.chunk_response(r).model_dump(mode="json")],
-                "usage": req.usage(done).model_dump() if include_usage else None,
-            }
-    except LiveStreamError as exc:
-        log.warning("live request %s ended with an error: %s", req.request_id, exc)
-        yield {**req.header(), "usage": None}
-        return
-    except Exception:
-        log.exception("video embeddings failed for request %s", req.request_id)
-        yield {**req.header(), "usage": None}
-        return
-    if include_usage:
-        yield {**req.header(), "media_info": None, "usage": req.usage(done).model_dump()}
+    return await generation_response(request, req, serving.rendering, VideoEmbeddingsCompletionResponse)
 
 
 @router.delete("/v1/generate_video_embeddings/{stream_id}")

@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
-
 from rtvi.core.media.types import Frame
-
-Vectors = npt.NDArray[np.float32]  # (n, dim), each row L2-normalised
+from rtvi.core.models.common import Vectors
 
 
 @runtime_checkable

@@ -18,10 +18,7 @@ import numpy as np
 import torch
 
 from rtvi.core.media.types import Frame
-from rtvi.core.models.device import inference_dtype, resolve_device
-from rtvi.errors import ModelLoadError
-from rtvi.services.embed.models.base import Vectors
-from rtvi.services.embed.models.common import (
+from rtvi.core.models.common import (
     CheckpointIdentity,
     batched,
     check_clips,
@@ -32,6 +29,9 @@ from rtvi.services.embed.models.common import (
     read_json,
     resize_frame,
 )
+from rtvi.core.models.device import inference_dtype, resolve_device
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Vectors
 
 log = logging.getLogger(__name__)
 

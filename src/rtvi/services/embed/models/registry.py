@@ -14,10 +14,10 @@ import logging
 from pathlib import Path
 from typing import Final
 
+from rtvi.core.models.common import read_json
 from rtvi.core.models.source import ResolvedModel, resolve_model_path
 from rtvi.errors import ModelLoadError
 from rtvi.services.embed.models.base import Embedder
-from rtvi.services.embed.models.common import read_json
 from rtvi.settings import Settings
 
 __all__ = ["EMBEDDER_KINDS", "detect_embedder_kind", "load_embedder"]
@@ -94,7 +94,7 @@ def _load_local(kind: str, resolved: ResolvedModel, settings: Settings) -> Embed
 
 
 def _load_bundled(settings: Settings) -> Embedder:
-    from rtvi.services.embed.models.bundled import BundledEmbedder
+    from rtvi.core.models.bundled import BundledEmbedder
 
     return BundledEmbedder(cache_dir=Path(settings.model_cache_dir).expanduser(), device=settings.device)
 

@@ -28,9 +28,7 @@ import numpy as np
 from PIL import Image
 
 from rtvi.core.media.types import Frame
-from rtvi.errors import ModelLoadError
-from rtvi.services.embed.models.base import Vectors
-from rtvi.services.embed.models.common import (
+from rtvi.core.models.common import (
     batched,
     check_clips,
     empty_vectors,
@@ -39,6 +37,8 @@ from rtvi.services.embed.models.common import (
     resize_frame,
     to_pil,
 )
+from rtvi.errors import ModelLoadError
+from rtvi.services.embed.models.base import Vectors
 
 log = logging.getLogger(__name__)
 

@@ -27,16 +27,16 @@ import numpy.typing as npt
 import torch
 
 from rtvi.core.media.types import Frame
-from rtvi.core.models.device import resolve_device
-from rtvi.errors import ModelLoadError
-from rtvi.services.embed.models.base import Vectors
-from rtvi.services.embed.models.common import (
+from rtvi.core.models.common import (
+    Vectors,
     batched,
     check_clips,
     empty_vectors,
     l2_normalize,
     resize_frame,
 )
+from rtvi.core.models.device import resolve_device
+from rtvi.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

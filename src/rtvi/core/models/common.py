@@ -1,4 +1,4 @@
-"""What every embedder backend shares: clip shaping, frame resizing, vector normalisation.
+"""What model backends share: clip shaping, frame resizing, vector normalisation, checkpoint files.
 
 Kept free of a module-level torch import so that the remote backend (HTTP only) stays light.
 """
@@ -16,9 +16,9 @@ from PIL import Image
 
 from rtvi.core.media.types import Frame
 from rtvi.errors import ModelLoadError
-from rtvi.services.embed.models.base import Vectors
 
 T = TypeVar("T")
+Vectors = npt.NDArray[np.float32]  # (n, dim), each row L2-normalised
 
 # Below this norm a vector is treated as zero instead of being blown up to noise.
 _EPS = 1e-12

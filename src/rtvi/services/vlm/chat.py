@@ -1,0 +1,316 @@
+"""OpenAI-compatible chat over the VLM (spec §4.8).
+
+- Media comes from `id` (files, images or a live stream), else the first video_url (else image_url) of
+  the user messages, fetched like any remote input (http(s) under the SSRF rules, data:, file: under
+  FILE_URL_ALLOWED_DIRS) into a temporary asset removed when the answer ends. With media, the chat runs as
+  a caption request over the media's chunks (one chunk: the whole file, unless chunk_duration says
+  otherwise); the answer joins the chunks' answers.
+- With no media, the conversation goes to the model as it is (text-only chat), token by token.
+- The last system message is the system prompt; earlier user / assistant turns are the history, the last
+  user message is the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rtvi.errors import InvalidParameters, MalformedRequest, RtviError
+from rtvi.http.generation import GenerationRequest
+from rtvi.http.protocol import MediaInfoOffset, StreamOptions
+from rtvi.services.vlm.answers import split_reasoning
+from rtvi.services.vlm.messages import Caption
+from rtvi.services.vlm.models.base import Generation, OutputFormat, TokenCounts, Turn
+from rtvi.services.vlm.protocol import ChatCompletionRequest, ResponseFormat
+from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing, sampling_params
+
+log = logging.getLogger(__name__)
+LIVE_CHUNK_S = 60  # a chat on a live stream with no chunk_duration (spec §4.8)
+TEXT_TIMEOUT_S = 300.0  # non-streaming text-only chat (spec §9.2)
+TEXT_STREAM_TIMEOUT_S = 600.0
+DEFAULT_MAX_TOKENS = 512  # what the context budget reserves when max_tokens is not given
+
+
+MediaType = Literal["video", "image"]
+MediaRef = tuple[str, MediaType]  # (url, media type)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMedia:
+    """The chat's media as a generate query (http.generation.GenerateQuery)."""
+
+    ids: list[str]
+    url: str | None
+    media_type: Literal["video", "image"]
+    model: str
+    stream: bool
+    chunk_duration: int
+    chunk_overlap_duration: int
+    stream_options: StreamOptions | None = None
+    url_headers: dict[str, str] | None = None
+    creation_time: str | None = None
+    media_info: MediaInfoOffset | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    prompt: str
+    system_prompt: str | None
+    history: tuple[Turn, ...]
+    warning: str = ""  # older turns were dropped to fit the context
+
+
+def conversation(body: ChatCompletionRequest) -> Conversation:
+    system = None
+    turns: list[Turn] = []
+    for m in body.messages:
+        if m.role == "system":
+            system = m.text
+        else:
+            turns.append(Turn(m.role, m.text))
+    if not any(t.role == "user" for t in turns):
+        raise InvalidParameters("At least one user message is required")
+    last_user = max(i for i, t in enumerate(turns) if t.role == "user")
+    return Conversation(turns[last_user].text, system, tuple(turns[:last_user]))
+
+
+def fit_context(conv: Conversation, max_model_len: int, max_tokens: int | None) -> Conversation:
+    """Drop the oldest turns while the estimate (characters / 4 + 4 per message) exceeds the context
+    minus the answer's budget minus 100 (spec §4.8)."""
+    budget = max_model_len - (max_tokens or DEFAULT_MAX_TOKENS) - 100
+
+    def size(texts: list[str]) -> int:
+        return sum(len(t) // 4 + 4 for t in texts)
+
+    history = list(conv.history)
+    fixed = [conv.prompt, conv.system_prompt or ""]
+    dropped = 0
+    while history and size(fixed + [t.text for t in history]) > budget:
+        history.pop(0)
+        dropped += 1
+    if not dropped:
+        return conv
+    warning = f"{dropped} older message(s) were dropped to fit the model's context ({max_model_len} tokens)"
+    return Conversation(conv.prompt, conv.system_prompt, tuple(history), warning)
+
+
+def chat_format(body: ChatCompletionRequest) -> ResponseFormat:
+    """Only {"type": "json_object"} is recognised; anything else means text (spec §4.8)."""
+    if isinstance(body.response_format, dict) and body.response_format.get("type") == "json_object":
+        return ResponseFormat(type="json_object")
+    return ResponseFormat()
+
+
+def media_of(body: ChatCompletionRequest) -> MediaRef | None:
+    """The first video_url, else the first image_url, of the user messages."""
+    for kind in ("video_url", "image_url"):
+        for m in body.messages:
+            if m.role != "user" or not isinstance(m.content, list):
+                continue
+            for part in m.content:
+                ref = part.video_url if kind == "video_url" else part.image_url
+                if part.type == kind and ref is not None:
+                    return ref.url, "video" if kind == "video_url" else "image"
+    return None
+
+
+class ChatTurn:
+    """One accepted chat request: media chunks through the pipeline, or a text-only generation."""
+
+    def __init__(self, serving: VlmServing, body: ChatCompletionRequest) -> None:
+        self.serving = serving
+        self.body = body
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model_id = serving.vlm.id
+        self.max_tokens = body.max_completion_tokens or body.max_tokens
+        self.request: GenerationRequest[Caption] | None = None
+        self.conv = conversation(body)
+
+    @classmethod
+    async def open(cls, serving: VlmServing, body: ChatCompletionRequest) -> ChatTurn:
+        serving.check_model(body.model)
+        turn = cls(serving, body)
+        serving.check_prompts(turn.conv.prompt, turn.conv.system_prompt)
+        serving.check_options(body, body.max_completion_tokens)
+        if body.response_format is not None and not isinstance(body.response_format, dict):
+            raise MalformedRequest("response_format must be an object")
+        serving.metrics.requests.labels("chat_completions").inc()
+        media = media_of(body)
+        if body.id is None and media is None:
+            turn.conv = fit_context(turn.conv, serving.settings.vlm_max_model_len, turn.max_tokens)
+            return turn
+        turn.request = await turn._open_media(media)
+        return turn
+
+    async def _open_media(self, media: MediaRef | None) -> GenerationRequest[Caption]:
+        body, serving = self.body, self.serving
+        url: str | None = None
+        media_type: MediaType = "video"
+        if body.id is None and media is not None:
+            url, media_type = media
+        ids = body.ids or [str(uuid.uuid4())]
+        chunk = body.chunk_duration
+        if body.id is not None and chunk == 0:
+            first = serving.core.store.registry.get(ids[0])
+            if first is not None and first.is_live:
+                chunk = LIVE_CHUNK_S
+        query = ChatMedia(
+            ids=ids,
+            url=url,
+            media_type=media_type,
+            model=body.model,
+            stream=body.stream,
+            chunk_duration=chunk,
+            chunk_overlap_duration=body.chunk_overlap_duration,
+            stream_options=body.stream_options,
+        )
+        conv = self.conv
+
+        def make(req: GenerationRequest[Caption]) -> Any:
+            return serving.processor(
+                body,
+                asset=req.assets[0],
+                chunk_length_s=chunk,
+                prompt=conv.prompt,
+                system_prompt=conv.system_prompt,
+                response_format=chat_format(body),
+                requested_model=body.model,
+                key=f"vlm:chat:{req.request_id}",
+                keep_going=req.is_live,
+                history=conv.history,
+                max_tokens=self.max_tokens,
+                stop=_stops(body),
+            )
+
+        return await GenerationRequest.open(serving.core, query, make, CAPTIONS_FAILED)
+
+    def text_generation(self) -> Generation:
+        b, conv = self.body, self.conv
+        system = self.serving.settings.vlm_system_prompt if conv.system_prompt is None else conv.system_prompt
+        fmt = OutputFormat("json_object") if chat_format(b).type == "json_object" else OutputFormat()
+        return Generation(
+            prompt=conv.prompt,
+            system_prompt=system,
+            sampling=sampling_params(b, self.max_tokens, _stops(b)),
+            output_format=fmt,
+            enable_reasoning=b.enable_reasoning,
+            history=conv.history,
+        )
+
+    # --- answers ------------------------------------------------------------------------------
+    async def complete(self) -> dict[str, Any]:
+        """The whole answer (non-streaming)."""
+        if self.request is None:
+            try:
+                out = await asyncio.wait_for(self.serving.generate(self.text_generation()), TEXT_TIMEOUT_S)
+            except TimeoutError:
+                raise RtviError("The model did not answer within 300 s", "Timeout") from None
+            content, reasoning = split_reasoning(out.text)
+            return self._completion(content, reasoning, out.input_tokens, out.output_tokens)
+        contents, reasonings, tokens_in, tokens_out = [], [], 0, 0
+        try:
+            async for r in self.request.results():
+                a = r.output.answer
+                contents.append(a.content)
+                if a.reasoning:
+                    reasonings.append(a.reasoning)
+                tokens_in += r.output.input_tokens
+                tokens_out += r.output.output_tokens
+        finally:
+            self.request.release()
+        return self._completion("\n".join(contents), "\n".join(reasonings), tokens_in, tokens_out)
+
+    def _completion(self, content: str, reasoning: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if reasoning and self.body.enable_reasoning:
+            message["reasoning_description"] = reasoning
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model_id,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": tokens_in,
+                "completion_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+            },
+        }
+
+    def _event(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model_id,
+            **extra,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """chat.completion.chunk events: tokens (text-only) or one per media chunk; then the final event
+        (with usage when stream_options.include_usage); errors as {error: {code, message}}."""
+        tokens = [0, 0]
+        try:
+            if self.request is None:
+                async for event in self._text_events(tokens):
+                    yield event
+            else:
+                async for event in self._media_events(tokens):
+                    yield event
+        except RtviError as exc:
+            yield {"error": {"code": exc.code, "message": exc.message}}
+            return
+        except Exception:
+            log.exception("chat %s failed", self.id)
+            yield {"error": {"code": "InternalServerError", "message": "An internal server error occurred"}}
+            return
+        final = self._event({}, "stop")
+        if self.body.stream_options and self.body.stream_options.include_usage:
+            final["usage"] = {
+                "prompt_tokens": tokens[0],
+                "completion_tokens": tokens[1],
+                "total_tokens": tokens[0] + tokens[1],
+            }
+        yield final
+
+    async def _text_events(self, tokens: list[int]) -> AsyncIterator[dict[str, Any]]:
+        if self.conv.warning:
+            yield self._event({"role": "assistant", "content": ""}, warning=self.conv.warning)
+        deadline = time.monotonic() + TEXT_STREAM_TIMEOUT_S
+        async for item in self.serving.stream(self.text_generation()):
+            if isinstance(item, TokenCounts):
+                tokens[0], tokens[1] = item.input_tokens, item.output_tokens
+            elif item:
+                yield self._event({"content": item})
+            if time.monotonic() > deadline:
+                raise RtviError("The answer took longer than 600 s", "Timeout")
+
+    async def _media_events(self, tokens: list[int]) -> AsyncIterator[dict[str, Any]]:
+        req = self.request
+        assert req is not None
+        try:
+            async for r in req.results():
+                a = r.output.answer
+                tokens[0] += r.output.input_tokens
+                tokens[1] += r.output.output_tokens
+                delta: dict[str, Any] = {"content": a.content}
+                if a.reasoning and self.body.enable_reasoning:
+                    delta["content"] = f"<think>\n{a.reasoning}\n</think>{a.content}"
+                    delta["reasoning_description"] = a.reasoning
+                media_info = req.media_info(r.start_s, r.end_s).model_dump(mode="json")
+                yield self._event(delta, chunk_id=r.index, media_info=media_info)
+        finally:
+            req.release()
+
+
+def _stops(body: ChatCompletionRequest) -> tuple[str, ...]:
+    if body.stop is None:
+        return ()
+    return (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)

@@ -1,0 +1,156 @@
+"""The VLM service's bus messages: nv.VisionLLM with the caption (spec §6.3) and, when the chunk raises an
+alert, nv.Incident (spec §6.4). Both carry the same key, `{request_id}:{chunk_idx}`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtvi.core.bus.messages import ChunkContext, vision_llm_envelope
+from rtvi.core.bus.schema import ext_pb2
+from rtvi.core.bus.schema import schema_pb2 as nv
+from rtvi.services.vlm.answers import Answer
+from rtvi.settings import Settings
+
+DEFAULT_ALERT_CATEGORY = "vlm-alert"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a stream's incidents happen: the stream's place_* fields, else the PLACE_* settings."""
+
+    name: str
+    type: str
+    lat: float
+    lon: float
+    alt: float
+    x: float
+    y: float
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any], settings: Settings) -> Place:
+        """A stream's place_* fields (spec §3.1), each falling back to its PLACE_* setting."""
+
+        def pick(key: str, default: Any) -> Any:
+            value = meta.get(key)
+            return default if value is None else value
+
+        s = settings
+        return cls(
+            name=str(pick("place_name", s.place_name)),
+            type=str(pick("place_type", s.place_type)),
+            lat=float(pick("place_lat", s.place_lat)),
+            lon=float(pick("place_lon", s.place_lon)),
+            alt=float(pick("place_alt", s.place_alt)),
+            x=float(pick("place_coordinate_x", s.place_coordinate_x)),
+            y=float(pick("place_coordinate_y", s.place_coordinate_y)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsModule:
+    id: str
+    description: str
+    source: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> AnalyticsModule:
+        s = settings
+        return cls(s.analytics_module_id, s.analytics_module_description, s.analytics_module_source)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionTask:
+    """What one caption request asks, shared by all its chunks, and where its incidents are placed."""
+
+    prompt: str
+    system_prompt: str
+    requested_model: str
+    place: Place
+    module: AnalyticsModule
+    enable_reasoning: bool = False
+    alert_category: str | None = None
+    object_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Caption:
+    """One chunk's output: the answer read (see answers.py), its token counts, its request."""
+
+    task: CaptionTask
+    answer: Answer
+    input_tokens: int
+    output_tokens: int
+    error: str = ""  # the model call failed (live streams go on; the chunk reports it)
+    frame_times: tuple[float, ...] = field(default=())
+
+
+def _info(caption: Caption) -> dict[str, str]:
+    a = caption.answer
+    info = {
+        "incidentDetected": "true" if a.alert else "false",
+        "inputTokens": str(caption.input_tokens),
+        "outputTokens": str(caption.output_tokens),
+    }
+    if a.reasoning and caption.task.enable_reasoning:
+        info["reasoning"] = info["reasoningDescription"] = a.reasoning
+    if a.format_error:
+        info["responseFormatError"] = a.format_error
+    if caption.error:
+        info["error"] = caption.error
+    return info
+
+
+def build_vision_llm(ctx: ChunkContext, caption: Caption) -> nv.VisionLLM:
+    msg, query = vision_llm_envelope(ctx)
+    query.response = caption.answer.content
+    query.prompts["user"] = caption.task.prompt
+    query.prompts["system"] = caption.task.system_prompt
+    msg.llm.info["enableReasoning"] = "true" if caption.task.enable_reasoning else "false"
+    msg.info.update(_info(caption))
+    return msg
+
+
+def build_incident(ctx: ChunkContext, caption: Caption) -> ext_pb2.Incident | None:
+    """The nv.Incident of an alerting chunk (spec §6.4), else None."""
+    if not caption.answer.alert:
+        return None
+    task = caption.task
+    vision = build_vision_llm(ctx, caption)
+    category = task.alert_category or DEFAULT_ALERT_CATEGORY
+    incident = ext_pb2.Incident(sensorId=ctx.sensor_key, category=category, isAnomaly=True)
+    incident.timestamp.CopyFrom(vision.timestamp)
+    incident.end.CopyFrom(vision.end)
+    incident.frameIds.extend([vision.startFrameId, vision.endFrameId])
+    incident.objectIds.extend(task.object_ids or (ctx.stream_id,))
+    place = task.place
+    incident.place.name, incident.place.type = place.name, place.type
+    incident.place.location.lat, incident.place.location.lon = place.lat, place.lon
+    incident.place.location.alt = place.alt
+    incident.place.coordinate.x, incident.place.coordinate.y = place.x, place.y
+    module = incident.analyticsModule
+    module.id, module.description, module.source = task.module.id, task.module.description, task.module.source
+    module.version = ctx.model_id
+    stream_type = "live" if ctx.sensor_type == "Camera" else "file"
+    module.info.update(
+        {"requestId": ctx.request_id, "chunkIdx": str(ctx.chunk_idx), "streamType": stream_type}
+    )
+    incident.llm.CopyFrom(vision.llm)
+    incident.info.update(
+        {
+            "requestId": ctx.request_id,
+            "chunkIdx": str(ctx.chunk_idx),
+            "streamId": ctx.stream_id,
+            "sensorId": ctx.sensor_key,
+            "prompt": task.prompt,
+            "systemPrompt": task.system_prompt,
+            "requestedModel": task.requested_model,
+            "alertCategory": category,
+            "triggerPhrase": caption.answer.trigger,
+            "verdict": "confirmed",
+        }
+    )
+    if caption.answer.reasoning and task.enable_reasoning:
+        incident.info["reasoning"] = incident.info["reasoningDescription"] = caption.answer.reasoning
+    return incident

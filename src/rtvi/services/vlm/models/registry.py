@@ -1,0 +1,105 @@
+"""Which VLM backend serves (spec §8), from VLM_MODEL_TO_USE, VIA_VLM_ENDPOINT and MODEL_PATH:
+
+| VLM_MODEL_TO_USE                 | backend                                                          |
+|----------------------------------|------------------------------------------------------------------|
+| custom / empty (the default)     | openai-compat when VIA_VLM_ENDPOINT is set, else transformers    |
+|                                  | when MODEL_PATH is set, else the offline label model             |
+| openai-compat, vllm-compatible   | the OpenAI-compatible endpoint VIA_VLM_ENDPOINT                  |
+| transformers, cosmos-reason1/2/3 | the local checkpoint MODEL_PATH (dir, git: or ngc:)              |
+| vllm                             | vLLM in-process on MODEL_PATH (needs the vllm package and a GPU) |
+| offline                          | the offline label model (not a language model)                   |
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from rtvi.core.models.source import resolve_model_path
+from rtvi.errors import ModelLoadError
+from rtvi.services.vlm.models.base import VisionLanguageModel
+from rtvi.settings import Settings
+
+log = logging.getLogger(__name__)
+ENDPOINT_KINDS = ("openai-compat", "vllm-compatible")
+LOCAL_KINDS = ("transformers", "cosmos-reason1", "cosmos-reason2", "cosmos-reason3")
+KINDS = ("custom", *ENDPOINT_KINDS, *LOCAL_KINDS, "vllm", "offline")
+ENDPOINT_CONCURRENCY = 10  # the reference's NUM_VLM_PROCS for openai-compat
+
+
+def load_vlm(settings: Settings) -> VisionLanguageModel:
+    kind = settings.model_to_use.strip().lower()
+    if kind in ("", "custom"):
+        if settings.vlm_endpoint.strip():
+            kind = "openai-compat"
+        elif settings.model_path.strip():
+            kind = "transformers"
+        else:
+            kind = "offline"
+    if kind in ENDPOINT_KINDS:
+        return _load_endpoint(settings)
+    if kind == "offline":
+        return _load_offline(settings)
+    if kind in LOCAL_KINDS or kind == "vllm":
+        if not settings.model_path.strip():
+            raise ModelLoadError(
+                f"VLM_MODEL_TO_USE={kind} needs MODEL_PATH (a local dir, git:<url> or ngc:<spec>)"
+            )
+        if kind == "vllm":
+            return _load_vllm(settings)
+        return _load_transformers(settings)
+    raise ModelLoadError(
+        f"VLM_MODEL_TO_USE={settings.model_to_use!r} is not a VLM backend; use {', '.join(KINDS)}"
+    )
+
+
+def _load_endpoint(settings: Settings) -> VisionLanguageModel:
+    from rtvi.services.vlm.models.openai_compat import OpenAICompatVLM
+
+    if not settings.vlm_endpoint.strip():
+        raise ModelLoadError(
+            "VLM_MODEL_TO_USE=openai-compat needs VIA_VLM_ENDPOINT (e.g. http://host:8000/v1)"
+        )
+    return OpenAICompatVLM.connect(
+        settings.vlm_endpoint.strip(),
+        api_key=settings.vlm_api_key,
+        model=settings.vlm_endpoint_model.strip(),
+        timeout_s=settings.vlm_endpoint_timeout_s,
+        max_retries=settings.vlm_endpoint_max_retries,
+        concurrency=settings.vlm_concurrency or ENDPOINT_CONCURRENCY,
+    )
+
+
+def _load_offline(settings: Settings) -> VisionLanguageModel:
+    from rtvi.core.models.bundled import BundledEmbedder
+    from rtvi.services.vlm.models.offline import OfflineLabelModel
+
+    log.info("no VLM configured: serving the offline label model (not a language model)")
+    embedder = BundledEmbedder(cache_dir=Path(settings.model_cache_dir).expanduser(), device=settings.device)
+    return OfflineLabelModel(embedder)
+
+
+def _load_transformers(settings: Settings) -> VisionLanguageModel:
+    from rtvi.services.vlm.models.local import TransformersVLM
+
+    resolved = resolve_model_path(settings)
+    return TransformersVLM(
+        resolved.path,
+        model_id=resolved.name.lower(),
+        device=settings.device,
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
+def _load_vllm(settings: Settings) -> VisionLanguageModel:
+    if importlib.util.find_spec("vllm") is None:
+        raise ModelLoadError(
+            "VLM_MODEL_TO_USE=vllm needs the vllm package on a CUDA machine (pip install vllm); without it, "
+            "run a vLLM server and set VIA_VLM_ENDPOINT, or use VLM_MODEL_TO_USE=transformers"
+        )
+    raise ModelLoadError(
+        "the in-process vLLM engine is not built yet: run `vllm serve MODEL` and set "
+        "VIA_VLM_ENDPOINT=http://HOST:PORT/v1 (the openai-compat backend), "
+        "or use VLM_MODEL_TO_USE=transformers"
+    )

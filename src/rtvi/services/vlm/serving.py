@@ -1,0 +1,385 @@
+"""The VLM service's logic: caption requests (files, images, live streams), CV auto-started captioning
+and chat, over the shared pipeline; routes render what it returns.
+
+A caption request gets its own CaptionProcessor (its key names the request), so several requests on one
+live stream are separate jobs that share the stream's one decoder (spec §4.7). Every chunk's answer is
+read once (answers.read_answer): reasoning split off, format checked, alert decided; the bus messages,
+the JSON / SSE items and the metrics all use that reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from rtvi.core.assets.registry import Asset
+from rtvi.core.media.types import Frame
+from rtvi.core.models.info import ModelInfo
+from rtvi.core.pipeline.results import ChunkResult, FrameSampling
+from rtvi.core.service import ServiceCore
+from rtvi.errors import InvalidParameters, MalformedRequest, RtviError
+from rtvi.http.generation import GenerationRequest, Tally
+from rtvi.services.vlm.answers import check_schema, read_answer
+from rtvi.services.vlm.messages import AnalyticsModule, Caption, CaptionTask, Place
+from rtvi.services.vlm.models.base import (
+    Generation,
+    GenerationOutput,
+    OutputFormat,
+    SamplingParams,
+    TokenCounts,
+    Turn,
+    VisionLanguageModel,
+    generate,
+)
+from rtvi.services.vlm.protocol import (
+    CaptionChunk,
+    CaptionsUsage,
+    FrameOptions,
+    ResponseFormat,
+    VlmQuery,
+)
+
+log = logging.getLogger(__name__)
+
+CAPTIONS_FAILED = "Failed to generate captions."
+API_TYPE = "vlm"
+MAX_FRAMES_PER_CHUNK = 512  # -1 ("all frames") of a long chunk is capped here
+DEFAULT_VIDEO_FPS = 30.0  # for "all frames" when the stream's rate is unknown
+
+
+class VlmMetrics:
+    def __init__(self, core: ServiceCore) -> None:
+        r = core.metrics.registry
+        self.vlm_latency = Histogram("vlm_latency_seconds", "VLM call time per chunk", registry=r)
+        self.input_tokens = Histogram(
+            "vlm_input_tokens_per_chunk", "Prompt tokens per chunk", registry=r, buckets=_TOKEN_BUCKETS
+        )
+        self.output_tokens = Histogram(
+            "vlm_output_tokens_per_chunk", "Generated tokens per chunk", registry=r, buckets=_TOKEN_BUCKETS
+        )
+        self.incidents = Counter("rtvi_incidents", "Chunks whose answer raised an alert", registry=r)
+        self.format_errors = Counter(
+            "rtvi_response_format_errors", "Answers that broke the requested response_format", registry=r
+        )
+        self.requests = Counter("rtvi_vlm_requests", "VLM requests accepted", ["route"], registry=r)
+
+
+_TOKEN_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionProcessor:
+    """A request's chunk processor: the chunk's frames + the request's generation -> a read Caption."""
+
+    serving: VlmServing
+    key: str
+    sampling: FrameSampling
+    task: CaptionTask
+    generation: Generation  # everything but the frames
+    keep_going: bool = False  # live: a failed model call is reported in its chunk, the stream goes on
+
+    async def process(self, frames: Sequence[Frame]) -> tuple[Caption, float]:
+        g = replace(self.generation, frames=list(frames))
+        start = time.perf_counter()
+        try:
+            out = await self.serving.generate(g)
+        except RtviError as exc:
+            if not self.keep_going:
+                raise
+            log.warning("caption failed on a live chunk (%s): %s", self.key, exc.message)
+            empty = read_answer("", OutputFormat())
+            return Caption(self.task, empty, 0, 0, error=exc.message), time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        answer = read_answer(out.text, g.output_format)
+        self.serving.observe(
+            elapsed, out.input_tokens, out.output_tokens, answer.alert, bool(answer.format_error)
+        )
+        return Caption(self.task, answer, out.input_tokens, out.output_tokens), elapsed
+
+
+def output_format(rf: ResponseFormat) -> OutputFormat:
+    """The request's response_format for the model; an unusable JSON schema is a 422."""
+    if rf.type == "json_schema" and rf.json_schema is not None:
+        try:
+            check_schema(rf.json_schema.schema_)
+        except Exception as exc:
+            raise MalformedRequest(
+                f"response_format.json_schema.schema is not a valid JSON schema: {exc}"
+            ) from None
+        return OutputFormat("json_schema", rf.json_schema.schema_, rf.json_schema.name)
+    if rf.type == "choice":
+        return OutputFormat("choice", choices=tuple(rf.choices or ()))
+    return OutputFormat(rf.type)
+
+
+class VlmServing:
+    def __init__(self, core: ServiceCore, vlm: VisionLanguageModel) -> None:
+        self.core = core
+        self.vlm = vlm
+        self.settings = core.settings
+        self.metrics = VlmMetrics(core)
+        self.model = ModelInfo(
+            id=vlm.id,
+            owned_by=vlm.owned_by,
+            api_type=API_TYPE,
+            details={
+                "language_model": vlm.is_language_model,
+                "audio_support": self.settings.vlm_supports_audio,
+            },
+        )
+        self.rendering = CaptionRendering(vlm.id)
+        self._slots: asyncio.Semaphore | None = None
+        self.module = AnalyticsModule.of(self.settings)
+
+    # --- ModelStage ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._slots = asyncio.Semaphore(max(1, self.vlm.max_concurrency))
+
+    async def stop(self) -> None:
+        await self.vlm.close()
+
+    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> CaptionProcessor | None:
+        """CV metadata.prompt starts captioning (spec §3.4); the other metadata fields shape it."""
+        if request.get("prompt") is None:
+            return None
+        if request.get("model") not in (None, self.vlm.id):
+            raise InvalidParameters(f"No such model '{request['model']}'")
+        options = FrameOptions.model_validate(
+            {k: v for k, v in request.items() if k in FrameOptions.model_fields}
+        )
+        fmt = ResponseFormat(type=request.get("response_format_type") or "text")
+        return self.processor(
+            options,
+            asset=asset,
+            chunk_length_s=float(request["chunk_duration"]),
+            prompt=str(request["prompt"]),
+            system_prompt=request.get("system_prompt"),
+            response_format=fmt,
+            requested_model=str(request.get("model") or self.vlm.id),
+            alert_category=request.get("alert_category"),
+            key=f"vlm:cv:{asset.id}",
+        )
+
+    # --- model calls --------------------------------------------------------------------------
+    async def generate(self, g: Generation) -> GenerationOutput:
+        assert self._slots is not None, "start() first"
+        async with self._slots:
+            return await generate(self.vlm, g)
+
+    async def stream(self, g: Generation) -> AsyncIterator[str | TokenCounts]:
+        """The model's stream, holding one of its slots until the stream ends."""
+        assert self._slots is not None, "start() first"
+        async with self._slots:
+            stream = self.vlm.stream(g)
+            try:
+                async for item in stream:
+                    yield item
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    def observe(
+        self, latency_s: float, tokens_in: int, tokens_out: int, alert: bool, format_error: bool
+    ) -> None:
+        m = self.metrics
+        m.vlm_latency.observe(latency_s)
+        self.core.metrics.inference_latency.observe(latency_s)
+        m.input_tokens.observe(tokens_in)
+        m.output_tokens.observe(tokens_out)
+        if alert:
+            m.incidents.inc()
+        if format_error:
+            m.format_errors.inc()
+
+    # --- validation ---------------------------------------------------------------------------
+    def check_model(self, requested: str, api_type: str = "") -> None:
+        if requested != self.vlm.id:
+            raise InvalidParameters(f"No such model '{requested}'")
+        if api_type and api_type != API_TYPE:
+            raise InvalidParameters(f"api_type '{api_type}' does not match the model's api_type '{API_TYPE}'")
+
+    def check_prompts(self, prompt: str, system_prompt: str | None) -> None:
+        s = self.settings
+        if not prompt.strip():
+            raise MalformedRequest("prompt must not be empty")
+        if len(prompt) > s.vlm_prompt_max_length:
+            raise MalformedRequest(
+                f"prompt is {len(prompt)} characters; the limit is {s.vlm_prompt_max_length} "
+                "(VLM_PROMPT_MAX_LENGTH)"
+            )
+        if system_prompt is not None and len(system_prompt) > s.vlm_system_prompt_max_length:
+            raise MalformedRequest(
+                f"system_prompt is {len(system_prompt)} characters; the limit is "
+                f"{s.vlm_system_prompt_max_length} (VLM_SYSTEM_PROMPT_MAX_LENGTH)"
+            )
+
+    def check_options(self, options: FrameOptions, *extra_tokens: int | None) -> None:
+        cap = self.settings.vlm_max_generation_tokens
+        for name, value in (
+            ("max_tokens", options.max_tokens),
+            ("min_tokens", options.min_tokens),
+            *(("max_completion_tokens", t) for t in extra_tokens),
+        ):
+            if value is not None and value > cap:
+                raise MalformedRequest(f"{name} is {value}; the limit is {cap} (VLM_MAX_GENERATION_TOKENS)")
+        if options.enable_audio and not self.settings.vlm_supports_audio:
+            raise InvalidParameters(
+                "enable_audio: this model does not support audio (VLM_MODEL_SUPPORTS_AUDIO)"
+            )
+        if options.enable_audio:
+            raise InvalidParameters("enable_audio: audio transcription is not available in this build")
+        if (options.vlm_input_width > 0) != (options.vlm_input_height > 0):
+            raise InvalidParameters("vlm_input_width and vlm_input_height are set together (or both 0)")
+
+    # --- requests -----------------------------------------------------------------------------
+    async def caption_request(self, query: VlmQuery) -> GenerationRequest[Caption]:
+        """Validate and plan a generate_captions request (errors before any response starts)."""
+        self.check_model(query.model, query.api_type)
+        self.check_prompts(query.prompt, query.system_prompt)
+        self.check_options(query)
+        self.metrics.requests.labels("generate_captions").inc()
+
+        def make(req: GenerationRequest[Caption]) -> CaptionProcessor:
+            return self.processor(
+                query,
+                asset=req.assets[0],
+                chunk_length_s=query.chunk_duration,
+                prompt=query.prompt,
+                system_prompt=query.system_prompt,
+                response_format=query.response_format,
+                requested_model=query.model,
+                alert_category=query.alert_category,
+                object_ids=tuple(query.ids),
+                key=f"vlm:{req.request_id}",
+                keep_going=req.is_live,
+            )
+
+        return await GenerationRequest.open(self.core, query, make, CAPTIONS_FAILED)
+
+    def processor(
+        self,
+        options: FrameOptions,
+        *,
+        asset: Asset,
+        chunk_length_s: float,
+        prompt: str,
+        system_prompt: str | None,
+        response_format: ResponseFormat,
+        requested_model: str,
+        key: str,
+        alert_category: str | None = None,
+        object_ids: tuple[str, ...] = (),
+        keep_going: bool = False,
+        history: Sequence[Turn] = (),
+        max_tokens: int | None = None,
+        stop: tuple[str, ...] = (),
+    ) -> CaptionProcessor:
+        system = self.settings.vlm_system_prompt if system_prompt is None else system_prompt
+        task = CaptionTask(
+            prompt=prompt,
+            system_prompt=system,
+            requested_model=requested_model,
+            place=Place.of(asset.meta, self.settings),
+            module=self.module,
+            enable_reasoning=options.enable_reasoning,
+            alert_category=alert_category,
+            object_ids=object_ids,
+        )
+        generation = Generation(
+            prompt=prompt,
+            system_prompt=system,
+            is_video=asset.media_type == "video",
+            sampling=sampling_params(options, max_tokens, stop),
+            output_format=output_format(response_format),
+            enable_reasoning=options.enable_reasoning,
+            history=tuple(history),
+        )
+        return CaptionProcessor(
+            self, key, self.frame_sampling(options, asset, chunk_length_s), task, generation, keep_going
+        )
+
+    def frame_sampling(self, options: FrameOptions, asset: Asset, chunk_length_s: float) -> FrameSampling:
+        """Frames per chunk (spec §5.4): a fixed count, or a rate times the chunk's length; -1 = every
+        frame; media_io_kwargs.video overrides the two fields."""
+        length = chunk_length_s or float(asset.meta.get("duration_s") or 0)
+        video_fps = float(asset.meta.get("fps") or DEFAULT_VIDEO_FPS)
+        value, per_second = options.num_frames_per_second_or_fixed_frames_chunk, options.use_fps_for_chunking
+        io = options.media_io_kwargs.video if options.media_io_kwargs else None
+        if io is not None and io.fps is not None:
+            value, per_second = io.fps, True
+        elif io is not None and io.num_frames is not None:
+            value, per_second = io.num_frames, False
+        if value == 0:
+            value = self.settings.vlm_default_frames
+        if value == -1:
+            frames = math.ceil(video_fps * length) if length else MAX_FRAMES_PER_CHUNK
+        elif per_second:
+            frames = math.ceil(value * length) if length else math.ceil(value)
+        else:
+            frames = round(value)
+        size = (options.vlm_input_width, options.vlm_input_height) if options.vlm_input_width else None
+        return FrameSampling(max(1, min(frames, MAX_FRAMES_PER_CHUNK)), size)
+
+
+def sampling_params(
+    o: FrameOptions, max_tokens: int | None = None, stop: Sequence[str] = ()
+) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens or o.max_tokens,
+        min_tokens=o.min_tokens,
+        temperature=o.temperature,
+        top_p=o.top_p,
+        top_k=o.top_k,
+        seed=o.seed,
+        ignore_eos=o.ignore_eos,
+        stop=tuple(stop),
+    )
+
+
+class CaptionRendering:
+    """The VLM service's chunk items and usage (spec §4.7): null fields omitted, usage only at the end."""
+
+    usage_on_every_event = False
+    exclude_none = True
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+
+    def chunk(self, req: GenerationRequest[Caption], r: ChunkResult[Caption]) -> CaptionChunk:
+        c = r.output
+        a = c.answer
+        return CaptionChunk(
+            chunk_id=r.index,
+            start_time=req.time(r.start_s),
+            end_time=req.time(r.end_s),
+            content=a.content[:100_000],
+            reasoning_description=a.reasoning if c.task.enable_reasoning else "",
+            response_format_error=a.format_error or None,
+            incident_detected=a.alert,
+            decode_latency_ms=round(r.decode_latency_s * 1000, 3),
+            vlm_latency_ms=round(r.inference_latency_s * 1000, 3),
+            chunk_latency_ms=round(r.chunk_latency_s * 1000, 3),
+            queue_time_s=round(r.queue_time_s, 6),
+            processing_latency_s=round(r.chunk_latency_s, 6),
+            frame_count=r.frame_count,
+            input_tokens=c.input_tokens,
+            output_tokens=c.output_tokens,
+        )
+
+    def tokens(self, r: ChunkResult[Caption]) -> tuple[int, int]:
+        return (r.output.input_tokens, r.output.output_tokens)
+
+    def usage(self, req: GenerationRequest[Caption], tally: Tally) -> CaptionsUsage:
+        return CaptionsUsage(
+            query_processing_time=round(time.time() - req.received_at),
+            total_chunks_processed=tally.chunks,
+            prompt_tokens=tally.input_tokens,
+            completion_tokens=tally.output_tokens,
+            total_tokens=tally.input_tokens + tally.output_tokens,
+        )

@@ -1,0 +1,27 @@
+"""The VLM service as `rtvi serve vlm` runs it."""
+
+from __future__ import annotations
+
+from rtvi.core.bus.publisher import BusTopics
+from rtvi.core.service import CoreConfig, ServiceCore
+from rtvi.http.spec import ServiceSpec
+from rtvi.services.vlm import routes
+from rtvi.services.vlm.messages import build_incident, build_vision_llm
+from rtvi.services.vlm.models.registry import load_vlm
+from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing
+
+CORE = CoreConfig(
+    name="vlm",
+    topics=BusTopics("mdx-vlm-captions", "mdx-vlm-errors"),
+    build_result=build_vision_llm,
+    build_incident=build_incident,
+    failure_message=CAPTIONS_FAILED.rstrip("."),
+)
+
+
+def load_stage(core: ServiceCore) -> VlmServing:
+    """The configured VLM backend (see models.registry)."""
+    return VlmServing(core, load_vlm(core.settings))
+
+
+SPEC = ServiceSpec(core=CORE, title="RTVI API", load_stage=load_stage, routers=[routes.router])
