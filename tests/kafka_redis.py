@@ -36,7 +36,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-class _Process:
+class ChildServer:
     """A child server process on a fixed port that can be stopped and started again on that port."""
 
     def __init__(self, log_path: Path, port: int | None = None) -> None:
@@ -63,7 +63,7 @@ class _Process:
             self.proc.wait(timeout=10)
 
 
-class TansuBroker(_Process):
+class TansuBroker(ChildServer):
     """tansu 0.6 with memory storage: topics and producer state vanish when it stops."""
 
     def command(self) -> list[str]:
@@ -76,7 +76,7 @@ class TansuBroker(_Process):
         return f"127.0.0.1:{self.port}"
 
 
-class RedisServer(_Process):
+class RedisServer(ChildServer):
     def command(self) -> list[str]:
         exe = Path(sys.executable).parent / "redis-server"
         if not exe.exists():

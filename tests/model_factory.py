@@ -214,3 +214,66 @@ def build_tiny_cosmos_like(dest: Path, seed: int = 0) -> Path:
     cfg = AutoConfig.from_pretrained(dest, trust_remote_code=True, local_files_only=True)
     AutoModel.from_config(cfg, trust_remote_code=True).save_pretrained(dest)
     return dest
+
+
+IMAGE_TOKEN = "<image>"
+# A plain chat template: images then text per turn, "Assistant:" to answer.
+_LLAVA_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] | capitalize }}: "
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def build_tiny_llava(dest: Path, seed: int = 0) -> Path:
+    """A 2-layer LLaVA (CLIP vision tower, Llama text model; 32 px images -> 16 image tokens) with the
+    MiniLM tokenizer plus an <image> token, a chat template and a slow image processor, in dest.
+    Random weights: the text is gibberish, but frames, tokens and limits go through the real code."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    dest.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tok.eos_token = tok.sep_token
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        ),
+        tokenizer=tok,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        chat_template=_LLAVA_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1,
+    )
+    torch.manual_seed(seed)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, **_TOWER),
+        text_config=LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.sep_token_id,
+            bos_token_id=tok.cls_token_id,
+        ),
+        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tok.sep_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return dest

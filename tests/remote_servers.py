@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.kafka_redis import _Process
+from tests.kafka_redis import ChildServer
 from tests.servers import free_port
 
 
@@ -121,7 +121,7 @@ class FileServer:
         self._httpd.server_close()
 
 
-class MotoS3(_Process):
+class MotoS3(ChildServer):
     """moto's S3 server (a real HTTP S3 API) on 127.0.0.1."""
 
     def command(self) -> list[str]:

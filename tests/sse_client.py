@@ -1,4 +1,4 @@
-"""A thread that reads one SSE response of /v1/generate_video_embeddings, for tests and benchmarks."""
+"""A thread that reads one SSE response of a generate route, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -16,18 +16,20 @@ END = object()  # what SseReader.next() returns after [DONE]
 class SseReader:
     """Reads one SSE response in a thread, so a test can kill cameras while events arrive."""
 
-    def __init__(self, base_url: str, body: dict[str, Any]) -> None:
+    def __init__(
+        self, base_url: str, body: dict[str, Any], path: str = "/v1/generate_video_embeddings"
+    ) -> None:
         self.events: queue.Queue[Any] = queue.Queue()
         self.arrivals: list[tuple[float, Any]] = []  # (receive time, event), for latency measurements
         self.status: int | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(base_url, body), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(base_url, body, path), daemon=True)
         self._thread.start()
 
-    def _run(self, base_url: str, body: dict[str, Any]) -> None:
+    def _run(self, base_url: str, body: dict[str, Any], path: str) -> None:
         with (
             httpx.Client(base_url=base_url, timeout=60) as c,
-            c.stream("POST", "/v1/generate_video_embeddings", json=body) as r,
+            c.stream("POST", path, json=body) as r,
         ):
             self.status = r.status_code
             if r.status_code != 200:

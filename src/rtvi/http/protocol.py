@@ -277,6 +277,18 @@ class CvStreamRequest(Strict):
     headers: StreamHeaders | None = None
 
 
+class FlatCvStream(Strict):
+    """The flat CV shape the VLM docs show: {"camera_id", "url", "metadata"} to add, {"camera_id"} to
+    remove; the route implies the change."""
+
+    camera_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=STREAM_ID_PATTERN)]
+    url: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    camera_name: str | None = None
+    camera_type: Literal["rtsp", "file"] | None = None
+    creation_time: Annotated[str, StringConstraints(max_length=64)] | None = None
+    metadata: StreamMetadata | None = None
+
+
 class ViosEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
     camera_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=STREAM_ID_PATTERN)]

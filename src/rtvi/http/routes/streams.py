@@ -38,6 +38,7 @@ from rtvi.http.protocol import (
     DeleteStreamError,
     DeleteStreamsRequest,
     DeleteStreamsResponse,
+    FlatCvStream,
     LiveStreamInfo,
     StreamAddResponse,
     StreamMetadata,
@@ -191,7 +192,21 @@ def _validate(model: type[BaseModel], data: object, loc: tuple[str, ...] = ()) -
         raise body_validation_error(exc, loc) from exc
 
 
-def parse_cv(body: dict[str, Any]) -> CvRequest:
+def parse_cv(body: dict[str, Any], implied_change: str) -> CvRequest:
+    """The three shapes of spec §3.4 and the seed: VIOS event, direct CV {key, value}, flat CV."""
+    if "camera_id" in body and "value" not in body:
+        flat: FlatCvStream = _validate(FlatCvStream, body)
+        return CvRequest(
+            False,
+            flat.camera_id,
+            flat.camera_name or "",
+            flat.url or "",
+            flat.camera_type,
+            implied_change,
+            flat.metadata,
+            None,
+            creation_time=flat.creation_time,
+        )
     if "alert_type" in body or "event" in body:
         vios: ViosStreamRequest = _validate(ViosStreamRequest, body)
         if vios.alert_type != "camera_status_change":
@@ -234,9 +249,10 @@ def parse_cv(body: dict[str, Any]) -> CvRequest:
 async def cv_add(
     body: dict[str, Any] = Body(...), core: ServiceCore = Depends(get_core)
 ) -> StreamAddResponse:
-    """Add a camera (direct CV shape or VIOS event). The camera_id is the stream id. With
-    metadata.model equal to the loaded model, embedding starts at once and survives restarts."""
-    req = parse_cv(body)
+    """Add a camera (direct CV shape, flat CV shape or VIOS event). The camera_id is the stream id. When
+    the metadata asks for inference (rt-embed: metadata.model is the loaded model; rt-vlm:
+    metadata.prompt), it starts at once and survives restarts."""
+    req = parse_cv(body, "camera_add")
     if req.change not in ADD_CHANGES:
         raise InvalidParameters(f"Unsupported change '{req.change[:64]}' for stream add", "BadRequest")
     if not req.camera_url:
@@ -309,7 +325,7 @@ async def _add_file_sensor(core: ServiceCore, req: CvRequest, url: str) -> Strea
 async def cv_remove(
     body: dict[str, Any] = Body(...), core: ServiceCore = Depends(get_core)
 ) -> StreamRemoveResponse:
-    req = parse_cv(body)
+    req = parse_cv(body, "camera_remove")
     if req.change not in REMOVE_CHANGES:
         raise InvalidParameters(f"Unsupported change '{req.change[:64]}' for stream remove", "BadRequest")
     asset = core.store.registry.get(req.camera_id)

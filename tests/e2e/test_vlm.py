@@ -1,0 +1,549 @@
+"""The VLM service end to end: `rtvi serve vlm` processes, a real tansu broker, the official openai SDK.
+
+- `offline`: no model configured -> the offline label model (names the cat and the rocket);
+- `scripted` + `endpoint`: the openai-compat backend against a scripted OpenAI-compatible server over a
+  real socket (answers chosen by the prompt: "SAY:<answer>"), for exact alert decisions;
+- `chained`: the openai-compat backend against the `offline` instance (our own chat endpoint).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from rtvi.core.bus.schema import ext_pb2
+from rtvi.core.bus.schema import schema_pb2 as nv
+from tests.conftest import upload
+from tests.kafka_redis import TansuBroker, consume
+from tests.model_factory import build_tiny_llava
+from tests.rtsp_server import RtspServer, gst_available
+from tests.scripted_vlm import ScriptedVlmServer
+from tests.servers import RtviServer, free_port
+from tests.sse_client import END, SseReader
+
+ALERT = "Is there a cat in the frame? Respond in this format:\nAnomaly Detected: Yes/No\nReason: [why]"
+INCIDENTS = "vlm-incidents-test"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    b = TansuBroker(tmp_path_factory.mktemp("tansu") / "tansu.log")
+    b.start()
+    yield b
+    b.stop()
+
+
+def _kafka_env(broker: TansuBroker, topic: str) -> dict[str, str]:
+    return {
+        "MESSAGE_BUS": "kafka",
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "MESSAGE_BUS_TOPIC": topic,
+        "KAFKA_INCIDENT_TOPIC": INCIDENTS,
+    }
+
+
+@pytest.fixture(scope="module")
+def offline(
+    tmp_path_factory: pytest.TempPathFactory, broker: TansuBroker, media: dict[str, Path]
+) -> Iterator[RtviServer]:
+    base = tmp_path_factory.mktemp("vlm-offline")
+    env = {
+        **_kafka_env(broker, "vlm-offline-captions"),
+        "FILE_URL_ALLOWED_DIRS": str(media["cat_jpg"].parent),
+    }
+    srv = RtviServer(base / "assets", env=env, service="vlm").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedVlmServer]:
+    s = ScriptedVlmServer(tmp_path_factory.mktemp("scripted"))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def endpoint(
+    tmp_path_factory: pytest.TempPathFactory, broker: TansuBroker, scripted: ScriptedVlmServer
+) -> Iterator[RtviServer]:
+    base = tmp_path_factory.mktemp("vlm-endpoint")
+    env = {
+        **_kafka_env(broker, "vlm-endpoint-captions"),
+        "VIA_VLM_ENDPOINT": scripted.url,
+        "VIA_VLM_ENDPOINT_MAX_RETRIES": "2",
+        "PLACE_NAME": "Dock 7",
+        "ANALYTICS_MODULE_ID": "forklift-watch",
+    }
+    srv = RtviServer(base / "assets", env=env, service="vlm").start()
+    yield srv
+    srv.stop()
+
+
+def _model(srv: RtviServer) -> str:
+    return str(httpx.get(srv.url + "/v1/models").json()["data"][0]["id"])
+
+
+def _file_ids(srv: RtviServer) -> set[str]:
+    return {f["id"] for f in httpx.get(srv.url + "/v1/files", params={"purpose": "vision"}).json()["data"]}
+
+
+def _caption(c: httpx.Client, model: str, file_id: str, prompt: str, **kw: Any) -> httpx.Response:
+    return c.post("/v1/generate_captions", json={"id": file_id, "model": model, "prompt": prompt, **kw})
+
+
+# --- the offline default ------------------------------------------------------------------------------
+def test_offline_model_names_the_cat_and_the_rocket(offline: RtviServer, media: dict[str, Path]) -> None:
+    card = httpx.get(offline.url + "/v1/models").json()["data"][0]
+    assert card["language_model"] is False and "not a language model" in card["owned_by"]
+    with offline.client() as c:
+        fid = upload(c, media["cat_rocket"]).json()["id"]
+        r = _caption(c, card["id"], fid, "Describe what is happening", chunk_duration=10)
+        assert r.status_code == 200, r.text
+        body = r.json()
+    chunks = body["chunk_responses"]
+    assert [ch["chunk_id"] for ch in chunks] == [0, 1]
+    assert [(ch["start_time"], ch["end_time"]) for ch in chunks] == [("0.0", "10.0"), ("10.0", "20.0")]
+    assert "cat" in chunks[0]["content"] and "cat" not in chunks[1]["content"]
+    assert any(w in chunks[1]["content"] for w in ("missile", "projectile", "rocket", "space shuttle"))
+    assert all(ch["frame_count"] == 30 and ch["output_tokens"] > 0 for ch in chunks)  # the spec default
+    assert "audio_transcript" not in chunks[0]  # null fields are left out
+    usage = body["usage"]
+    assert usage["total_chunks_processed"] == 2
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+
+
+def test_offline_alert_raises_an_incident_on_kafka(
+    offline: RtviServer, broker: TansuBroker, media: dict[str, Path]
+) -> None:
+    model = _model(offline)
+    with offline.client() as c:
+        fid = upload(c, media["cat_rocket"], creation_time="2024-06-09T18:32:11.123Z").json()["id"]
+        r = _caption(c, model, fid, ALERT, chunk_duration=10, alert_category="cat-on-dock")
+    body = r.json()
+    chunks = body["chunk_responses"]
+    assert chunks[0]["content"].startswith("Anomaly Detected: Yes") and chunks[0]["incident_detected"]
+    assert chunks[1]["content"].startswith("Anomaly Detected: No") and not chunks[1]["incident_detected"]
+    prefix = body["id"].encode()
+    captions = consume(broker.bootstrap, "vlm-offline-captions", 2, key_prefix=prefix)
+    assert sorted(m.key() for m in captions) == [prefix + b":0", prefix + b":1"]
+    for m in captions:
+        assert dict(m.headers() or [])["message_type"] == b"vision_llm"
+        msg = nv.VisionLLM.FromString(m.value())
+        idx = int(msg.info["chunkIdx"])
+        assert msg.llm.queries[0].response == chunks[idx]["content"]
+        assert msg.llm.queries[0].prompts["user"] == ALERT
+        assert msg.info["incidentDetected"] == ("true" if idx == 0 else "false")
+        assert msg.llm.info["modelApiType"] == "vlm" and msg.version == model
+    incidents = consume(broker.bootstrap, INCIDENTS, 2, key_prefix=prefix, timeout=5)
+    assert [m.key() for m in incidents] == [prefix + b":0"]  # the rocket chunk raised none
+    assert dict(incidents[0].headers() or [])["message_type"] == b"incident"
+    inc = ext_pb2.Incident.FromString(incidents[0].value())
+    assert inc.isAnomaly and inc.category == "cat-on-dock" and inc.sensorId == fid
+    assert inc.place.name == "Dock Entrance-East" and inc.place.location.lat == pytest.approx(37.3706)
+    assert inc.analyticsModule.id == "vlm-activity-detector" and inc.analyticsModule.version == model
+    assert inc.info["verdict"] == "confirmed" and inc.info["triggerPhrase"] == "Anomaly Detected: Yes"
+    assert inc.info["alertCategory"] == "cat-on-dock" and inc.info["chunkIdx"] == "0"
+    assert list(inc.objectIds) == [fid]
+    assert inc.timestamp.ToJsonString() == "2024-06-09T18:32:11.123Z"  # creation time + PTS
+    metrics = httpx.get(offline.url + "/v1/metrics").text
+    assert "rtvi_incidents_total" in metrics and "vlm_output_tokens_per_chunk_count" in metrics
+
+
+def test_captions_stream_as_sse_with_usage_last(offline: RtviServer, media: dict[str, Path]) -> None:
+    model = _model(offline)
+    with offline.client() as c:
+        fid = upload(c, media["cat_rocket"]).json()["id"]
+    reader = SseReader(
+        offline.url,
+        {
+            "id": fid,
+            "model": model,
+            "prompt": "Describe",
+            "stream": True,
+            "chunk_duration": 10,
+            "num_frames_per_second_or_fixed_frames_chunk": 4,
+            "stream_options": {"include_usage": True},
+        },
+        path="/v1/generate_captions",
+    )
+    events = [reader.next(60) for _ in range(4)]
+    assert events[3] is END
+    first, second, final = events[:3]
+    assert first["usage"] is None and first["chunk_responses"][0]["frame_count"] == 4
+    assert second["chunk_responses"][0]["chunk_id"] == 1
+    assert final["media_info"] is None and final["usage"]["total_chunks_processed"] == 2
+    assert final["usage"]["completion_tokens"] == sum(
+        e["chunk_responses"][0]["output_tokens"] for e in (first, second)
+    )
+
+
+def test_caption_requests_are_validated(offline: RtviServer, media: dict[str, Path]) -> None:
+    model = _model(offline)
+    with offline.client() as c:
+        fid = upload(c, media["cat_jpg"], media_type="image").json()["id"]
+
+        def err(prompt: str = "Describe", **kw: Any) -> tuple[int, str, str]:
+            r = _caption(c, model, fid, prompt, **kw)
+            return r.status_code, r.json().get("code", ""), r.json().get("message", "")
+
+        assert err("  ")[:2] == (422, "InvalidParameters") and err("  ")[2] == "prompt must not be empty"
+        status, code, message = err("x" * 10241)
+        assert (status, code) == (422, "InvalidParameters") and "VLM_PROMPT_MAX_LENGTH" in message
+        assert "VLM_MAX_GENERATION_TOKENS" in err(max_tokens=16385)[2]
+        r = c.post("/v1/generate_captions", json={"id": fid, "model": "other", "prompt": "x"})
+        assert (r.status_code, r.json()["code"]) == (400, "BadParameters")
+        assert err(api_type="embedding")[:2] == (400, "BadParameters")
+        assert err(ignore_eos=True, response_format={"type": "json_object"})[:2] == (422, "InvalidParameters")
+        assert err(min_tokens=4, response_format={"type": "choice", "choices": ["a"]})[0] == 422
+        assert err(response_format={"type": "choice", "choices": ["Yes", "Yes"]})[0] == 422
+        assert err(response_format={"type": "json_schema"})[0] == 422
+        bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 12}}}
+        assert err(response_format=bad_schema)[0] == 422
+        assert err(media_io_kwargs={"video": {"fps": 1, "num_frames": 4}})[0] == 422
+        assert err(enable_audio=True)[:2] == (400, "BadParameters")
+        assert err(vlm_input_width=320)[:2] == (400, "BadParameters")
+        assert err(unknown_field=1)[0] == 422
+        r = c.post("/v1/generate_captions", json={"url": "rtsp://127.0.0.1/x", "model": model, "prompt": "x"})
+        assert r.status_code == 422
+        r = c.post("/v1/completions", json={"model": model, "prompt": "hello"})
+        assert (r.status_code, r.json()["code"]) == (400, "InvalidParameters")
+        r = c.post("/v1/completions", json={"model": "nope", "prompt": "hello"})
+        assert (r.status_code, r.json()["code"]) == (400, "BadParameters")
+    for path, message in (
+        ("/v1/health/live", "Service is healthy"),
+        ("/v1/health/ready", "Service is ready."),
+    ):
+        assert httpx.get(offline.url + path).json() == {"object": "health.response", "message": message}
+
+
+def test_chat_with_the_openai_sdk(offline: RtviServer, media: dict[str, Path]) -> None:
+    model = _model(offline)
+    client = openai.OpenAI(base_url=offline.url + "/v1", api_key="unused")
+    with offline.client() as c:
+        fid = upload(c, media["cat_jpg"], media_type="image").json()["id"]
+    by_id = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is this?"}], extra_body={"id": fid}
+    )
+    assert "cat" in (by_id.choices[0].message.content or "")
+    assert by_id.usage is not None and by_id.usage.total_tokens > 0
+    rocket = base64.b64encode(media["rocket_png"].read_bytes()).decode()
+    files_before = _file_ids(offline)
+    by_data = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe this image."},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{rocket}"}},
+                ],
+            },
+        ],
+    )
+    assert any(w in (by_data.choices[0].message.content or "") for w in ("missile", "projectile", "rocket"))
+    text_only = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi!"}])
+    assert "not a language model" in (text_only.choices[0].message.content or "")
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is this?"}],
+        extra_body={"id": fid},
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "cat" in "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage is not None
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=model, messages=[{"role": "system", "content": "only system"}])
+    assert _file_ids(offline) == files_before  # the data: image's temporary asset is gone
+
+
+# --- the openai-compat backend against a scripted endpoint -------------------------------------------
+SCRIPTED_VERDICTS = [
+    ("SAY:Anomaly Detected: Yes\\nReason: a forklift is too close to a worker", True),
+    ("SAY:**Anomaly Detected:** YES", True),
+    ("SAY:Yes, the worker has no vest.", True),
+    ("SAY:I can see the worker's eyes clearly.", False),  # the reference's substring rule fires here
+    ("SAY:Nothing happened yesterday or today.", False),
+    ("SAY:Anomaly Detected: No\\nReason: all clear, nothing untrue about it", False),
+    ("SAY:No.", False),
+]
+
+
+def test_alert_decisions_are_structured(
+    endpoint: RtviServer, broker: TansuBroker, media: dict[str, Path]
+) -> None:
+    with endpoint.client() as c:
+        fid = upload(c, media["cat_jpg"], media_type="image").json()["id"]
+        for prompt, expected in SCRIPTED_VERDICTS:
+            body = _caption(c, "scripted-vlm", fid, prompt).json()
+            assert body["chunk_responses"][0]["incident_detected"] is expected, (prompt, body)
+            incidents = consume(broker.bootstrap, INCIDENTS, 1, key_prefix=body["id"].encode(), timeout=3)
+            assert len(incidents) == int(expected), prompt
+            if expected:
+                inc = ext_pb2.Incident.FromString(incidents[0].value())
+                assert inc.place.name == "Dock 7" and inc.analyticsModule.id == "forklift-watch"
+                assert inc.category == "vlm-alert" and inc.info["verdict"] == "confirmed"
+
+
+def test_structured_output_reasoning_and_frames_reach_the_endpoint(
+    endpoint: RtviServer, scripted: ScriptedVlmServer, broker: TansuBroker, media: dict[str, Path]
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"decision": {"type": "string", "enum": ["Yes", "No"]}, "reason": {"type": "string"}},
+        "required": ["decision"],
+    }
+    json_schema = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}}
+    with endpoint.client() as c:
+        vid = upload(c, media["cat_rocket"]).json()["id"]
+        r = _caption(
+            c,
+            "scripted-vlm",
+            vid,
+            'SAY:{"decision": "Yes", "reason": "cat"}',
+            chunk_duration=10,
+            num_frames_per_second_or_fixed_frames_chunk=4,
+            system_prompt="You are a safety monitor.",
+            response_format=json_schema,
+            vlm_input_width=64,
+            vlm_input_height=48,
+            seed=7,
+        )
+        chunks = r.json()["chunk_responses"]
+        assert [ch["incident_detected"] for ch in chunks] == [True, True]
+        asked = scripted.requests()[-2:]
+        assert [a["images"] for a in asked] == [4, 4] and asked[0]["system"] == "You are a safety monitor."
+        assert asked[0]["response_format"]["json_schema"]["schema"] == schema and asked[0]["seed"] == 7
+        maybe = _caption(c, "scripted-vlm", vid, 'SAY:{"decision": "Maybe"}', response_format=json_schema)
+        chunk = maybe.json()["chunk_responses"][0]
+        assert chunk["incident_detected"] is False and "decision" in chunk["response_format_error"]
+        choice = {"type": "choice", "choices": ["Yes", "No"]}
+        picked = _caption(
+            c, "scripted-vlm", vid, "SAY:No", response_format=choice, media_io_kwargs={"video": {"fps": 0.5}}
+        )
+        assert scripted.requests()[-1]["guided_choice"] == ["Yes", "No"]
+        assert scripted.requests()[-1]["images"] == 10  # 0.5 fps x the 20 s file
+        assert picked.json()["chunk_responses"][0]["incident_detected"] is False
+        thought = _caption(
+            c, "scripted-vlm", vid, "SAY:<think>The cat sits still.</think>Yes", enable_reasoning=True
+        )
+    body = thought.json()
+    ch = body["chunk_responses"][0]
+    assert (ch["content"], ch["reasoning_description"]) == ("Yes", "The cat sits still.")
+    msg = nv.VisionLLM.FromString(
+        consume(broker.bootstrap, "vlm-endpoint-captions", 1, key_prefix=body["id"].encode())[0].value()
+    )
+    assert msg.info["reasoning"] == msg.info["reasoningDescription"] == "The cat sits still."
+    assert msg.llm.queries[0].response == "Yes" and msg.llm.info["enableReasoning"] == "true"
+
+
+def test_endpoint_failures_retry_and_surface(endpoint: RtviServer, media: dict[str, Path]) -> None:
+    with endpoint.client() as c:
+        fid = upload(c, media["cat_jpg"], media_type="image").json()["id"]
+        retried = _caption(c, "scripted-vlm", fid, f"FAIL_ONCE:503 SAY:fine {uuid.uuid4()}")
+        assert retried.status_code == 200 and retried.json()["chunk_responses"][0]["content"].startswith(
+            "fine"
+        )
+        refused = _caption(c, "scripted-vlm", fid, f"FAIL_ONCE:400 {uuid.uuid4()}")
+        assert (refused.status_code, refused.json()["code"]) == (400, "RequestError")
+        assert "scripted failure 400" in refused.json()["message"]
+
+
+def test_text_chat_streams_tokens_from_the_endpoint(
+    endpoint: RtviServer, scripted: ScriptedVlmServer
+) -> None:
+    client = openai.OpenAI(base_url=endpoint.url + "/v1", api_key="unused")
+    history = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "SAY:one two three four"},
+    ]
+    stream = client.chat.completions.create(
+        model="scripted-vlm", messages=history, stream=True, max_tokens=20
+    )  # type: ignore[arg-type]
+    deltas = [ch.choices[0].delta.content for ch in stream if ch.choices and ch.choices[0].delta.content]
+    assert len(deltas) >= 4 and "".join(deltas) == "one two three four"
+    asked = scripted.requests()[-1]
+    assert asked["turns"] == 4 and asked["system"] == "Be terse." and asked["max_tokens"] == 20
+    plain = client.chat.completions.create(model="scripted-vlm", messages=history)  # type: ignore[arg-type]
+    assert plain.choices[0].message.content == "one two three four"
+    assert plain.usage is not None and plain.usage.completion_tokens == 4
+
+
+def test_a_second_instance_of_our_service_as_the_endpoint(
+    tmp_path: Path, offline: RtviServer, media: dict[str, Path]
+) -> None:
+    env = {"VIA_VLM_ENDPOINT": offline.url + "/v1", "VLM_MODEL_TO_USE": "openai-compat"}
+    chained = RtviServer(tmp_path / "assets", env=env, service="vlm").start()
+    try:
+        assert _model(chained) == _model(offline)
+        with chained.client() as c:
+            fid = upload(c, media["cat_rocket"]).json()["id"]
+            r = _caption(
+                c,
+                _model(chained),
+                fid,
+                "Describe",
+                chunk_duration=10,
+                num_frames_per_second_or_fixed_frames_chunk=2,
+            )
+        contents = [ch["content"] for ch in r.json()["chunk_responses"]]
+        assert "cat" in contents[0] and "cat" not in contents[1]
+    finally:
+        chained.stop()
+
+
+def _drain(reader: SseReader, limit: int = 10) -> object:
+    """The reader's events up to [DONE] (a few chunks may still arrive first); -> END, or the last event."""
+    event: object = None
+    for _ in range(limit):
+        event = reader.next(20)
+        if event is END:
+            break
+    return event
+
+
+# --- live streams -------------------------------------------------------------------------------------
+@pytest.mark.skipif(not gst_available(), reason="gst-rtsp-server (python3-gi) is not installed")
+def test_two_caption_requests_share_one_decoder_and_stop_separately(
+    offline: RtviServer, tmp_path: Path
+) -> None:
+    camera = RtspServer(free_port(), tmp_path).start()
+    try:
+        model = _model(offline)
+        with offline.client() as c:
+            r = c.post(
+                "/v1/streams/add", json={"streams": [{"liveStreamUrl": camera.url, "description": "dock"}]}
+            )
+            sid = r.json()["results"][0]["id"]
+            body = {
+                "id": sid,
+                "model": model,
+                "stream": True,
+                "chunk_duration": 2,
+                "num_frames_per_second_or_fixed_frames_chunk": 2,
+            }
+            a = SseReader(offline.url, {**body, "prompt": "Describe"}, path="/v1/generate_captions")
+            b = SseReader(offline.url, {**body, "prompt": ALERT}, path="/v1/generate_captions")
+            first_a, first_b = a.chunks(1, timeout=30)[0], b.chunks(1, timeout=30)[0]
+            assert first_a["id"] != first_b["id"]
+            assert first_b["chunk_responses"][0]["content"].startswith("Anomaly Detected:")
+            metrics = httpx.get(offline.url + "/v1/metrics").text
+            assert "live_decoders_open 1.0" in metrics
+            r = c.delete(f"/v1/generate_captions/{sid}", params={"request_id": first_a["id"]})
+            assert r.status_code == 200, r.text
+            assert _drain(a) == END  # its reader got [DONE]
+            assert b.chunks(1, timeout=30)[0]["id"] == first_b["id"]  # the other request goes on
+            r = c.delete(f"/v1/generate_captions/{sid}", params={"request_id": first_a["id"]})
+            assert (r.status_code, r.json()["code"]) == (400, "InvalidParameterValue")
+            assert c.delete(f"/v1/generate_captions/{sid}").status_code == 200
+            assert _drain(b) == END
+            assert c.delete(f"/v1/streams/delete/{sid}").status_code == 200
+    finally:
+        camera.kill()
+
+
+@pytest.mark.skipif(not gst_available(), reason="gst-rtsp-server (python3-gi) is not installed")
+def test_cv_flat_add_with_a_prompt_starts_captioning(
+    offline: RtviServer, broker: TansuBroker, tmp_path: Path
+) -> None:
+    camera = RtspServer(free_port(), tmp_path).start()
+    try:
+        with offline.client() as c:
+            payload = {
+                "camera_id": "camera-entrance-east-01",
+                "url": camera.url,
+                "metadata": {"prompt": "Describe what is happening", "chunk_duration": 2,
+                             "num_frames_per_second_or_fixed_frames_chunk": 2},
+            }  # fmt: skip
+            r = c.post("/v1/stream/add", json=payload)
+            assert r.status_code == 200, r.text
+            assert r.json() == {
+                "camera_id": "camera-entrance-east-01",
+                "asset_id": "camera-entrance-east-01",
+                "status": "processing",
+                "inference": True,
+            }
+            info = c.get("/v1/stream/get-stream-info").json()["stream_list"]
+            assert [s["inference_active"] for s in info if s["camera_id"] == payload["camera_id"]] == [True]
+            deadline = time.monotonic() + 30
+            mine: list[nv.VisionLLM] = []
+            while not mine and time.monotonic() < deadline:
+                every = consume(broker.bootstrap, "vlm-offline-captions", 1000, timeout=3)
+                mine = [
+                    msg
+                    for msg in (nv.VisionLLM.FromString(m.value()) for m in every)
+                    if msg.sensor.id == payload["camera_id"]
+                ]
+            assert mine, "no caption of the auto-started stream reached Kafka"
+            assert mine[0].sensor.type == "Camera" and mine[0].llm.queries[0].response.startswith(
+                "The frames show"
+            )
+            r = c.post("/v1/stream/remove", json={"camera_id": "camera-entrance-east-01"})
+            assert r.status_code == 200 and r.json()["status"] == "removed"
+            r = c.post("/v1/stream/remove", json={"camera_id": "camera-entrance-east-01"})
+            assert (r.status_code, r.json()["code"]) == (404, "NotFound")
+    finally:
+        camera.kill()
+
+
+# --- the transformers backend with a tiny random LLaVA ------------------------------------------------
+def test_transformers_backend_streams_tokens_from_frames(tmp_path: Path, media: dict[str, Path]) -> None:
+    checkpoint = build_tiny_llava(tmp_path / "tiny-llava")
+    srv = RtviServer(tmp_path / "assets", env={"MODEL_PATH": str(checkpoint)}, service="vlm").start()
+    try:
+        model = _model(srv)
+        assert model == "tiny-llava"
+        with srv.client() as c:
+            fid = upload(c, media["cat_rocket"]).json()["id"]
+            r = _caption(
+                c, model, fid, "Describe", chunk_duration=10, max_tokens=6,
+                num_frames_per_second_or_fixed_frames_chunk=3,
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+            chunks = r.json()["chunk_responses"]
+            assert len(chunks) == 2 and all(ch["frame_count"] == 3 for ch in chunks)
+            # 3 frames x 16 image tokens reach the model, plus the prompt; at most max_tokens come back
+            assert all(ch["input_tokens"] > 3 * 16 and 1 <= ch["output_tokens"] <= 6 for ch in chunks)
+            assert all(ch["content"] for ch in chunks)
+            r = _caption(c, model, fid, "Describe", max_tokens=16385)
+            assert (r.status_code, r.json()["code"]) == (422, "InvalidParameters")
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hello"}], stream=True, max_tokens=5
+        )
+        deltas = [ch.choices[0].delta.content for ch in stream if ch.choices and ch.choices[0].delta.content]
+        assert 2 <= len(deltas) <= 5  # token by token
+    finally:
+        srv.stop()
+
+
+def test_the_vllm_backend_says_what_to_install(tmp_path: Path) -> None:
+    env = {"VLM_MODEL_TO_USE": "vllm", "MODEL_PATH": str(tmp_path)}
+    srv = RtviServer(tmp_path / "assets", env=env, service="vlm").start(wait_ready=False)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = httpx.get(srv.url + "/v1/ready", params={"detailed": True})
+            if "error" in ready.json()["checks"]["model"]:
+                break
+            time.sleep(0.5)
+        assert ready.status_code == 503
+        assert "vllm" in ready.json()["checks"]["model"]["error"]
+        r = httpx.get(srv.url + "/v1/health/ready")
+        assert (r.status_code, r.json()["message"]) == (503, "Service is not ready.")
+    finally:
+        srv.stop()
