@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 HOST ?= 127.0.0.1
 PORT ?= 8017
+# Which service `make run` starts: embed (embeddings) or vlm (captions, alerts, chat).
+SERVICE ?= embed
 # The ImageNet class names of the bundled model come as text files inside the timm wheel; we read them
 # from there and never import timm (it needs torchvision, which has no build for this torch).
 TIMM_VERSION := 1.0.31
@@ -26,7 +28,7 @@ $(VENV)/.test-done: $(VENV)/.setup-done
 	touch $@
 
 run: setup
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rtvi serve embed --host $(HOST) --port $(PORT)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rtvi serve $(SERVICE) --host $(HOST) --port $(PORT)
 
 lint: setup-test
 	$(VENV)/bin/ruff check src tests bench
@@ -52,6 +54,7 @@ bench: setup-test rtsp-deps
 	HF_HUB_OFFLINE=1 $(PY) bench/e2e_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/kafka_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/live_bench.py
+	HF_HUB_OFFLINE=1 $(PY) bench/vlm_bench.py
 
 # Regenerate src/rtvi/core/bus/schema/*_pb2.py(i) from the .proto files with the pinned grpcio-tools
 # (a unit test fails when the committed modules differ from a fresh generation).

@@ -62,7 +62,15 @@ def end_time(event: dict[str, Any]) -> float:
     return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
-def run_level(srv: RtviServer, url: str, model: str, n: int) -> dict[str, Any]:
+def run_level(
+    srv: RtviServer,
+    url: str,
+    model: str,
+    n: int,
+    path: str = "/v1/generate_video_embeddings",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """N streams, each with one SSE request on `path` (body: model, chunk, `extra`), for MEASURE_S."""
     assert srv.proc is not None
     with srv.client() as c:
         items = [
@@ -72,8 +80,8 @@ def run_level(srv: RtviServer, url: str, model: str, n: int) -> dict[str, Any]:
         assert not r.json()["errors"], r.text
         ids = [x["id"] for x in r.json()["results"]]
         drops0, cpu0, t0 = dropped(c), cpu_seconds(srv.proc.pid), time.time()
-        body = {"model": model, "stream": True, "chunk_duration": CHUNK}
-        readers = [SseReader(srv.url, {**body, "id": sid}) for sid in ids]
+        body = {"model": model, "stream": True, "chunk_duration": CHUNK, **(extra or {})}
+        readers = [SseReader(srv.url, {**body, "id": sid}, path=path) for sid in ids]
         time.sleep(MEASURE_S)
         cpu = (cpu_seconds(srv.proc.pid) - cpu0) / (time.time() - t0)
         for reader in readers:
