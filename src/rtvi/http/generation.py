@@ -234,6 +234,17 @@ class GenerationRequest(Generic[Out]):
         self.core.report_error(self.assets[0].id, message)
 
 
+def chunk_timings(r: ChunkResult[Any]) -> dict[str, Any]:
+    """A chunk's ChunkTimings fields (ms and s as the spec rounds them)."""
+    return {
+        "decode_latency_ms": round(r.decode_latency_s * 1000, 3),
+        "chunk_latency_ms": round(r.chunk_latency_s * 1000, 3),
+        "queue_time_s": round(r.queue_time_s, 6),
+        "processing_latency_s": round(r.chunk_latency_s, 6),
+        "frame_count": r.frame_count,
+    }
+
+
 class Tally:
     """Chunks done and tokens spent so far (constant memory, also for endless live requests)."""
 

@@ -106,6 +106,16 @@ class MediaInfoTimestamp(BaseModel):
     end_timestamp: str
 
 
+class ChunkTimings(BaseModel):
+    """The per-chunk latencies and frame count both services report (spec §4.1, §4.7)."""
+
+    decode_latency_ms: float | None = None
+    chunk_latency_ms: float | None = None
+    queue_time_s: float | None = None
+    processing_latency_s: float | None = None
+    frame_count: int | None = None
+
+
 class StreamOptions(Strict):
     include_usage: bool = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -25,6 +26,8 @@ from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import InvalidMedia
 
 Out = TypeVar("Out")
+# Chunks handed to the model stage before the oldest result is taken (see FileJob._results).
+LOOKAHEAD = 2
 
 
 class FileJob(Generic[Out]):
@@ -102,17 +105,30 @@ class FileJob(Generic[Out]):
             self.metrics.files_pending.dec()
 
     async def _results(self) -> AsyncGenerator[ChunkResult[Out], None]:
+        """Decode runs one chunk ahead, and the model stage gets the next chunk while it still works on
+        this one (LOOKAHEAD chunks in flight): a stage that prepares its input (frames -> JPEG for an
+        endpoint) or batches (the embedder) overlaps that with the running call. Results stay in order."""
         loop = asyncio.get_running_loop()
         it = self._sampled()
-        nxt = loop.run_in_executor(self.decode_pool, next, it, None)
+        nxt: asyncio.Future[SampledChunk | None] | None = loop.run_in_executor(
+            self.decode_pool, next, it, None
+        )
+        inflight: deque[tuple[SampledChunk, float, asyncio.Task[tuple[Out, float]]]] = deque()
         try:
             while True:
-                decode_started = time.time()
-                sampled = await nxt
-                if sampled is None:
+                while nxt is not None and len(inflight) < LOOKAHEAD:
+                    decode_started = time.time()
+                    sampled = await nxt
+                    if sampled is None:
+                        nxt = None
+                        break
+                    nxt = loop.run_in_executor(self.decode_pool, next, it, None)
+                    task = asyncio.ensure_future(self.processor.process(sampled.frames))
+                    inflight.append((sampled, decode_started, task))
+                if not inflight:
                     return
-                nxt = loop.run_in_executor(self.decode_pool, next, it, None)
-                output, infer_s = await self.processor.process(sampled.frames)
+                sampled, decode_started, task = inflight.popleft()
+                output, infer_s = await task
                 done = time.time()
                 result = ChunkResult(
                     index=sampled.chunk.index,
@@ -128,7 +144,10 @@ class FileJob(Generic[Out]):
                 self.metrics.observe_chunk(result.decode_latency_s, result.chunk_latency_s)
                 yield result
         finally:
+            for _, _, pending in inflight:
+                pending.cancel()
+            await asyncio.gather(*(t for _, _, t in inflight), return_exceptions=True)
             # Let an in-flight decode finish before closing the generator from this thread.
-            if not nxt.done():
+            if nxt is not None and not nxt.done():
                 await asyncio.wait([nxt])
             await loop.run_in_executor(self.decode_pool, it.close)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from rtvi.http.protocol import (
     REMOTE_URL_SCHEMES,
     ChunkTime,
+    ChunkTimings,
     CreationTime,
     MediaInfoOffset,
     MediaInfoTimestamp,
@@ -41,16 +42,11 @@ class VideoEmbeddingsQuery(Strict):
         return [str(i) for i in (self.id if isinstance(self.id, list) else [self.id])]
 
 
-class ChunkResponse(BaseModel):
+class ChunkResponse(ChunkTimings):
     start_time: ChunkTime
     end_time: ChunkTime
     embeddings: list[float] = Field(max_length=10000)
-    decode_latency_ms: float | None = None
     inference_latency_ms: float | None = None
-    chunk_latency_ms: float | None = None
-    queue_time_s: float | None = None
-    processing_latency_s: float | None = None
-    frame_count: int | None = None
 
 
 class EmbeddingsUsage(BaseModel):

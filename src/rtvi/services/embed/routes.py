@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from rtvi.core.service import ServiceCore
-from rtvi.http.deps import get_core
+from rtvi.http.deps import get_core, stage_of
 from rtvi.http.generation import generation_response
 from rtvi.http.limits import unless_disconnected
 from rtvi.services.embed.protocol import (
@@ -30,10 +30,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left; never reac
 
 
 def get_serving(core: ServiceCore = Depends(get_core)) -> EmbedServing:
-    stage = core.require_stage()
-    if not isinstance(stage, EmbedServing):
-        raise TypeError(f"the embed routes need the embed stage, not {type(stage).__name__}")
-    return stage
+    return stage_of(core, EmbedServing)
 
 
 @router.post(

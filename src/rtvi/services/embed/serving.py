@@ -30,7 +30,7 @@ from rtvi.errors import (
     InvalidMedia,
     InvalidParameters,
 )
-from rtvi.http.generation import GenerationRequest, Tally
+from rtvi.http.generation import GenerationRequest, Tally, chunk_timings
 from rtvi.services.embed.batching import EmbeddingBatcher, Vector
 from rtvi.services.embed.messages import text_context
 from rtvi.services.embed.models.base import Embedder
@@ -211,12 +211,8 @@ class EmbedRendering:
             start_time=req.time(r.start_s),
             end_time=req.time(r.end_s),
             embeddings=r.output.tolist(),
-            decode_latency_ms=round(r.decode_latency_s * 1000, 3),
             inference_latency_ms=round(r.inference_latency_s * 1000, 3),
-            chunk_latency_ms=round(r.chunk_latency_s * 1000, 3),
-            queue_time_s=round(r.queue_time_s, 6),
-            processing_latency_s=round(r.chunk_latency_s, 6),
-            frame_count=r.frame_count,
+            **chunk_timings(r),
         )
 
     def tokens(self, r: ChunkResult[Vector]) -> tuple[int, int]:

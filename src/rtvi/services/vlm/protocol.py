@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraint
 from rtvi.http.protocol import (
     REMOTE_URL_SCHEMES,
     ChunkTime,
+    ChunkTimings,
     CreationTime,
     MediaInfoOffset,
     MediaInfoTimestamp,
@@ -139,7 +140,7 @@ class VlmQuery(FrameOptions):
         return [str(i) for i in (self.id if isinstance(self.id, list) else [self.id])]
 
 
-class CaptionChunk(BaseModel):
+class CaptionChunk(ChunkTimings):
     chunk_id: int
     start_time: ChunkTime
     end_time: ChunkTime
@@ -149,12 +150,7 @@ class CaptionChunk(BaseModel):
     audio_transcript: str | None = None
     response_format_error: str | None = None  # ours: why the answer breaks response_format
     incident_detected: bool | None = None  # ours: the alert decision of spec §6.4
-    decode_latency_ms: float | None = None
     vlm_latency_ms: float | None = None
-    chunk_latency_ms: float | None = None
-    queue_time_s: float | None = None
-    processing_latency_s: float | None = None
-    frame_count: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters
-from rtvi.http.deps import get_core
+from rtvi.http.deps import get_core, stage_of
 from rtvi.http.generation import CLIENT_CLOSED_REQUEST, generation_response
 from rtvi.http.limits import unless_disconnected
 from rtvi.http.sse import sse_response
@@ -32,10 +32,7 @@ TEXT_COMPLETIONS_REFUSED = (
 
 
 def get_serving(core: ServiceCore = Depends(get_core)) -> VlmServing:
-    stage = core.require_stage()
-    if not isinstance(stage, VlmServing):
-        raise TypeError(f"the VLM routes need the VLM stage, not {type(stage).__name__}")
-    return stage
+    return stage_of(core, VlmServing)
 
 
 @router.post(

@@ -9,7 +9,6 @@ the JSON / SSE items and the metrics all use that reading.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -25,7 +24,7 @@ from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.results import ChunkResult, FrameSampling
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, MalformedRequest, RtviError
-from rtvi.http.generation import GenerationRequest, Tally
+from rtvi.http.generation import GenerationRequest, Tally, chunk_timings
 from rtvi.services.vlm.answers import check_schema, read_answer
 from rtvi.services.vlm.messages import AnalyticsModule, Caption, CaptionTask, Place
 from rtvi.services.vlm.models.base import (
@@ -135,12 +134,11 @@ class VlmServing:
             },
         )
         self.rendering = CaptionRendering(vlm.id)
-        self._slots: asyncio.Semaphore | None = None
         self.module = AnalyticsModule.of(self.settings)
 
     # --- ModelStage ---------------------------------------------------------------------------
     async def start(self) -> None:
-        self._slots = asyncio.Semaphore(max(1, self.vlm.max_concurrency))
+        return None
 
     async def stop(self) -> None:
         await self.vlm.close()
@@ -169,20 +167,11 @@ class VlmServing:
 
     # --- model calls --------------------------------------------------------------------------
     async def generate(self, g: Generation) -> GenerationOutput:
-        assert self._slots is not None, "start() first"
-        async with self._slots:
-            return await generate(self.vlm, g)
+        return await generate(self.vlm, g)
 
-    async def stream(self, g: Generation) -> AsyncIterator[str | TokenCounts]:
-        """The model's stream, holding one of its slots until the stream ends."""
-        assert self._slots is not None, "start() first"
-        async with self._slots:
-            stream = self.vlm.stream(g)
-            try:
-                async for item in stream:
-                    yield item
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
+    def stream(self, g: Generation) -> AsyncIterator[str | TokenCounts]:
+        """The model's stream (each backend bounds its own concurrency: max_concurrency)."""
+        return self.vlm.stream(g)
 
     def observe(
         self, latency_s: float, tokens_in: int, tokens_out: int, alert: bool, format_error: bool
@@ -362,14 +351,10 @@ class CaptionRendering:
             reasoning_description=a.reasoning if c.task.enable_reasoning else "",
             response_format_error=a.format_error or None,
             incident_detected=a.alert,
-            decode_latency_ms=round(r.decode_latency_s * 1000, 3),
             vlm_latency_ms=round(r.inference_latency_s * 1000, 3),
-            chunk_latency_ms=round(r.chunk_latency_s * 1000, 3),
-            queue_time_s=round(r.queue_time_s, 6),
-            processing_latency_s=round(r.chunk_latency_s, 6),
-            frame_count=r.frame_count,
             input_tokens=c.input_tokens,
             output_tokens=c.output_tokens,
+            **chunk_timings(r),
         )
 
     def tokens(self, r: ChunkResult[Caption]) -> tuple[int, int]:

@@ -79,7 +79,8 @@ class VisionLanguageModel(Protocol):
 
     @property
     def max_concurrency(self) -> int:
-        """Generations the backend runs at once (a local model: 1; an endpoint: many)."""
+        """Generations the backend runs at once (a local model: 1; an endpoint: many); the backend
+        enforces it, after preparing its input, so preparing overlaps the running calls."""
         ...
 
     def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:

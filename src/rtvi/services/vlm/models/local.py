@@ -49,6 +49,7 @@ class TransformersVLM:
             raise ModelLoadError(f"cannot load an image-text-to-text model from {path}: {exc}") from exc
         self.model: Any = model.to(self._device).eval()
         self.tokenizer: Any = getattr(self.processor, "tokenizer", self.processor)
+        self._one_at_a_time = asyncio.Lock()
         self._takes_token_types = "token_type_ids" in inspect.signature(self.model.forward).parameters
 
     @property
@@ -99,10 +100,14 @@ class TransformersVLM:
         return kwargs
 
     async def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:
+        async with self._one_at_a_time:
+            async for item in self._generate(generation):
+                yield item
+
+    async def _generate(self, g: Generation) -> AsyncIterator[str | TokenCounts]:
         import torch
         from transformers import TextIteratorStreamer
 
-        g = generation
         inputs = await asyncio.to_thread(self._inputs, g)
         streamer = TextIteratorStreamer(
             self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600

@@ -9,6 +9,7 @@ the endpoint's errors surface as the spec's errors.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -74,6 +75,7 @@ class OpenAICompatVLM:
         )
         self._model = model
         self.max_concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None  # made on first use, on the service's loop
 
     @classmethod
     def connect(cls, base_url: str, **kwargs: Any) -> OpenAICompatVLM:
@@ -153,12 +155,21 @@ class OpenAICompatVLM:
 
     async def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:
         g = generation
+        # JPEG encoding off the event loop, before taking a slot: it overlaps the calls in flight.
+        messages = await asyncio.to_thread(self._messages, g)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        async with self._slots:
+            async for item in self._call(g, messages):
+                yield item
+
+    async def _call(self, g: Generation, messages: list[dict[str, Any]]) -> AsyncIterator[str | TokenCounts]:
         counts: TokenCounts | None = None
         produced: list[str] = []
         try:
             chunks = await self._client.chat.completions.create(  # type: ignore[call-overload]
                 model=self._model,
-                messages=self._messages(g),
+                messages=messages,
                 stream=True,
                 stream_options={"include_usage": True},
                 **self._options(g),
