@@ -111,6 +111,16 @@ def run_level(
     }
 
 
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print("| streams | chunk end -> SSE p50 s | p95 s | max s | chunks/stream | drops | CPU | real time |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['n']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['max']:.2f} | {r['chunks']} | {r['drops']} "
+            f"| {r['cpu']:.2f} | {'yes' if r['realtime'] else 'no'} |"
+        )
+
+
 def main() -> None:
     if not gst_available():
         sys.exit("gst-rtsp-server is missing: run `make rtsp-deps`")
@@ -135,13 +145,7 @@ def main() -> None:
     print(f"Live capacity on {os.cpu_count()} cores: {capacity} concurrent 1280x720 30 fps streams")
     print(f"(chunk {CHUNK} s, 8 frames, default model; real time: all chunks, no drop, p95<{LAG_BOUND_S} s)")
     print()
-    print("| streams | chunk end -> SSE p50 s | p95 s | max s | chunks/stream | drops | CPU | real time |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['n']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['max']:.2f} | {r['chunks']} | {r['drops']} "
-            f"| {r['cpu']:.2f} | {'yes' if r['realtime'] else 'no'} |"
-        )
+    print_table(rows)
 
 
 if __name__ == "__main__":

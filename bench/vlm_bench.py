@@ -36,7 +36,7 @@ from tests.servers import RtviServer, free_port  # noqa: E402
 from tests.sse_client import END, SseReader  # noqa: E402
 
 from bench.clips import textured_clip  # noqa: E402
-from bench.live_bench import LAG_BOUND_S, run_level  # noqa: E402
+from bench.live_bench import LAG_BOUND_S, print_table, run_level  # noqa: E402
 
 MODEL_S = 1.0  # a served 8-frame VLM answer; short enough to make the overhead show
 CHUNK = 10
@@ -149,13 +149,7 @@ def main() -> None:
     print(f"(chunk {CHUNK} s, {FRAMES} frames, scripted model {MODEL_S:.1f} s/answer; real time: all chunks, "
           f"no drop, p95<{LAG_BOUND_S} s)")  # fmt: skip
     print()
-    print("| streams | chunk end -> SSE p50 s | p95 s | max s | chunks/stream | drops | CPU | real time |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['n']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['max']:.2f} | {r['chunks']} | {r['drops']} "
-            f"| {r['cpu']:.2f} | {'yes' if r['realtime'] else 'no'} |"
-        )
+    print_table(rows)
 
 
 if __name__ == "__main__":
