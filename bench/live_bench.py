@@ -111,6 +111,18 @@ def run_level(
     }
 
 
+def run_levels(srv: RtviServer, url: str, model: str, levels: list[int], **kw: Any) -> list[dict[str, Any]]:
+    """run_level for each level, up to the first that is not real time."""
+    rows: list[dict[str, Any]] = []
+    for n in levels:
+        row = run_level(srv, url, model, n, **kw)
+        rows.append(row)
+        print(f"# {n} stream(s): {row}", file=sys.stderr, flush=True)
+        if not row["realtime"]:
+            break
+    return rows
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print("| streams | chunk end -> SSE p50 s | p95 s | max s | chunks/stream | drops | CPU | real time |")
     print("|---|---|---|---|---|---|---|---|")
@@ -132,12 +144,7 @@ def main() -> None:
         srv = RtviServer(Path(tmp) / "assets").start()
         try:
             model = httpx.get(srv.url + "/v1/models").json()["data"][0]["id"]
-            for n in levels:
-                row = run_level(srv, cam.url, model, n)
-                rows.append(row)
-                print(f"# {n} stream(s): {row}", file=sys.stderr, flush=True)
-                if not row["realtime"]:
-                    break
+            rows = run_levels(srv, cam.url, model, levels)
         finally:
             srv.stop()
             cam.kill()

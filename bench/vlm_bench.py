@@ -36,7 +36,7 @@ from tests.servers import RtviServer, free_port  # noqa: E402
 from tests.sse_client import END, SseReader  # noqa: E402
 
 from bench.clips import textured_clip  # noqa: E402
-from bench.live_bench import LAG_BOUND_S, print_table, run_level  # noqa: E402
+from bench.live_bench import LAG_BOUND_S, print_table, run_levels  # noqa: E402
 
 MODEL_S = 1.0  # a served 8-frame VLM answer; short enough to make the overhead show
 CHUNK = 10
@@ -106,20 +106,13 @@ def capacity(tmp: Path, clip: Path, levels: list[int]) -> list[dict[str, Any]]:
     cam = RtspServer(free_port(), tmp, file=clip).start()
     env = {"VIA_VLM_ENDPOINT": scripted.url, "NUM_VLM_PROCS": "16"}
     srv = RtviServer(tmp / "assets-live", env=env, service="vlm").start()
-    rows: list[dict[str, Any]] = []
     try:
         extra = {"prompt": "SAY:A forklift passes.", "num_frames_per_second_or_fixed_frames_chunk": FRAMES}
-        for n in levels:
-            row = run_level(srv, cam.url, MODEL, n, path="/v1/generate_captions", extra=extra)
-            rows.append(row)
-            print(f"# {n} stream(s): {row}", file=sys.stderr, flush=True)
-            if not row["realtime"]:
-                break
+        return run_levels(srv, cam.url, MODEL, levels, path="/v1/generate_captions", extra=extra)
     finally:
         srv.stop()
         cam.kill()
         scripted.stop()
-    return rows
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.kafka_redis import TansuBroker
 from tests.media_factory import make_clip, make_clip_from_images, make_image
 from tests.servers import RtviServer
 
@@ -60,6 +61,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]) -> 
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """A real Kafka broker (tansu) per test module."""
+    b = TansuBroker(tmp_path_factory.mktemp("tansu") / "tansu.log")
+    b.start()
+    yield b
+    b.stop()
 
 
 @pytest.fixture()

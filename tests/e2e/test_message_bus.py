@@ -33,14 +33,6 @@ CREATION_TS = datetime(2024, 6, 9, 18, 32, 11, 123000, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
-    b = TansuBroker(tmp_path_factory.mktemp("tansu") / "tansu.log")
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     r = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log")
     r.start()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,14 +32,6 @@ from tests.sse_client import END, SseReader
 
 ALERT = "Is there a cat in the frame? Respond in this format:\nAnomaly Detected: Yes/No\nReason: [why]"
 INCIDENTS = "vlm-incidents-test"
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
-    b = TansuBroker(tmp_path_factory.mktemp("tansu") / "tansu.log")
-    b.start()
-    yield b
-    b.stop()
 
 
 def _kafka_env(broker: TansuBroker, topic: str) -> dict[str, str]:
@@ -157,6 +150,10 @@ def test_offline_alert_raises_an_incident_on_kafka(
     assert inc.timestamp.ToJsonString() == "2024-06-09T18:32:11.123Z"  # creation time + PTS
     metrics = httpx.get(offline.url + "/v1/metrics").text
     assert "rtvi_incidents_total" in metrics and "vlm_output_tokens_per_chunk_count" in metrics
+    incidents_total = re.search(r"^rtvi_incidents_total (\S+)$", metrics, re.MULTILINE)
+    assert incidents_total and float(incidents_total.group(1)) >= 1  # counted, not just declared
+    chunks_out = re.search(r"^vlm_output_tokens_per_chunk_count (\S+)$", metrics, re.MULTILINE)
+    assert chunks_out and float(chunks_out.group(1)) >= 2
 
 
 def test_captions_stream_as_sse_with_usage_last(offline: RtviServer, media: dict[str, Path]) -> None:

@@ -97,6 +97,44 @@ def test_bundled_matches_photos_and_texts(bundled: BundledEmbedder) -> None:
     assert list(sims.argmax(axis=0)) == [0, 1, 2], sims  # each photo finds its text
 
 
+def test_offline_vlm_alert_threshold_separates_matching_questions(bundled: BundledEmbedder) -> None:
+    """The calibration docs/vlm.md quotes: on the scikit-image photos, a question about what the photo
+    shows scores 0.36-0.48, any other at most 0.16, so ALERT_SIMILARITY (0.25) sits between them."""
+    import asyncio
+    import re
+
+    from rtvi.services.vlm.models.base import Generation, generate
+    from rtvi.services.vlm.models.offline import ALERT_SIMILARITY, OfflineLabelModel
+
+    model = OfflineLabelModel(bundled)
+    photos = {"cat": skdata.chelsea(), "rocket": skdata.rocket(), "coffee": skdata.coffee()}
+    questions = {
+        "cat": "Is there a cat in the frame?",
+        "rocket": "Is a rocket launching?",
+        "coffee": "Is anyone drinking coffee?",
+        "forklift": "Is a forklift too close to a worker?",
+        "dog": "Is there a dog?",
+    }
+
+    def score(photo: str, question: str) -> tuple[str, float]:
+        prompt = f"{questions[question]} Answer: Anomaly Detected: Yes/No"
+        out = asyncio.run(generate(model, Generation(prompt=prompt, frames=[photos[photo]])))
+        m = re.search(
+            r"^Anomaly Detected: (Yes|No)\n.*Similarity to the question: (-?\d+\.\d+)", out.text, re.S
+        )
+        assert m, out.text
+        return m.group(1), float(m.group(2))
+
+    for photo in photos:
+        for question in questions:
+            verdict, similarity = score(photo, question)
+            if photo == question:
+                assert 0.36 <= similarity <= 0.48 and verdict == "Yes", (photo, question, similarity)
+            else:
+                assert similarity <= 0.16 and verdict == "No", (photo, question, similarity)
+    assert 0.16 < ALERT_SIMILARITY < 0.36
+
+
 def test_bundled_clip_pooling_and_padding(bundled: BundledEmbedder) -> None:
     cat, rocket = PHOTOS["a cat"], PHOTOS["a rocket"]
     one, eight, mixed = bundled.embed_frames([[cat], [cat] * 8, [cat] * 4 + [rocket] * 4])

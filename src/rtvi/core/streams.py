@@ -161,23 +161,22 @@ class LiveStreams:
         self.metrics.stream_delete_latency.observe(time.perf_counter() - start)
         log.info("live stream %s deleted", stream_id)
 
-    async def stop_inference(self, stream_id: str) -> None:
-        """Stop the stream's jobs (readers get [DONE]); the stream stays registered and an auto-started
-        inference is not resumed after a restart."""
+    async def stop_inference(self, stream_id: str, request_id: str | None = None) -> None:
+        """Stop the stream's jobs, or only the job of `request_id` (spec §4.5); readers get [DONE] and the
+        stream stays registered. Stopping them all also ends an auto-started inference for good (it is
+        not resumed after a restart)."""
         asset = self.store.get_live(stream_id)
-        await self.live.stop(asset.id, self.settings.stream_delete_drain_timeout_s)
+        drain = self.settings.stream_delete_drain_timeout_s
+        stopped = await self.live.stop(asset.id, drain, request_id)
+        if request_id is not None:
+            if not stopped:
+                raise InvalidParameters(
+                    f"No active request {request_id[:64]!r} on live stream {stream_id}",
+                    "InvalidParameterValue",
+                )
+            return
         if asset.meta.pop("auto_start", None) is not None:
             self.store.registry.update_meta(asset.id, asset.meta)
-
-    async def stop_request(self, stream_id: str, request_id: str) -> None:
-        """Stop one request's inference on the stream (spec §4.5 request_id); the others go on."""
-        asset = self.store.get_live(stream_id)
-        if not await self.live.stop_request(
-            asset.id, request_id, self.settings.stream_delete_drain_timeout_s
-        ):
-            raise InvalidParameters(
-                f"No active request {request_id[:64]!r} on live stream {stream_id}", "InvalidParameterValue"
-            )
 
     def auto_start(self, asset: Asset) -> bool:
         """Start the inference a CV registration asked for (meta.auto_start: its metadata), when the

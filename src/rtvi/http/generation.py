@@ -74,6 +74,10 @@ class GenerateQuery(Protocol):
     def media_info(self) -> MediaInfoOffset | None: ...
 
 
+# The request's model stage, or how to make it from the request (its asset's duration, say).
+ProcessorFor = ChunkProcessor[Out] | Callable[["GenerationRequest[Out]"], ChunkProcessor[Out]]
+
+
 class GenerationRequest(Generic[Out]):
     """Build with `open` (which validates and plans, so errors come before any response starts)."""
 
@@ -81,14 +85,13 @@ class GenerationRequest(Generic[Out]):
         self,
         core: ServiceCore,
         query: GenerateQuery,
-        processor: ChunkProcessor[Out],
+        processor: ProcessorFor[Out],
         failure_message: str,
         received_at: float,
         own: Asset | None = None,
     ) -> None:
         self.core = core
         self.query = query
-        self.processor = processor
         self.failure_message = failure_message
         self.received_at = received_at
         self.request_id = str(uuid.uuid4())
@@ -106,26 +109,25 @@ class GenerationRequest(Generic[Out]):
         self.is_video = self.assets[0].media_type == "video"
         self.file_job: FileJob[Out] | None = None
         self.live_job: LiveJob[Out] | None = None
+        self.processor: ChunkProcessor[Out] = processor(self) if callable(processor) else processor
 
     @classmethod
     async def open(
         cls,
         core: ServiceCore,
         query: GenerateQuery,
-        processor: ChunkProcessor[Out] | Callable[[GenerationRequest[Out]], ChunkProcessor[Out]],
+        processor: ProcessorFor[Out],
         failure_message: str,
     ) -> GenerationRequest[Out]:
         """Validate and plan a request. A `url` input becomes the request's own asset, removed when the
-        request ends. `processor` may depend on the request (its asset's duration, say)."""
+        request ends."""
         received_at = time.time()
         own: Asset | None = None
         if query.url is not None:
             new = NewFile(query.media_type, creation_time=query.creation_time)
             own = await core.store.add_request_asset(query.url, query.ids, new, query.url_headers)
         try:
-            placeholder: Any = None
-            req = cls(core, query, placeholder, failure_message, received_at, own)
-            req.processor = processor(req) if callable(processor) else processor
+            req = cls(core, query, processor, failure_message, received_at, own)
             await req.prepare()
         except BaseException:
             if own is not None:

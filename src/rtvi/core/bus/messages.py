@@ -73,8 +73,8 @@ def _ms(seconds: float) -> str:
 
 # A service's result -> its complete bus message (the envelope filled with the result).
 ResultMessage = Callable[[ChunkContext, Any], nv.VisionLLM]
-# A service's result -> the nv.Incident it raises, or None (spec §6.4).
-IncidentMessage = Callable[[ChunkContext, Any], Message | None]
+# A service's result and its built nv.VisionLLM -> the nv.Incident it raises, or None (spec §6.4).
+IncidentMessage = Callable[[ChunkContext, Any, nv.VisionLLM], Message | None]
 
 
 def vision_llm_envelope(ctx: ChunkContext) -> tuple[nv.VisionLLM, nv.Query]:

@@ -162,8 +162,9 @@ class MessagePublisher:
         if bus is None or self.build_result is None:
             return False
         try:
-            payload = self.build_result(ctx, output).SerializeToString()
-            incident = self.build_incident(ctx, output) if self.build_incident is not None else None
+            result = self.build_result(ctx, output)
+            incident = self.build_incident(ctx, output, result) if self.build_incident is not None else None
+            payload = result.SerializeToString()
         except Exception as exc:  # spec §6.5: protobuf build failures go to the error bus
             log.exception("building the bus message failed")
             self.publish_error(

@@ -160,7 +160,7 @@ class BundledEmbedder:
         for clip in clips:
             per_clip.append(probs[start : start + len(clip)].mean(axis=0))
             start += len(clip)
-        return self._bridge(np.stack(per_clip))
+        return self.bridge(np.stack(per_clip))
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         if not texts:
@@ -179,7 +179,8 @@ class BundledEmbedder:
                 out.append(torch.softmax(self._classifier(x), dim=1).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 
-    def _bridge(self, probs: npt.NDArray[np.float32]) -> Vectors:
+    def bridge(self, probs: npt.NDArray[np.float32]) -> Vectors:
+        """(n, 1000) class probabilities -> (n, 384) vectors in the text space (the image half)."""
         k = self._top_k
         top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
         weights = np.zeros_like(probs)

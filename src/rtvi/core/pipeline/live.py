@@ -336,18 +336,14 @@ class LiveManager:
             del self._decoders[job.stream_id]
         self.metrics.active_live_streams.set(len(self.jobs()))
 
-    async def stop(self, stream_id: str, timeout: float | None) -> bool:
-        """Stop the stream's jobs (their readers get [DONE]); wait up to `timeout` for them to wind down.
-        -> whether a job was running."""
-        jobs = [j for j in self.jobs() if j.stream_id == stream_id]
-        for job in jobs:
-            job.stop()
-        await asyncio.gather(*(j.wait(timeout) for j in jobs))
-        return bool(jobs)
-
-    async def stop_request(self, stream_id: str, request_id: str, timeout: float | None) -> bool:
-        """Stop the stream's job of one request (its readers get [DONE]). -> whether it was running."""
-        jobs = [j for j in self.jobs() if j.stream_id == stream_id and j.request_id == request_id]
+    async def stop(self, stream_id: str, timeout: float | None, request_id: str | None = None) -> bool:
+        """Stop the stream's jobs, or its job of one request (their readers get [DONE]); wait up to
+        `timeout` for them to wind down. -> whether a job was running."""
+        jobs = [
+            j
+            for j in self.jobs()
+            if j.stream_id == stream_id and (request_id is None or j.request_id == request_id)
+        ]
         for job in jobs:
             job.stop()
         await asyncio.gather(*(j.wait(timeout) for j in jobs))

@@ -47,6 +47,11 @@ async def _bus_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
     return await asyncio.to_thread(core.publisher.checks)
 
 
+def _is_healthy(checks: dict[str, dict[str, Any]], ready: bool) -> bool:
+    """Ready: every check passes (the model is loaded). Live: the process can use its storage."""
+    return all(c["healthy"] for c in checks.values()) if ready else bool(checks["storage"]["healthy"])
+
+
 def _health(
     core: ServiceCore,
     detailed: bool,
@@ -54,7 +59,7 @@ def _health(
     informational: dict[str, dict[str, Any]] | None = None,
 ) -> Response:
     checks = _checks(core)
-    healthy = all(c["healthy"] for c in checks.values()) if ready else checks["storage"]["healthy"]
+    healthy = _is_healthy(checks, ready)
     checks.update(informational or {})
     status = 200 if healthy else 503
     if detailed:
@@ -86,8 +91,7 @@ async def live(detailed: bool = Query(False), core: ServiceCore = Depends(get_co
 
 
 def _nim_health(core: ServiceCore, ready: bool) -> JSONResponse:
-    checks = _checks(core)
-    ok = all(c["healthy"] for c in checks.values()) if ready else checks["storage"]["healthy"]
+    ok = _is_healthy(_checks(core), ready)
     if ready:
         message = "Service is ready." if ok else "Service is not ready."
     else:

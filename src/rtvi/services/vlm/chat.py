@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rtvi.errors import InvalidParameters, MalformedRequest, RtviError
-from rtvi.http.generation import GenerationRequest
+from rtvi.http.generation import GenerationRequest, Tally
 from rtvi.http.protocol import MediaInfoOffset, StreamOptions
 from rtvi.services.vlm.answers import split_reasoning
 from rtvi.services.vlm.messages import Caption
-from rtvi.services.vlm.models.base import Generation, OutputFormat, TokenCounts, Turn
+from rtvi.services.vlm.models.base import Generation, OutputFormat, TokenCounts, Turn, generate
 from rtvi.services.vlm.protocol import ChatCompletionRequest, ResponseFormat
 from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing, sampling_params
 
@@ -208,23 +208,24 @@ class ChatTurn:
         """The whole answer (non-streaming)."""
         if self.request is None:
             try:
-                out = await asyncio.wait_for(self.serving.generate(self.text_generation()), TEXT_TIMEOUT_S)
+                out = await asyncio.wait_for(
+                    generate(self.serving.vlm, self.text_generation()), TEXT_TIMEOUT_S
+                )
             except TimeoutError:
                 raise RtviError("The model did not answer within 300 s", "Timeout") from None
             content, reasoning = split_reasoning(out.text)
             return self._completion(content, reasoning, out.input_tokens, out.output_tokens)
-        contents, reasonings, tokens_in, tokens_out = [], [], 0, 0
-        try:
-            async for r in self.request.results():
-                a = r.output.answer
-                contents.append(a.content)
-                if a.reasoning:
-                    reasonings.append(a.reasoning)
-                tokens_in += r.output.input_tokens
-                tokens_out += r.output.output_tokens
-        finally:
-            self.request.release()
-        return self._completion("\n".join(contents), "\n".join(reasonings), tokens_in, tokens_out)
+        # results() removes a temporary asset when it ends; the route does when it never started.
+        contents, reasonings, tally = [], [], Tally()
+        async for r in self.request.results():
+            a = r.output.answer
+            contents.append(a.content)
+            if a.reasoning:
+                reasonings.append(a.reasoning)
+            tally.add((r.output.input_tokens, r.output.output_tokens))
+        return self._completion(
+            "\n".join(contents), "\n".join(reasonings), tally.input_tokens, tally.output_tokens
+        )
 
     def _completion(self, content: str, reasoning: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -236,11 +237,7 @@ class ChatTurn:
             "created": self.created,
             "model": self.model_id,
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {
-                "prompt_tokens": tokens_in,
-                "completion_tokens": tokens_out,
-                "total_tokens": tokens_in + tokens_out,
-            },
+            "usage": _usage(tokens_in, tokens_out),
         }
 
     def _event(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -256,13 +253,13 @@ class ChatTurn:
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """chat.completion.chunk events: tokens (text-only) or one per media chunk; then the final event
         (with usage when stream_options.include_usage); errors as {error: {code, message}}."""
-        tokens = [0, 0]
+        tally = Tally()
         try:
             if self.request is None:
-                async for event in self._text_events(tokens):
+                async for event in self._text_events(tally):
                     yield event
             else:
-                async for event in self._media_events(tokens):
+                async for event in self._media_events(tally):
                     yield event
         except RtviError as exc:
             yield {"error": {"code": exc.code, "message": exc.message}}
@@ -273,41 +270,41 @@ class ChatTurn:
             return
         final = self._event({}, "stop")
         if self.body.stream_options and self.body.stream_options.include_usage:
-            final["usage"] = {
-                "prompt_tokens": tokens[0],
-                "completion_tokens": tokens[1],
-                "total_tokens": tokens[0] + tokens[1],
-            }
+            final["usage"] = _usage(tally.input_tokens, tally.output_tokens)
         yield final
 
-    async def _text_events(self, tokens: list[int]) -> AsyncIterator[dict[str, Any]]:
+    async def _text_events(self, tally: Tally) -> AsyncIterator[dict[str, Any]]:
         if self.conv.warning:
             yield self._event({"role": "assistant", "content": ""}, warning=self.conv.warning)
         deadline = time.monotonic() + TEXT_STREAM_TIMEOUT_S
-        async for item in self.serving.stream(self.text_generation()):
+        async for item in self.serving.vlm.stream(self.text_generation()):
             if isinstance(item, TokenCounts):
-                tokens[0], tokens[1] = item.input_tokens, item.output_tokens
+                tally.add((item.input_tokens, item.output_tokens))
             elif item:
                 yield self._event({"content": item})
             if time.monotonic() > deadline:
                 raise RtviError("The answer took longer than 600 s", "Timeout")
 
-    async def _media_events(self, tokens: list[int]) -> AsyncIterator[dict[str, Any]]:
+    async def _media_events(self, tally: Tally) -> AsyncIterator[dict[str, Any]]:
         req = self.request
         assert req is not None
-        try:
-            async for r in req.results():
-                a = r.output.answer
-                tokens[0] += r.output.input_tokens
-                tokens[1] += r.output.output_tokens
-                delta: dict[str, Any] = {"content": a.content}
-                if a.reasoning and self.body.enable_reasoning:
-                    delta["content"] = f"<think>\n{a.reasoning}\n</think>{a.content}"
-                    delta["reasoning_description"] = a.reasoning
-                media_info = req.media_info(r.start_s, r.end_s).model_dump(mode="json")
-                yield self._event(delta, chunk_id=r.index, media_info=media_info)
-        finally:
-            req.release()
+        async for r in req.results():
+            a = r.output.answer
+            tally.add((r.output.input_tokens, r.output.output_tokens))
+            delta: dict[str, Any] = {"content": a.content}
+            if a.reasoning and self.body.enable_reasoning:
+                delta["content"] = f"<think>\n{a.reasoning}\n</think>{a.content}"
+                delta["reasoning_description"] = a.reasoning
+            media_info = req.media_info(r.start_s, r.end_s).model_dump(mode="json")
+            yield self._event(delta, chunk_id=r.index, media_info=media_info)
+
+
+def _usage(tokens_in: int, tokens_out: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": tokens_in,
+        "completion_tokens": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+    }
 
 
 def _stops(body: ChatCompletionRequest) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ alert, nv.Incident (spec §6.4). Both carry the same key, `{request_id}:{chunk_i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rtvi.core.bus.messages import ChunkContext, vision_llm_envelope
@@ -83,7 +83,6 @@ class Caption:
     input_tokens: int
     output_tokens: int
     error: str = ""  # the model call failed (live streams go on; the chunk reports it)
-    frame_times: tuple[float, ...] = field(default=())
 
 
 def _info(caption: Caption) -> dict[str, str]:
@@ -112,12 +111,12 @@ def build_vision_llm(ctx: ChunkContext, caption: Caption) -> nv.VisionLLM:
     return msg
 
 
-def build_incident(ctx: ChunkContext, caption: Caption) -> ext_pb2.Incident | None:
-    """The nv.Incident of an alerting chunk (spec §6.4), else None."""
+def build_incident(ctx: ChunkContext, caption: Caption, vision: nv.VisionLLM) -> ext_pb2.Incident | None:
+    """The nv.Incident of an alerting chunk (spec §6.4), else None; times, frame ids and llm are those of
+    the chunk's VisionLLM message."""
     if not caption.answer.alert:
         return None
     task = caption.task
-    vision = build_vision_llm(ctx, caption)
     category = task.alert_category or DEFAULT_ALERT_CATEGORY
     incident = ext_pb2.Incident(sensorId=ctx.sensor_key, category=category, isAnomaly=True)
     incident.timestamp.CopyFrom(vision.timestamp)

@@ -57,10 +57,7 @@ async def stop_captions(
 ) -> Response:
     """Stop captioning a live stream: one request (request_id) or all of them; readers get [DONE] and
     the stream stays registered."""
-    if request_id is None:
-        await core.streams.stop_inference(stream_id)
-    else:
-        await core.streams.stop_request(stream_id, request_id)
+    await core.streams.stop_inference(stream_id, request_id)
     return Response(status_code=200)
 
 

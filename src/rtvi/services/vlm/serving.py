@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,10 +29,8 @@ from rtvi.services.vlm.answers import check_schema, read_answer
 from rtvi.services.vlm.messages import AnalyticsModule, Caption, CaptionTask, Place
 from rtvi.services.vlm.models.base import (
     Generation,
-    GenerationOutput,
     OutputFormat,
     SamplingParams,
-    TokenCounts,
     Turn,
     VisionLanguageModel,
     generate,
@@ -88,7 +86,7 @@ class CaptionProcessor:
         g = replace(self.generation, frames=list(frames))
         start = time.perf_counter()
         try:
-            out = await self.serving.generate(g)
+            out = await generate(self.serving.vlm, g)
         except RtviError as exc:
             if not self.keep_going:
                 raise
@@ -166,19 +164,11 @@ class VlmServing:
         )
 
     # --- model calls --------------------------------------------------------------------------
-    async def generate(self, g: Generation) -> GenerationOutput:
-        return await generate(self.vlm, g)
-
-    def stream(self, g: Generation) -> AsyncIterator[str | TokenCounts]:
-        """The model's stream (each backend bounds its own concurrency: max_concurrency)."""
-        return self.vlm.stream(g)
-
     def observe(
         self, latency_s: float, tokens_in: int, tokens_out: int, alert: bool, format_error: bool
     ) -> None:
         m = self.metrics
         m.vlm_latency.observe(latency_s)
-        self.core.metrics.inference_latency.observe(latency_s)
         m.input_tokens.observe(tokens_in)
         m.output_tokens.observe(tokens_out)
         if alert:
@@ -283,7 +273,6 @@ class VlmServing:
         generation = Generation(
             prompt=prompt,
             system_prompt=system,
-            is_video=asset.media_type == "video",
             sampling=sampling_params(options, max_tokens, stop),
             output_format=output_format(response_format),
             enable_reasoning=options.enable_reasoning,

@@ -50,7 +50,6 @@ class Generation:
     prompt: str
     system_prompt: str = ""
     frames: Sequence[Frame] = ()
-    is_video: bool = True  # frames of a video (in time order) rather than one image
     sampling: SamplingParams = field(default_factory=SamplingParams)
     output_format: OutputFormat = field(default_factory=OutputFormat)
     enable_reasoning: bool = False
@@ -86,8 +85,6 @@ class VisionLanguageModel(Protocol):
     def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:
         """Text deltas as they are generated, then exactly one TokenCounts."""
         ...
-
-    def count_tokens(self, text: str) -> int: ...
 
     async def close(self) -> None: ...
 

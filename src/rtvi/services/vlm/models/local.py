@@ -60,9 +60,6 @@ class TransformersVLM:
     def owned_by(self) -> str:
         return "transformers"
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     async def close(self) -> None:
         return None
 

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
-from rtvi.core.media.types import Frame
 from rtvi.core.models.bundled import MODEL_ID as EMBEDDER_ID
 from rtvi.core.models.bundled import BundledEmbedder
+from rtvi.core.models.common import fit_clip
 from rtvi.services.vlm.models.base import Generation, OutputFormat, TokenCounts, estimate_tokens
 
 MODEL_ID = "rtvi-offline-labels"
@@ -72,29 +72,26 @@ class OfflineLabelModel:
     def owned_by(self) -> str:
         return f"rtvi ({EMBEDDER_ID}; not a language model)"
 
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
-
     async def close(self) -> None:
         return None
 
     async def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:
         text = await asyncio.to_thread(self._answer, generation)
         yield text
-        prompt_tokens = self.count_tokens(generation.system_prompt) + self.count_tokens(generation.prompt)
-        yield TokenCounts(prompt_tokens, self.count_tokens(text))
+        prompt_tokens = estimate_tokens(generation.system_prompt) + estimate_tokens(generation.prompt)
+        yield TokenCounts(prompt_tokens, estimate_tokens(text))
 
     # --- the answer ---------------------------------------------------------------------------
     def _answer(self, g: Generation) -> str:
         if not g.frames:
             return NOT_AN_LLM
-        frames = _subsample(g.frames, _MAX_FRAMES)
+        frames = fit_clip(g.frames, min(_MAX_FRAMES, len(g.frames)))  # evenly spread, never padded
         with self._lock:
             probs = self._embedder.class_probabilities(frames).mean(axis=0)
             labels = self._labels(probs)
             if not _is_question(g.prompt, g.output_format):
                 return self._format_caption(labels, g.output_format)
-            similarity = self._similarity(frames, _question(g.prompt))
+            similarity = self._similarity(probs, _question(g.prompt))
         return self._format_verdict(similarity >= ALERT_SIMILARITY, similarity, labels, g)
 
     def _labels(self, probs: np.ndarray) -> list[tuple[str, float]]:
@@ -102,8 +99,10 @@ class OfflineLabelModel:
         picked = [(_readable(self._embedder.class_names[i]), float(probs[i])) for i in top]
         return [p for p in picked if p[1] >= _MIN_CLASS_PROB] or picked[:1]
 
-    def _similarity(self, frames: Sequence[Frame], question: str) -> float:
-        clip = self._embedder.embed_frames([frames])[0]
+    def _similarity(self, probs: np.ndarray, question: str) -> float:
+        """Cosine of the question and the chunk (its averaged probabilities, bridged as embed_frames
+        does), without classifying the frames a second time."""
+        clip = self._embedder.bridge(probs[None, :])[0]
         text = self._embedder.embed_texts([question])[0]
         return float(clip @ text)
 
@@ -132,17 +131,10 @@ class OfflineLabelModel:
             return next((c for c in fmt.choices if c.strip().lower() in wanted), fmt.choices[0])
         if fmt.type in ("json_object", "json_schema"):
             return json.dumps({"decision": word, "reason": reason})
-        if _VERDICT_LABEL.search(g.prompt):
-            label = _VERDICT_LABEL.search(g.prompt).group(1)  # type: ignore[union-attr]
+        if verdict := _VERDICT_LABEL.search(g.prompt):
+            label = verdict.group(1)
             return f"{label.title()}: {word}\nReason: {reason}"
         return f"{word}. {reason}"
-
-
-def _subsample(frames: Sequence[Frame], n: int) -> list[Frame]:
-    if len(frames) <= n:
-        return list(frames)
-    idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
-    return [frames[i] for i in idx]
 
 
 def _is_question(prompt: str, fmt: OutputFormat) -> bool:

@@ -105,9 +105,6 @@ class OpenAICompatVLM:
     def owned_by(self) -> str:
         return "openai-compat"
 
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
-
     async def close(self) -> None:
         await self._client.close()
 
