@@ -211,6 +211,10 @@ class Settings(BaseSettings):
     # When full, the oldest entry is dropped, counted (live_dropped_total) and logged.
     live_pending_chunks: int = Field(4, validation_alias="RTVI_LIVE_PENDING_CHUNKS", ge=1)
     live_subscriber_queue: int = Field(32, validation_alias="RTVI_LIVE_SUBSCRIBER_QUEUE", ge=1)
+    # Which frame a live chunk takes for each of its n parts: the keyframe nearest the part's centre
+    # (only that frame is decoded; exact when the part has no keyframe), or the frame nearest the centre
+    # (its GOP decoded up to it). See core/media/live_chunks.py.
+    live_frame_pick: Literal["keyframe", "exact"] = Field("keyframe", validation_alias="RTVI_LIVE_FRAME_PICK")
 
     @field_validator("skip_media_verification", mode="before")
     @classmethod

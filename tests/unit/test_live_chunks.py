@@ -2,45 +2,110 @@
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass, field
+
 import pytest
 
 from rtvi.core.media.live import split_credentials, with_credentials
-from rtvi.core.media.live_chunks import LiveChunkPlanner, LiveWindow
+from rtvi.core.media.live_chunks import FramePick, LiveChunkPlanner, LiveWindow
 
 
-def run(planner: LiveChunkPlanner[int, int], times: list[float]) -> list[tuple[LiveWindow, list[int]]]:
+@dataclass
+class Frames:
+    """A FrameSource over frames numbered by their index in `times`; records what it had to decode."""
+
+    times: list[float]
+    keys: set[int]
+    lost: bool = False
+    decoded: list[str] = field(default_factory=list)
+    seen: int = 0  # frames whose packets have arrived
+
+    def keyframe(self, t: float) -> int | None:
+        i = self.times.index(t)
+        assert i in self.keys and i < self.seen
+        self.decoded.append(f"key {i}")
+        return None if self.lost else i
+
+    def nearest(self, t: float) -> tuple[float, int] | None:
+        arrived = self.times[: self.seen]
+        j = bisect.bisect_left(arrived, t)
+        assert j < len(arrived), "asked for a frame whose packets have not arrived"
+        i = j - 1 if j > 0 and t - arrived[j - 1] <= arrived[j] - t else j
+        self.decoded.append(f"exact {i}")
+        return None if self.lost else (arrived[i], i)
+
+
+def run(
+    planner: LiveChunkPlanner[int, int], times: list[float], key_every: int = 1, lost: bool = False
+) -> tuple[list[tuple[LiveWindow, list[int]]], Frames]:
+    src = Frames(times, {i for i in range(len(times)) if i % key_every == 0}, lost)
     out = []
     for i, t in enumerate(times):
-        out += [(d.window, d.frames) for d in planner.feed(t, i)]
-    return out
+        src.seen = i + 1
+        out += [(d.window, d.frames) for d in planner.advance(t, i in src.keys, src)]
+    return out, src
 
 
 def identity(x: int) -> int:
     return x
 
 
-def test_contiguous_windows_take_the_frame_nearest_each_target() -> None:
+def planner(duration: float, overlap: float, n: int, pick: FramePick = "exact") -> LiveChunkPlanner[int, int]:
+    return LiveChunkPlanner(duration, overlap, n, identity, pick)
+
+
+def test_exact_windows_take_the_frame_nearest_each_target() -> None:
     # 10 fps from t=100: frame i at 100 + i/10. Targets of [100, 2) with n=4: 100.25, 100.75, 101.25, 101.75.
     times = [100 + i / 10 for i in range(61)]
-    done = run(LiveChunkPlanner(2, 0, 4, identity), times)
+    done, src = run(planner(2, 0, 4), times, key_every=10)
     assert [(w.start_s, w.end_s) for w, _ in done] == [(100, 102), (102, 104), (104, 106)]
     # 100.25 lies between frames 2 (100.2) and 3 (100.3); the earlier one wins a tie, the nearer otherwise.
     first = done[0][1]
     assert len(first) == 4 and first[0] in (2, 3) and first[1] in (7, 8) and first[3] in (17, 18)
     assert all(abs(times[f] - t) <= 0.05 + 1e-9 for f, t in zip(first, done[0][0].targets(4), strict=True))
+    assert all(d.startswith("exact") for d in src.decoded)
 
 
-def test_a_window_is_emitted_once_a_frame_reaches_its_end() -> None:
-    planner = LiveChunkPlanner(1, 0, 2, identity)
-    assert planner.feed(0.0, 0) == []
-    assert planner.feed(0.9, 1) == []
-    [done] = planner.feed(1.0, 2)
-    assert done.window == LiveWindow(0, 0.0, 1.0) and done.frames == [0, 1]
+def test_keyframe_pick_decodes_only_the_keyframe_nearest_each_target_within_its_part() -> None:
+    # 30 fps, a keyframe every second (GOP 30); 10 s chunks of 8 frames: parts of 1.25 s.
+    times = [i / 30 for i in range(30 * 21)]
+    done, src = run(planner(10, 0, 8, "keyframe"), times, key_every=30)
+    assert len(done) == 2
+    for window, frames in done:
+        assert len(frames) == 8 and all(f % 30 == 0 for f in frames)  # keyframes only
+        for f, target in zip(frames, window.targets(8), strict=True):
+            assert abs(times[f] - target) <= 10 / 8 / 2  # inside its own part
+    # Only the chosen keyframes were decoded, each once per target.
+    assert all(d.startswith("key") for d in src.decoded) and len(src.decoded) == 16
+    assert done[0][1] == [1 * 30, 2 * 30, 3 * 30, 4 * 30, 6 * 30, 7 * 30, 8 * 30, 9 * 30]
+
+
+def test_keyframe_pick_falls_back_to_exact_when_a_part_has_no_keyframe() -> None:
+    # A keyframe every 3 s; parts of 0.5 s: most parts have none and take the frame nearest their centre.
+    times = [i / 10 for i in range(61)]
+    done, src = run(planner(2, 0, 4, "keyframe"), times, key_every=30)
+    _, frames = done[0]
+    assert [times[f] for f in frames] == pytest.approx([0.0, 0.7, 1.2, 1.7])  # 0.25 -> the keyframe at 0
+    assert src.decoded[:4] == ["key 0", "exact 7", "exact 12", "exact 17"]
+    assert len(done) == 3
+
+
+def test_a_window_is_emitted_once_the_stream_reaches_its_end() -> None:
+    p = planner(1, 0, 2)
+    src = Frames([0.0, 0.3, 0.9, 1.0], {0})
+    results = []
+    for i, t in enumerate(src.times):
+        src.seen = i + 1
+        results.append(p.advance(t, i == 0, src))
+    assert results[:3] == [[], [], []]
+    [done] = results[3]
+    assert done.window == LiveWindow(0, 0.0, 1.0) and done.frames == [1, 2] and done.frame_times == [0.3, 0.9]
 
 
 def test_overlap_makes_windows_step_by_duration_minus_overlap() -> None:
     times = [i / 30 for i in range(30 * 7)]
-    done = run(LiveChunkPlanner(4, 2, 8, identity), times)
+    done, _ = run(planner(4, 2, 8, "keyframe"), times, key_every=15)
     assert [(w.start_s, w.end_s) for w, _ in done] == [(0, 4), (2, 6)]
     assert all(len(frames) == 8 for _, frames in done)
 
@@ -52,32 +117,42 @@ def test_sparse_frames_repeat_and_are_converted_once() -> None:
         calls.append(x)
         return x * 10
 
-    planner: LiveChunkPlanner[int, int] = LiveChunkPlanner(2, 0, 8, convert)
-    done = run(planner, [0.0, 1.0, 2.0])  # 1 fps: eight targets (0.125, 0.375, ...), three frames
+    p: LiveChunkPlanner[int, int] = LiveChunkPlanner(2, 0, 8, convert, "exact")
+    done, _ = run(p, [0.0, 1.0, 2.0, 3.0])  # 1 fps: eight targets (0.125, 0.375, ...), few frames
     assert done[0][1] == [0, 0, 10, 10, 10, 10, 20, 20]
-    assert calls == [0, 1, 2]
+    assert calls == [0, 1, 2, 3]  # each once, also across windows
 
 
-def test_reset_drops_open_windows_and_reanchors_on_the_next_frame() -> None:
-    planner = LiveChunkPlanner(2, 0, 4, identity)
-    done = run(planner, [i / 10 for i in range(31)])  # one window done, the second open
-    assert [w.index for w, _ in done] == [0]
-    assert planner.reset() == 1 and planner.windows_dropped == 1
-    # The camera comes back 7.05 s later: the next window starts at the first new frame, not on the old grid.
-    later = [10.05 + i / 10 for i in range(21)]
-    done = []
-    for i, t in enumerate(later):
-        done += [d.window for d in planner.feed(t, 100 + i)]
-    assert done == [LiveWindow(2, 10.05, 12.05)]
+def test_the_grid_waits_for_a_keyframe_and_reset_reanchors_on_the_next_one() -> None:
+    p = planner(2, 0, 4)
+    times = [i / 10 for i in range(5, 36)]  # joined mid-GOP: frames before the keyframe at 1.0 are skipped
+    done, _ = run(p, times, key_every=5)
+    assert [w.start_s for w, _ in done] == [0.5]
+    src = Frames([10.0 + i / 10 for i in range(31)], {0, 1, 2, 3})
+    src.keys = {3}  # the camera comes back at 10.0, its first keyframe at 10.3
+    assert p.reset() == 1 and p.windows_dropped == 1
+    windows = []
+    for i, t in enumerate(src.times):
+        src.seen = i + 1
+        windows += [d.window for d in p.advance(t, i in src.keys, src)]
+    assert windows == [LiveWindow(2, 10.3, 12.3)]
 
 
 def test_time_going_backwards_is_clamped() -> None:
-    planner = LiveChunkPlanner(1, 0, 2, identity)
-    planner.feed(0.0, 0)
-    planner.feed(0.6, 1)
-    assert planner.feed(0.4, 2) == []  # treated as 0.6
-    [done] = planner.feed(1.0, 3)
-    assert done.frames == [0, 2]  # target 0.75: frame 2 (at 0.6 after clamping) is nearest
+    p = planner(1, 0, 2)
+    src = Frames([0.0, 0.6, 0.4, 1.0], {0})
+    got = []
+    for i, t in enumerate(src.times):
+        src.seen = i + 1
+        got += p.advance(t, i == 0, src)
+    [done] = got
+    assert done.frames[0] == 0 and done.window.end_s == 1.0
+
+
+def test_a_window_whose_packets_were_dropped_is_not_emitted() -> None:
+    p = planner(1, 0, 2)
+    done, _ = run(p, [i / 10 for i in range(25)], lost=True)
+    assert done == [] and p.windows_dropped == 2
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,11 @@ removed (frames that arrive late in a burst keep their true spacing).
 
 Decoding cost
 -------------
-Every packet is decoded (H.264 needs it), but frames are converted to RGB only when a subscriber picks
-them, resized in the same ``to_ndarray`` call.
+Decoding every frame of every camera is what limits a live machine, so nothing is decoded as it
+arrives. The reader keeps the compressed packets of the GOPs a subscriber may still take a frame from
+(``KeptPackets``) and decodes only the frames the chunk planners choose (see ``live_chunks``): by default
+one keyframe per sampled frame, and frames are converted to RGB only when picked, resized in the same
+``to_ndarray`` call.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -42,9 +46,12 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import av
 import av.container
+import av.error
+import av.packet
+import av.video.codeccontext
 import av.video.frame
 
-from .live_chunks import LiveChunkPlanner
+from .live_chunks import FramePick, LiveChunkPlanner
 from .types import ChunkSpec, Frame, MediaError, SampledChunk
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,10 @@ log = logging.getLogger(__name__)
 _SKEW_WARN_S = 5.0
 # A receive-time offset that grows by more than this means the PTS jumped: re-anchor.
 _REANCHOR_S = 1.0
+# Compressed packets kept per stream. A GOP longer than this keeps only its keyframe.
+MAX_KEPT_BYTES = 32 * 1024 * 1024
+# Decoding towards a frame skips non-reference frames up to this long before it.
+_NONREF_SKIP_MARGIN_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +187,151 @@ class FrameClock:
         return pts_s + self._offset
 
 
+# --- decoding on request ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Gop:
+    key_time: float
+    packets: list[av.packet.Packet]
+    times: list[float]  # of each packet
+    time_of: dict[int, float]  # PTS -> time, for the frames they decode to
+    nbytes: int
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """Where the decoder stands in a GOP, and the last two frames it gave."""
+
+    gop: _Gop
+    next: int = 0
+    prev: tuple[float, av.video.frame.VideoFrame] | None = None
+    last: tuple[float, av.video.frame.VideoFrame] | None = None
+
+
+class KeptPackets:
+    """The packets of the GOPs a subscriber may still take a frame from; decodes frames on request.
+
+    A ``live_chunks.FrameSource``. Used on the reader thread only.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        codec: av.video.codeccontext.VideoCodecContext,
+        max_bytes: int = MAX_KEPT_BYTES,
+    ) -> None:
+        self.stream_id = stream_id
+        self._codec = codec
+        self._max_bytes = max_bytes
+        self._gops: deque[_Gop] = deque()
+        self._bytes = 0
+        self._cursor: _Cursor | None = None
+        self._keyframes: dict[float, av.video.frame.VideoFrame] = {}  # decoded, of the kept GOPs
+        self.decoded = 0
+
+    def add(self, packet: av.packet.Packet, t: float) -> None:
+        if packet.is_keyframe:
+            self._gops.append(_Gop(t, [], [], {}, 0))
+        elif not self._gops or self._gops[-1].truncated:
+            return  # before the first keyframe nothing decodes
+        gop = self._gops[-1]
+        gop.packets.append(packet)
+        gop.times.append(t)
+        if packet.pts is not None:
+            gop.time_of[packet.pts] = t
+        gop.nbytes += packet.size
+        self._bytes += packet.size
+        while self._bytes > self._max_bytes and len(self._gops) > 1:
+            self._drop_oldest()
+        if self._bytes > self._max_bytes:  # one GOP longer than the limit: keep its keyframe only
+            log.warning("stream %s: GOP over %d bytes, keeping its keyframe", self.stream_id, self._max_bytes)
+            self._bytes -= sum(p.size for p in gop.packets[1:])
+            gop.nbytes = gop.packets[0].size
+            del gop.packets[1:], gop.times[1:]
+            gop.truncated = True
+            self._cursor = None
+
+    def keep_from(self, t: float | None) -> None:
+        """Drop the GOPs before the one holding `t` (all but the newest when None)."""
+        while len(self._gops) > 1 and (t is None or self._gops[1].key_time <= t):
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        gop = self._gops.popleft()
+        self._bytes -= gop.nbytes
+        self._keyframes.pop(gop.key_time, None)
+        if self._cursor is not None and self._cursor.gop is gop:
+            self._cursor = None
+
+    # --- FrameSource ----------------------------------------------------------------------------
+    def keyframe(self, t: float) -> av.video.frame.VideoFrame | None:
+        if t in self._keyframes:
+            return self._keyframes[t]
+        gop = next((g for g in self._gops if g.key_time == t), None)
+        if gop is None:
+            return None
+        self._restart()
+        frames = self._decode(gop.packets[0]) + self._drain()
+        if not frames:
+            return None
+        self._keyframes[t] = frames[0]
+        return frames[0]
+
+    def nearest(self, t: float) -> tuple[float, av.video.frame.VideoFrame] | None:
+        if not self._gops:
+            return None
+        gop = next((g for g in reversed(self._gops) if g.key_time <= t), self._gops[0])
+        cur = self._cursor
+        if cur is None or cur.gop is not gop or (cur.last is not None and cur.last[0] >= t):
+            self._restart()
+            cur = self._cursor = _Cursor(gop)
+        while cur.last is None or cur.last[0] < t:
+            if cur.next == len(gop.packets):  # the GOP ends before `t`: take what the decoder holds
+                frames = self._drain()
+                self._cursor = None
+            else:
+                packet_time = gop.times[cur.next]
+                # Frames well before the target are only needed as references.
+                self._codec.skip_frame = "NONREF" if packet_time < t - _NONREF_SKIP_MARGIN_S else "DEFAULT"
+                frames = self._decode(gop.packets[cur.next])
+                cur.next += 1
+            for frame in frames:
+                cur.prev, cur.last = cur.last, (gop.time_of.get(frame.pts or -1, gop.key_time), frame)
+            if self._cursor is None:
+                break
+        near = [c for c in (cur.prev, cur.last) if c is not None]
+        return min(near, key=lambda c: abs(c[0] - t)) if near else None
+
+    def _restart(self) -> None:
+        self._codec.flush_buffers()
+        self._codec.skip_frame = "DEFAULT"
+        self._cursor = None
+
+    def _decode(self, packet: av.packet.Packet) -> list[av.video.frame.VideoFrame]:
+        try:
+            frames = self._codec.decode(packet)
+        except av.error.InvalidDataError:  # a damaged packet: its frame is lost, the stream goes on
+            return []
+        self.decoded += len(frames)
+        return frames
+
+    def _drain(self) -> list[av.video.frame.VideoFrame]:
+        """The frames the decoder still holds; it starts afresh afterwards."""
+        try:
+            frames = self._codec.decode(None)
+        except av.error.FFmpegError:
+            frames = []
+        self._codec.flush_buffers()
+        self.decoded += len(frames)
+        return frames
+
+
 # --- subscribers ----------------------------------------------------------------------------------
 class FrameSink(Protocol):
     """What a LiveDecoder feeds. Called on the decoder's thread: must be quick and never block."""
 
-    def on_frame(self, frame: av.video.frame.VideoFrame, t: float) -> None: ...
+    def on_packet(self, t: float, key: bool, frames: KeptPackets) -> None: ...
+    def earliest_target(self) -> float | None: ...
     def on_gap(self, reason: str) -> None: ...
     def on_end(self, error: str | None) -> None: ...
 
@@ -212,33 +363,38 @@ class LiveChunker:
         frames_per_chunk: int,
         size: tuple[int, int] | None,
         emit: Callable[[LiveEvent], None],
+        pick: FramePick = "keyframe",
     ) -> None:
         self.size = size
         self.emit = emit
-        self._convert_s = 0.0
+        self._decode_s = 0.0  # spent decoding and converting for the chunk being filled
         self.planner: LiveChunkPlanner[av.video.frame.VideoFrame, Frame] = LiveChunkPlanner(
-            duration_s, overlap_s, frames_per_chunk, self._to_rgb
+            duration_s, overlap_s, frames_per_chunk, self._to_rgb, pick
         )
 
     def _to_rgb(self, frame: av.video.frame.VideoFrame) -> Frame:
-        start = time.perf_counter()
         if self.size is None:
             rgb = frame.to_ndarray(format="rgb24")
         else:
             rgb = frame.to_ndarray(width=self.size[0], height=self.size[1], format="rgb24")
-        self._convert_s += time.perf_counter() - start
         return rgb  # type: ignore[return-value]  # rgb24 is always uint8
 
-    def on_frame(self, frame: av.video.frame.VideoFrame, t: float) -> None:
-        for done in self.planner.feed(t, frame):
+    def on_packet(self, t: float, key: bool, frames: KeptPackets) -> None:
+        start = time.perf_counter()
+        completed = self.planner.advance(t, key, frames)  # decodes and converts what it picks
+        self._decode_s += time.perf_counter() - start
+        for done in completed:
             w = done.window
             spec = ChunkSpec(w.index, w.start_s, w.end_s)
-            self.emit(SampledChunk(spec, done.frames, done.frame_times, self._convert_s))
-            self._convert_s = 0.0
+            self.emit(SampledChunk(spec, done.frames, done.frame_times, self._decode_s))
+            self._decode_s = 0.0
+
+    def earliest_target(self) -> float | None:
+        return self.planner.earliest_target()
 
     def on_gap(self, reason: str) -> None:
         dropped = self.planner.reset()
-        self._convert_s = 0.0
+        self._decode_s = 0.0
         self.emit(LiveGap(f"{reason} ({dropped} open chunk(s) dropped)"))
 
     def on_end(self, error: str | None) -> None:
@@ -269,7 +425,8 @@ class LiveDecoder:
         self._on_running = on_running or (lambda _delta: None)
         self.connected = False
         self.connections = 0
-        self.frames = 0
+        self.packets = 0  # received (about one per frame)
+        self.frames_decoded = 0  # on the current connection
         self.failure: str | None = None
         self.time_source: str = "receive"
 
@@ -363,20 +520,31 @@ class LiveDecoder:
                 return
 
     def _pump(self, container: av.container.InputContainer) -> tuple[bool, str]:
-        """Decode until the connection ends. -> (whether any frame came, why it ended)."""
+        """Read until the connection ends. -> (whether any packet came, why it ended)."""
         stream = container.streams.video[0]
         clock = FrameClock(self.stream_id)
+        kept = KeptPackets(self.stream_id, stream.codec_context)
+        time_base = stream.time_base or 1 / 90000
         got = False
+        t = time.time()
         try:
-            for frame in container.decode(stream):
+            for packet in container.demux(stream):
                 if self._stop.is_set():
                     return got, "stopped"
-                t = clock.time(container.start_time_realtime, frame.time, time.time())
+                if packet.size == 0:  # the flush packet at the end of a stream
+                    continue
+                pts_s = float(packet.pts * time_base) if packet.pts is not None else None
+                t = clock.time(container.start_time_realtime, pts_s, time.time()) if pts_s is not None else t
                 self.time_source = clock.source
                 got = True
-                self.frames += 1
-                for sink in self._snapshot():
-                    sink.on_frame(frame, t)
+                self.packets += 1
+                kept.add(packet, t)
+                sinks = self._snapshot()
+                for sink in sinks:
+                    sink.on_packet(t, packet.is_keyframe, kept)
+                wanted = [e for sink in sinks if (e := sink.earliest_target()) is not None]
+                kept.keep_from(min(wanted, default=None))
+                self.frames_decoded = kept.decoded
         except Exception as exc:  # read timeout, connection reset, corrupt data: all a disconnect
             return got, f"{type(exc).__name__}: {exc}"
         return got, "end of stream"

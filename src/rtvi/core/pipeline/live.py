@@ -150,6 +150,7 @@ class LiveJob(Generic[Out]):
             sampling.frames_per_chunk,
             sampling.size,
             self._emit_threadsafe,
+            manager.settings.live_frame_pick,
         )
         self._task: asyncio.Task[None] | None = None
 
