@@ -36,7 +36,7 @@ from tests.rtsp_server import RtspServer, gst_available  # noqa: E402
 from tests.servers import RtviServer, free_port  # noqa: E402
 from tests.sse_client import SseReader  # noqa: E402
 
-from bench.clips import textured_clip  # noqa: E402
+from bench.clips import decode_all_fps, textured_clip  # noqa: E402
 
 CHUNK = 10
 MEASURE_S = 44  # the clip is 60 s: connect + 4 chunk ends (~11, 21, 31, 41 s) fit in one session
@@ -123,6 +123,16 @@ def run_levels(srv: RtviServer, url: str, model: str, levels: list[int], **kw: A
     return rows
 
 
+def print_decode_limit(clip: Path) -> None:
+    """What decoding every frame would allow on this machine, measured in the same run (no camera,
+    no service running)."""
+    fps = decode_all_fps(clip)
+    print(
+        f"Decode limit: decoding every frame of the clip runs at {fps:.0f} frames/s here, "
+        f"{fps / 30:.1f} streams of 30 fps with nothing else running"
+    )
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print("| streams | chunk end -> SSE p50 s | p95 s | max s | chunks/stream | drops | CPU | real time |")
     print("|---|---|---|---|---|---|---|---|")
@@ -151,6 +161,7 @@ def main() -> None:
     capacity = max((r["n"] for r in rows if r["realtime"]), default=0)
     print(f"Live capacity on {os.cpu_count()} cores: {capacity} concurrent 1280x720 30 fps streams")
     print(f"(chunk {CHUNK} s, 8 frames, default model; real time: all chunks, no drop, p95<{LAG_BOUND_S} s)")
+    print_decode_limit(clip)
     print()
     print_table(rows)
 

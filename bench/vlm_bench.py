@@ -36,7 +36,7 @@ from tests.servers import RtviServer, free_port  # noqa: E402
 from tests.sse_client import END, SseReader  # noqa: E402
 
 from bench.clips import textured_clip  # noqa: E402
-from bench.live_bench import LAG_BOUND_S, print_table, run_levels  # noqa: E402
+from bench.live_bench import LAG_BOUND_S, print_decode_limit, print_table, run_levels  # noqa: E402
 
 MODEL_S = 1.0  # a served 8-frame VLM answer; short enough to make the overhead show
 CHUNK = 10
@@ -141,6 +141,7 @@ def main() -> None:
     print(f"Live captioning capacity: {best} concurrent 1280x720 30 fps streams (goal >= 16)")
     print(f"(chunk {CHUNK} s, {FRAMES} frames, scripted model {MODEL_S:.1f} s/answer; real time: all chunks, "
           f"no drop, p95<{LAG_BOUND_S} s)")  # fmt: skip
+    print_decode_limit(clip)
     print()
     print_table(rows)
 

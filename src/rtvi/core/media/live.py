@@ -337,6 +337,13 @@ class FrameSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class PickedFrame:
+    """A frame a chunk has just taken, before the chunk is complete."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
 class LiveGap:
     reason: str
 
@@ -346,7 +353,7 @@ class LiveEnd:
     error: str | None
 
 
-LiveEvent = SampledChunk | LiveGap | LiveEnd
+LiveEvent = SampledChunk | PickedFrame | LiveGap | LiveEnd
 
 
 class LiveChunker:
@@ -374,10 +381,12 @@ class LiveChunker:
 
     def _to_rgb(self, frame: av.video.frame.VideoFrame) -> Frame:
         if self.size is None:
-            rgb = frame.to_ndarray(format="rgb24")
+            array = frame.to_ndarray(format="rgb24")
         else:
-            rgb = frame.to_ndarray(width=self.size[0], height=self.size[1], format="rgb24")
-        return rgb  # type: ignore[return-value]  # rgb24 is always uint8
+            array = frame.to_ndarray(width=self.size[0], height=self.size[1], format="rgb24")
+        rgb: Frame = array  # type: ignore[assignment]  # rgb24 is always uint8
+        self.emit(PickedFrame(rgb))
+        return rgb
 
     def on_packet(self, t: float, key: bool, frames: KeptPackets) -> None:
         start = time.perf_counter()

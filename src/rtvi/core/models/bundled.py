@@ -30,7 +30,7 @@ from rtvi.core.media.types import Frame
 from rtvi.core.models.common import (
     Vectors,
     batched,
-    check_clips,
+    embed_by_pooling,
     empty_vectors,
     l2_normalize,
     resize_frame,
@@ -151,16 +151,13 @@ class BundledEmbedder:
         top-k is taken after averaging: a class seen in most frames wins over one-frame flickers, and a
         short clip needs no padding (one frame and that frame repeated give the same vector).
         """
-        check_clips(clips)
-        if not clips:
-            return empty_vectors(_DIM)
-        frames = [f for clip in clips for f in clip]
-        probs = self.class_probabilities(frames)
-        per_clip, start = [], 0
-        for clip in clips:
-            per_clip.append(probs[start : start + len(clip)].mean(axis=0))
-            start += len(clip)
-        return self.bridge(np.stack(per_clip))
+        return embed_by_pooling(self, clips)
+
+    def frame_features(self, frames: Sequence[Frame]) -> npt.NDArray[np.float32]:
+        return self.class_probabilities(frames)
+
+    def pool(self, features: Sequence[npt.NDArray[np.float32]]) -> Vectors:
+        return self.bridge(np.stack([f.mean(axis=0) for f in features]))
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         if not texts:

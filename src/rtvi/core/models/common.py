@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -91,16 +91,38 @@ def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def pool_clips(per_frame: Vectors, counts: Sequence[int]) -> Vectors:
+@runtime_checkable
+class PooledFrames(Protocol):
+    """A model whose clip vector pools per-frame features, so they can be computed frame by frame (as
+    live frames are sampled) and pooled when the clip is complete."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def frame_features(self, frames: Sequence[Frame]) -> npt.NDArray[np.float32]:
+        """(n_frames, k) features, one row per frame."""
+        ...
+
+    def pool(self, features: Sequence[npt.NDArray[np.float32]]) -> Vectors:
+        """One (m_i, k) array of frame features per clip -> one vector per clip."""
+        ...
+
+
+def embed_by_pooling(model: PooledFrames, clips: Sequence[Sequence[Frame]]) -> Vectors:
+    """`embed_frames` of a PooledFrames model: the frames of all clips in one pass, pooled per clip."""
+    check_clips(clips)
+    if not clips:
+        return empty_vectors(model.dim)
+    features = model.frame_features([f for clip in clips for f in clip])
+    return model.pool(np.split(features, np.cumsum([len(c) for c in clips])[:-1]))
+
+
+def mean_pool(features: Sequence[npt.NDArray[np.float32]]) -> Vectors:
     """One vector per clip: the mean of its (already normalised) frame vectors, renormalised.
 
     Normalising each frame first gives every frame the same weight whatever its norm.
     """
-    out, start = [], 0
-    for n in counts:
-        out.append(per_frame[start : start + n].mean(axis=0))
-        start += n
-    return l2_normalize(np.stack(out)) if out else empty_vectors(per_frame.shape[1])
+    return l2_normalize(np.stack([f.mean(axis=0) for f in features]))
 
 
 def model_id_for_dir(path: Path) -> str:

@@ -30,6 +30,7 @@ from rtvi.core.media.live import (
     LiveEnd,
     LiveEvent,
     LiveGap,
+    PickedFrame,
     RtspOptions,
     with_credentials,
 )
@@ -210,6 +211,9 @@ class LiveJob(Generic[Out]):
             return
         if isinstance(event, SampledChunk):
             self._pending.put(event)
+        elif isinstance(event, PickedFrame):
+            if self.processor.sampling.early is not None:
+                self.processor.sampling.early(event.frame)
         elif isinstance(event, LiveGap):
             log.info("stream %s: %s", self.stream_id, event.reason)
         elif isinstance(event, LiveEnd):

@@ -3,7 +3,7 @@ the stage itself. The pipeline is generic over the stage's output: an embedding,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -28,10 +28,15 @@ class ChunkResult(Generic[Out]):
 
 @dataclass(frozen=True, slots=True)
 class FrameSampling:
-    """Which frames a chunk hands the model: how many, and resized to (width, height) or as decoded."""
+    """Which frames a chunk hands the model: how many, and resized to (width, height) or as decoded.
+
+    `early`, when set, is called on the event loop with each frame of a live chunk as soon as it is
+    picked (see pipeline/early.py); the same frame object reaches `process` later in its chunk.
+    """
 
     frames_per_chunk: int
     size: tuple[int, int] | None = None
+    early: Callable[[Frame], None] | None = None
 
 
 class ChunkProcessor(Protocol[Out_co]):

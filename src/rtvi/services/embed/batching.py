@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from rtvi.core.media.types import Frame
+from rtvi.core.models.common import PooledFrames
 from rtvi.core.pipeline.batcher import Batcher, inference_executor
+from rtvi.core.pipeline.early import FrameWork
 from rtvi.services.embed.models.base import Embedder, Vectors
 
 Clip = Sequence[Frame]
@@ -34,6 +37,19 @@ class EmbeddingBatcher:
             executor=executor,
             on_batch=on_batch,
         )
+        # A model that pools per-frame features computes them per frame, batched across streams and
+        # requests, and for live chunks as soon as each frame is sampled (see core/pipeline/early.py).
+        self.pooled = embedder if isinstance(embedder, PooledFrames) else None
+        if self.pooled is not None:
+            features = self.pooled.frame_features
+            self.frames: Batcher[Frame, Vector] = Batcher(
+                lambda frames: list(features(frames)),
+                max_batch * embedder.frames_per_chunk,
+                name="frames",
+                executor=executor,
+                on_batch=on_batch,
+            )
+            self.frame_features: FrameWork[Vector] = FrameWork(self.frames.submit_many)
         self.texts: Batcher[str, Vector] = Batcher(
             lambda texts: list(embedder.embed_texts(texts)),
             max_texts,
@@ -43,21 +59,34 @@ class EmbeddingBatcher:
         )
 
     @property
+    def _batchers(self) -> list[Batcher[Any, Vector]]:
+        batchers: list[Batcher[Any, Vector]] = [self.clips, self.texts]
+        return [*batchers, self.frames] if self.pooled is not None else batchers
+
+    @property
     def batches_run(self) -> int:
-        return self.clips.batches_run + self.texts.batches_run
+        return sum(b.batches_run for b in self._batchers)
+
+    @property
+    def early(self) -> Callable[[Frame], None] | None:
+        """What starts a live frame's work as soon as it is sampled (None when the model cannot)."""
+        return self.frame_features.start if self.pooled is not None else None
 
     def start(self) -> None:
-        self.clips.start()
-        self.texts.start()
+        for b in self._batchers:
+            b.start()
 
     async def stop(self) -> None:
-        await self.clips.stop()
-        await self.texts.stop()
+        for b in self._batchers:
+            await b.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def embed_clip(self, frames: Clip) -> tuple[Vector, float]:
         """-> (vector of shape (dim,), seconds the model call took)."""
-        return await self.clips.submit(frames)
+        if self.pooled is None:
+            return await self.clips.submit(frames)
+        features, seconds = await self.frame_features.collect(frames)
+        return self.pooled.pool([np.stack(features)])[0], seconds
 
     async def embed_texts(self, texts: Sequence[str]) -> Vectors:
         vectors, _ = await self.texts.submit_many(texts)

@@ -75,7 +75,7 @@ class EmbedServing:
         self.processor = ClipProcessor(
             self.batcher,
             key=f"embed:{embedder.id}",
-            sampling=FrameSampling(embedder.frames_per_chunk, embedder.input_size),
+            sampling=FrameSampling(embedder.frames_per_chunk, embedder.input_size, self.batcher.early),
         )
         self.rendering = EmbedRendering(embedder.id)
         self.model = ModelInfo(

@@ -302,7 +302,7 @@ class VlmServing:
         else:
             frames = round(value)
         size = (options.vlm_input_width, options.vlm_input_height) if options.vlm_input_width else None
-        return FrameSampling(max(1, min(frames, MAX_FRAMES_PER_CHUNK)), size)
+        return FrameSampling(max(1, min(frames, MAX_FRAMES_PER_CHUNK)), size, self.vlm.early)
 
 
 def sampling_params(

@@ -18,11 +18,11 @@ from rtvi.core.media.types import Frame
 from rtvi.core.models.common import (
     CheckpointIdentity,
     batched,
-    check_clips,
+    embed_by_pooling,
     empty_vectors,
     l2_normalize,
+    mean_pool,
     model_id_for_dir,
-    pool_clips,
     read_json,
     to_pil,
 )
@@ -103,12 +103,14 @@ class ClipEmbedder(CheckpointIdentity):
         return self._input_size
 
     def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:
-        check_clips(clips)
-        if not clips:
-            return empty_vectors(self._dim)
-        frames = [f for clip in clips for f in clip]
+        return embed_by_pooling(self, clips)
+
+    def frame_features(self, frames: Sequence[Frame]) -> Vectors:
         parts = [self._image_features(group) for group in batched(frames, _FRAMES_PER_FORWARD)]
-        return pool_clips(l2_normalize(np.concatenate(parts)), [len(c) for c in clips])
+        return l2_normalize(np.concatenate(parts))
+
+    def pool(self, features: Sequence[Vectors]) -> Vectors:
+        return mean_pool(features)
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         if not texts:

@@ -6,7 +6,7 @@ sampling parameters and the output format. A backend streams text deltas and end
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -80,6 +80,12 @@ class VisionLanguageModel(Protocol):
     def max_concurrency(self) -> int:
         """Generations the backend runs at once (a local model: 1; an endpoint: many); the backend
         enforces it, after preparing its input, so preparing overlaps the running calls."""
+        ...
+
+    @property
+    def early(self) -> Callable[[Frame], None] | None:
+        """Starts the per-frame input work (image encoding) of a live frame as soon as it is sampled;
+        None when the backend has none worth starting early (see core/pipeline/early.py)."""
         ...
 
     def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:

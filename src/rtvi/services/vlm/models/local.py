@@ -28,6 +28,7 @@ DEFAULT_MAX_NEW_TOKENS = 512
 class TransformersVLM:
     is_language_model = True
     max_concurrency = 1
+    early = None  # nothing per frame worth starting before the chunk is complete
 
     def __init__(
         self, path: Path, *, model_id: str, device: str = "auto", trust_remote_code: bool = False

@@ -13,13 +13,15 @@ import asyncio
 import base64
 import io
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import openai
 from PIL import Image
 
 from rtvi.core.media.types import Frame
+from rtvi.core.pipeline.early import FrameWork
 from rtvi.errors import InvalidParameters, ModelLoadError, RtviError, Unavailable
 from rtvi.services.vlm.models.base import Generation, TokenCounts, estimate_tokens
 
@@ -31,6 +33,12 @@ def frame_data_url(frame: Frame) -> str:
     buf = io.BytesIO()
     Image.fromarray(frame).convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+async def _encode_jpegs(frames: Sequence[Frame]) -> tuple[list[str], float]:
+    start = time.perf_counter()
+    urls = await asyncio.to_thread(lambda: [frame_data_url(f) for f in frames])
+    return urls, time.perf_counter() - start
 
 
 def endpoint_error(exc: openai.OpenAIError) -> RtviError:
@@ -76,6 +84,9 @@ class OpenAICompatVLM:
         self._model = model
         self.max_concurrency = concurrency
         self._slots: asyncio.Semaphore | None = None  # made on first use, on the service's loop
+        # Each frame's JPEG, encoded off the event loop; a live frame's as soon as it is sampled.
+        self._jpegs: FrameWork[str] = FrameWork(_encode_jpegs)
+        self.early: Callable[[Frame], None] | None = self._jpegs.start
 
     @classmethod
     def connect(cls, base_url: str, **kwargs: Any) -> OpenAICompatVLM:
@@ -108,13 +119,14 @@ class OpenAICompatVLM:
     async def close(self) -> None:
         await self._client.close()
 
-    def _messages(self, g: Generation) -> list[dict[str, Any]]:
+    @staticmethod
+    def _messages(g: Generation, images: Sequence[str]) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         if g.system_prompt:
             messages.append({"role": "system", "content": g.system_prompt})
         messages.extend({"role": t.role, "content": t.text} for t in g.history)
         content: list[dict[str, Any]] = [{"type": "text", "text": g.prompt}]
-        content += [{"type": "image_url", "image_url": {"url": frame_data_url(f)}} for f in g.frames]
+        content += [{"type": "image_url", "image_url": {"url": url}} for url in images]
         messages.append({"role": "user", "content": content})
         return messages
 
@@ -152,8 +164,9 @@ class OpenAICompatVLM:
 
     async def stream(self, generation: Generation) -> AsyncIterator[str | TokenCounts]:
         g = generation
-        # JPEG encoding off the event loop, before taking a slot: it overlaps the calls in flight.
-        messages = await asyncio.to_thread(self._messages, g)
+        # Encoded before taking a slot: the encoding overlaps the calls in flight.
+        images, _ = await self._jpegs.collect(g.frames)
+        messages = self._messages(g, images)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_concurrency)
         async with self._slots:
