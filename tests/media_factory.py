@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import wave
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -174,6 +175,7 @@ def make_clip(
     bit_rate: int | None = None,
     options: dict[str, str] | None = None,
     muxer_options: dict[str, str] | None = None,
+    tone: Callable[[float], float] | None = None,
 ) -> Path:
     """Encode a clip and return its path.
 
@@ -181,7 +183,8 @@ def make_clip(
     ``i / fps`` seconds, or at ``timestamps[i]`` (variable frame rate) when given; ``start_s`` shifts all
     timestamps (a stream that does not start at 0). ``container`` defaults to the file suffix.
     ``gop`` fixes the keyframe interval in frames. ``options`` go to the encoder, ``muxer_options`` to the
-    container (e.g. ``{"movflags": "faststart"}`` puts an MP4's index first).
+    container (e.g. ``{"movflags": "faststart"}`` puts an MP4's index first). ``tone(t)``, when given,
+    adds a mono AAC track: a sine whose frequency (Hz) at second ``t`` is ``tone(t)``.
     """
     path = Path(path)
     source = frames or (lambda i: index_frame(i, width, height))
@@ -203,13 +206,33 @@ def make_clip(
             stream.codec_context.gop_size = gop
         if bit_rate:
             stream.codec_context.bit_rate = bit_rate
+        audio = out.add_stream("aac", rate=_TONE_RATE, layout="mono") if tone is not None else None
         for i, tick in enumerate(ticks):
             frame = av.VideoFrame.from_ndarray(source(i), format="rgb24")
             frame.pts = tick
             frame.time_base = time_base
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+        if audio is not None and tone is not None:
+            _encode_tone(out, audio, tone, times[-1] + 1 / fps)
     return path
+
+
+_TONE_RATE = 48_000
+
+
+def _encode_tone(
+    out: av.container.OutputContainer, audio: av.AudioStream, tone: Callable[[float], float], seconds: float
+) -> None:
+    size = 1024
+    seconds_of = np.floor(np.arange(int(seconds * _TONE_RATE)) / _TONE_RATE)
+    hz = np.vectorize(tone)(seconds_of)
+    samples = (0.5 * np.sin(2 * np.pi * np.cumsum(hz) / _TONE_RATE)).astype(np.float32)
+    for i, start in enumerate(range(0, len(samples), size)):
+        frame = av.AudioFrame.from_ndarray(samples[None, start : start + size], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = _TONE_RATE, i * size
+        out.mux(audio.encode(frame))
+    out.mux(audio.encode(None))
 
 
 def make_clip_from_images(
@@ -268,3 +291,12 @@ def make_image(
     img.save(buf, format=fmt, **kwargs)
     Path(path).write_bytes(buf.getvalue())
     return Path(path)
+
+
+def loudest_hz(wav_bytes: bytes) -> tuple[float, float]:
+    """-> (the loudest frequency, seconds of sound)."""
+    with wave.open(io.BytesIO(wav_bytes)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.fft.rfftfreq(len(samples), 1 / 16000)[spectrum.argmax()]), len(samples) / 16000

@@ -65,6 +65,7 @@ def build_app(log_path: Path, delay_s: float = 0.0) -> Any:
             "turns": len(messages),
             **{k: body.get(k) for k in ("max_tokens", "temperature", "seed", "top_k", "response_format")},
             "guided_choice": body.get("guided_choice"),
+            "audio": [p["input_audio"]["data"] for p in parts if p.get("type") == "input_audio"],
             "stream": bool(body.get("stream")),
         }
         with open(log_path, "a") as f:

@@ -24,6 +24,7 @@ from rtvi.core.bus.schema import ext_pb2
 from rtvi.core.bus.schema import schema_pb2 as nv
 from tests.conftest import upload
 from tests.kafka_redis import TansuBroker, consume
+from tests.media_factory import loudest_hz, make_clip
 from tests.model_factory import build_tiny_llava
 from tests.rtsp_server import RtspServer, gst_available
 from tests.scripted_vlm import ScriptedVlmServer
@@ -76,6 +77,7 @@ def endpoint(
         "VIA_VLM_ENDPOINT_MAX_RETRIES": "2",
         "PLACE_NAME": "Dock 7",
         "ANALYTICS_MODULE_ID": "forklift-watch",
+        "VLM_MODEL_SUPPORTS_AUDIO": "true",  # the scripted endpoint stands for a model that hears
     }
     srv = RtviServer(base / "assets", env=env, service="vlm").start()
     yield srv
@@ -346,6 +348,25 @@ def test_structured_output_reasoning_and_frames_reach_the_endpoint(
     assert msg.llm.queries[0].response == "Yes" and msg.llm.info["enableReasoning"] == "true"
 
 
+def test_each_chunks_sound_reaches_a_model_that_hears(
+    endpoint: RtviServer, scripted: ScriptedVlmServer, offline: RtviServer, tmp_path: Path
+) -> None:
+    # A tone that rises by 100 Hz every second: chunk k of 1 s must carry (300 + 100k) Hz, and only it.
+    clip = make_clip(tmp_path / "tone.mp4", seconds=3, fps=10, tone=lambda s: 300 + 100 * s)
+    assert httpx.get(endpoint.url + "/v1/models").json()["audio_support"] is True
+    assert httpx.get(offline.url + "/v1/models").json()["audio_support"] is False
+    with endpoint.client() as c:
+        vid = upload(c, clip).json()["id"]
+        r = _caption(c, "scripted-vlm", vid, "SAY:A rising tone.", chunk_duration=1, enable_audio=True)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["chunk_responses"]) == 3
+        heard = [scripted_request["audio"] for scripted_request in scripted.requests()[-3:]]
+        assert all(len(a) == 1 for a in heard)
+        assert [loudest_hz(base64.b64decode(a[0])) for a in heard] == [(300, 1), (400, 1), (500, 1)]
+        _caption(c, "scripted-vlm", vid, "SAY:Silent.", chunk_duration=1)
+        assert scripted.requests()[-1]["audio"] == []  # only when asked for
+
+
 def test_endpoint_failures_retry_and_surface(endpoint: RtviServer, media: dict[str, Path]) -> None:
     with endpoint.client() as c:
         fid = upload(c, media["cat_jpg"], media_type="image").json()["id"]
@@ -414,6 +435,23 @@ def _drain(reader: SseReader, limit: int = 10) -> object:
 
 
 # --- live streams -------------------------------------------------------------------------------------
+@pytest.mark.skipif(not gst_available(), reason="gst-rtsp-server (python3-gi) is not installed")
+def test_live_streams_are_captioned_without_audio(endpoint: RtviServer, tmp_path: Path) -> None:
+    camera = RtspServer(free_port(), tmp_path).start()
+    try:
+        with endpoint.client() as c:
+            r = c.post(
+                "/v1/streams/add", json={"streams": [{"liveStreamUrl": camera.url, "description": "x"}]}
+            )
+            sid = r.json()["results"][0]["id"]
+            r = _caption(c, "scripted-vlm", sid, "SAY:x", chunk_duration=2, enable_audio=True, stream=True)
+            assert (r.status_code, r.json()["code"]) == (400, "BadParameters"), r.text
+            assert "live streams" in r.json()["message"]
+            assert c.delete(f"/v1/streams/delete/{sid}").status_code == 200  # nothing was left running
+    finally:
+        camera.kill()
+
+
 @pytest.mark.skipif(not gst_available(), reason="gst-rtsp-server (python3-gi) is not installed")
 def test_two_caption_requests_share_one_decoder_and_stop_separately(
     offline: RtviServer, tmp_path: Path

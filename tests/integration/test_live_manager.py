@@ -33,7 +33,7 @@ class MeanBrightness:
     sampling: FrameSampling = field(default_factory=lambda: FrameSampling(4, (32, 24)))
     calls: int = 0
 
-    async def process(self, frames: Sequence[Frame]) -> tuple[float, float]:
+    async def process(self, frames: Sequence[Frame], audio: bytes | None = None) -> tuple[float, float]:
         self.calls += 1
         return float(sum(f.mean() for f in frames) / len(frames)), 0.0
 
@@ -46,7 +46,9 @@ class FrameShapes:
     sampling: FrameSampling = field(default_factory=lambda: FrameSampling(2, (16, 16)))
     seen: list[tuple[int, ...]] = field(default_factory=list)
 
-    async def process(self, frames: Sequence[Frame]) -> tuple[list[tuple[int, ...]], float]:
+    async def process(
+        self, frames: Sequence[Frame], audio: bytes | None = None
+    ) -> tuple[list[tuple[int, ...]], float]:
         shapes = [tuple(f.shape) for f in frames]
         self.seen.extend(shapes)
         return shapes, 0.0

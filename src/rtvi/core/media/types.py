@@ -44,3 +44,4 @@ class SampledChunk:
     frames: list[Frame]
     frame_pts_s: list[float]
     decode_latency_s: float
+    audio: bytes | None = None  # 16 kHz mono WAV of the chunk, when asked for

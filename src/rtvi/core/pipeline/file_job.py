@@ -14,9 +14,11 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from rtvi.core.media.audio import chunk_audio
 from rtvi.core.media.chunks import ChunkParams, plan_chunks, plan_image_chunk
 from rtvi.core.media.probe import probe
 from rtvi.core.media.sampler import FileFrameSampler, load_image
@@ -86,7 +88,11 @@ class FileJob(Generic[Out]):
         sampling = self.processor.sampling
         if self.video is not None:
             with FileFrameSampler(self.video, sampling.frames_per_chunk, sampling.size) as sampler:
-                yield from sampler.sample(self.chunks)
+                for sampled in sampler.sample(self.chunks):
+                    if sampling.audio:
+                        c = sampled.chunk
+                        sampled = replace(sampled, audio=chunk_audio(self.video, c.start_s, c.end_s))
+                    yield sampled
         else:
             start = time.perf_counter()
             frames = [load_image(p, sampling.size) for p in self.images]
@@ -123,7 +129,7 @@ class FileJob(Generic[Out]):
                         nxt = None
                         break
                     nxt = loop.run_in_executor(self.decode_pool, next, it, None)
-                    task = asyncio.ensure_future(self.processor.process(sampled.frames))
+                    task = asyncio.ensure_future(self.processor.process(sampled.frames, sampled.audio))
                     inflight.append((sampled, decode_started, task))
                 if not inflight:
                     return

@@ -32,11 +32,13 @@ class FrameSampling:
 
     `early`, when set, is called on the event loop with each frame of a live chunk as soon as it is
     picked (see pipeline/early.py); the same frame object reaches `process` later in its chunk.
+    `audio`: files also hand `process` the chunk's sound (media/audio.py).
     """
 
     frames_per_chunk: int
     size: tuple[int, int] | None = None
     early: Callable[[Frame], None] | None = None
+    audio: bool = False
 
 
 class ChunkProcessor(Protocol[Out_co]):
@@ -52,6 +54,7 @@ class ChunkProcessor(Protocol[Out_co]):
     @property
     def sampling(self) -> FrameSampling: ...
 
-    async def process(self, frames: Sequence[Frame]) -> tuple[Out_co, float]:
-        """-> (the chunk's output, seconds the model call took)."""
+    async def process(self, frames: Sequence[Frame], audio: bytes | None = None) -> tuple[Out_co, float]:
+        """-> (the chunk's output, seconds the model call took). `audio`: the chunk's WAV when
+        `sampling.audio` asked for it and the file has sound."""
         ...

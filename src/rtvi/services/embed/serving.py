@@ -63,7 +63,7 @@ class ClipProcessor:
     key: str
     sampling: FrameSampling
 
-    async def process(self, frames: Sequence[Frame]) -> tuple[Vector, float]:
+    async def process(self, frames: Sequence[Frame], audio: bytes | None = None) -> tuple[Vector, float]:
         return await self.batcher.embed_clip(frames)
 
 

@@ -82,8 +82,8 @@ class CaptionProcessor:
     generation: Generation  # everything but the frames
     keep_going: bool = False  # live: a failed model call is reported in its chunk, the stream goes on
 
-    async def process(self, frames: Sequence[Frame]) -> tuple[Caption, float]:
-        g = replace(self.generation, frames=list(frames))
+    async def process(self, frames: Sequence[Frame], audio: bytes | None = None) -> tuple[Caption, float]:
+        g = replace(self.generation, frames=list(frames), audio=audio)
         start = time.perf_counter()
         try:
             out = await generate(self.serving.vlm, g)
@@ -122,13 +122,16 @@ class VlmServing:
         self.vlm = vlm
         self.settings = core.settings
         self.metrics = VlmMetrics(core)
+        self.audio_support = self.settings.vlm_supports_audio and vlm.accepts_audio
+        if self.settings.vlm_supports_audio and not vlm.accepts_audio:
+            log.warning("VLM_MODEL_SUPPORTS_AUDIO is set, but the %s backend cannot pass audio", vlm.owned_by)
         self.model = ModelInfo(
             id=vlm.id,
             owned_by=vlm.owned_by,
             api_type=API_TYPE,
             details={
                 "language_model": vlm.is_language_model,
-                "audio_support": self.settings.vlm_supports_audio,
+                "audio_support": self.audio_support,
             },
         )
         self.rendering = CaptionRendering(vlm.id)
@@ -207,12 +210,10 @@ class VlmServing:
         ):
             if value is not None and value > cap:
                 raise MalformedRequest(f"{name} is {value}; the limit is {cap} (VLM_MAX_GENERATION_TOKENS)")
-        if options.enable_audio and not self.settings.vlm_supports_audio:
+        if options.enable_audio and not self.audio_support:
             raise InvalidParameters(
                 "enable_audio: this model does not support audio (VLM_MODEL_SUPPORTS_AUDIO)"
             )
-        if options.enable_audio:
-            raise InvalidParameters("enable_audio: audio transcription is not available in this build")
         if (options.vlm_input_width > 0) != (options.vlm_input_height > 0):
             raise InvalidParameters("vlm_input_width and vlm_input_height are set together (or both 0)")
 
@@ -259,6 +260,8 @@ class VlmServing:
         max_tokens: int | None = None,
         stop: tuple[str, ...] = (),
     ) -> CaptionProcessor:
+        if options.enable_audio and asset.is_live:
+            raise InvalidParameters("enable_audio: live streams are captioned from their video only")
         system = self.settings.vlm_system_prompt if system_prompt is None else system_prompt
         task = CaptionTask(
             prompt=prompt,
@@ -302,7 +305,9 @@ class VlmServing:
         else:
             frames = round(value)
         size = (options.vlm_input_width, options.vlm_input_height) if options.vlm_input_width else None
-        return FrameSampling(max(1, min(frames, MAX_FRAMES_PER_CHUNK)), size, self.vlm.early)
+        return FrameSampling(
+            max(1, min(frames, MAX_FRAMES_PER_CHUNK)), size, self.vlm.early, audio=options.enable_audio
+        )
 
 
 def sampling_params(

@@ -54,6 +54,7 @@ class Generation:
     output_format: OutputFormat = field(default_factory=OutputFormat)
     enable_reasoning: bool = False
     history: Sequence[Turn] = ()
+    audio: bytes | None = None  # the chunk's 16 kHz mono WAV (enable_audio, a model that hears)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,12 @@ class VisionLanguageModel(Protocol):
     def max_concurrency(self) -> int:
         """Generations the backend runs at once (a local model: 1; an endpoint: many); the backend
         enforces it, after preparing its input, so preparing overlaps the running calls."""
+        ...
+
+    @property
+    def accepts_audio(self) -> bool:
+        """Whether the backend can hand a chunk's sound to its model (whether that model hears it is
+        what VLM_MODEL_SUPPORTS_AUDIO declares)."""
         ...
 
     @property

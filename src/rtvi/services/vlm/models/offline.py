@@ -59,6 +59,7 @@ def _join(items: Sequence[str]) -> str:
 class OfflineLabelModel:
     is_language_model = False
     max_concurrency = 1
+    accepts_audio = False
     early = None  # nothing per frame worth starting before the chunk is complete
 
     def __init__(self, embedder: BundledEmbedder) -> None:

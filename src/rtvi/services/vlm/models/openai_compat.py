@@ -64,6 +64,7 @@ def _detail(exc: openai.APIStatusError) -> str:
 
 class OpenAICompatVLM:
     is_language_model = True
+    accepts_audio = True  # as an input_audio part (OpenAI's chat format; vLLM's audio models take it)
 
     def __init__(
         self,
@@ -127,6 +128,9 @@ class OpenAICompatVLM:
         messages.extend({"role": t.role, "content": t.text} for t in g.history)
         content: list[dict[str, Any]] = [{"type": "text", "text": g.prompt}]
         content += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+        if g.audio is not None:
+            data = base64.b64encode(g.audio).decode()
+            content.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
         messages.append({"role": "user", "content": content})
         return messages
 
