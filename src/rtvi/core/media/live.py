@@ -192,10 +192,12 @@ class FrameClock:
 class _Gop:
     key_time: float
     packets: list[av.packet.Packet]
-    times: list[float]  # of each packet
-    time_of: dict[int, float]  # PTS -> time, for the frames they decode to
+    time_of: dict[int, float]  # PTS -> time: of the packets, and of the frames they decode to
     nbytes: int
     truncated: bool = False
+
+    def time(self, pts: int | None) -> float:
+        return self.time_of.get(pts, self.key_time) if pts is not None else self.key_time
 
 
 @dataclass(slots=True)
@@ -231,12 +233,11 @@ class KeptPackets:
 
     def add(self, packet: av.packet.Packet, t: float) -> None:
         if packet.is_keyframe:
-            self._gops.append(_Gop(t, [], [], {}, 0))
+            self._gops.append(_Gop(t, [], {}, 0))
         elif not self._gops or self._gops[-1].truncated:
             return  # before the first keyframe nothing decodes
         gop = self._gops[-1]
         gop.packets.append(packet)
-        gop.times.append(t)
         if packet.pts is not None:
             gop.time_of[packet.pts] = t
         gop.nbytes += packet.size
@@ -247,7 +248,7 @@ class KeptPackets:
             log.warning("stream %s: GOP over %d bytes, keeping its keyframe", self.stream_id, self._max_bytes)
             self._bytes -= sum(p.size for p in gop.packets[1:])
             gop.nbytes = gop.packets[0].size
-            del gop.packets[1:], gop.times[1:]
+            del gop.packets[1:]
             gop.truncated = True
             self._cursor = None
 
@@ -290,13 +291,13 @@ class KeptPackets:
                 frames = self._drain()
                 self._cursor = None
             else:
-                packet_time = gop.times[cur.next]
+                packet_time = gop.time(gop.packets[cur.next].pts)
                 # Frames well before the target are only needed as references.
                 self._codec.skip_frame = "NONREF" if packet_time < t - _NONREF_SKIP_MARGIN_S else "DEFAULT"
                 frames = self._decode(gop.packets[cur.next])
                 cur.next += 1
             for frame in frames:
-                cur.prev, cur.last = cur.last, (gop.time_of.get(frame.pts or -1, gop.key_time), frame)
+                cur.prev, cur.last = cur.last, (gop.time(frame.pts), frame)
             if self._cursor is None:
                 break
         near = [c for c in (cur.prev, cur.last) if c is not None]
@@ -434,10 +435,7 @@ class LiveDecoder:
         self._on_running = on_running or (lambda _delta: None)
         self.connected = False
         self.connections = 0
-        self.packets = 0  # received (about one per frame)
-        self.frames_decoded = 0  # on the current connection
         self.failure: str | None = None
-        self.time_source: str = "receive"
 
     # --- subscribers --------------------------------------------------------------------------
     def add(self, sink: FrameSink) -> None:
@@ -544,16 +542,13 @@ class LiveDecoder:
                     continue
                 pts_s = float(packet.pts * time_base) if packet.pts is not None else None
                 t = clock.time(container.start_time_realtime, pts_s, time.time()) if pts_s is not None else t
-                self.time_source = clock.source
                 got = True
-                self.packets += 1
                 kept.add(packet, t)
                 sinks = self._snapshot()
                 for sink in sinks:
                     sink.on_packet(t, packet.is_keyframe, kept)
                 wanted = [e for sink in sinks if (e := sink.earliest_target()) is not None]
                 kept.keep_from(min(wanted, default=None))
-                self.frames_decoded = kept.decoded
         except Exception as exc:  # read timeout, connection reset, corrupt data: all a disconnect
             return got, f"{type(exc).__name__}: {exc}"
         return got, "end of stream"

@@ -29,6 +29,7 @@ is complete when its frames are chosen and the stream has reached its end.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
@@ -145,9 +146,10 @@ class LiveChunkPlanner(Generic[P, F]):
             if len(self._keys) > _MAX_KEYS:
                 del self._keys[: _MAX_KEYS // 2]
         self._open_windows_until(now)
-        for target in list(self._targets):
-            if self._decide(target, now, source):
-                self._targets.remove(target)
+        # No target is decided before the stream reaches it, so only the due ones are looked at (this
+        # runs for every packet).
+        due = bisect.bisect_right(self._targets, (now, math.inf, math.inf))
+        self._targets[:due] = [t for t in self._targets[:due] if not self._decide(t, now, source)]
         done: list[CompletedWindow[F]] = []
         for index in sorted(self._open):
             slot = self._open[index]

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from rtvi.core.service import ServiceCore
 from rtvi.http.deps import get_core, stage_of
-from rtvi.http.generation import generation_response
+from rtvi.http.generation import CLIENT_CLOSED_REQUEST, generation_response
 from rtvi.http.limits import unless_disconnected
 from rtvi.services.embed.protocol import (
     EmbeddingsRequest,
@@ -26,7 +26,6 @@ from rtvi.services.embed.serving import EmbedServing
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["Embeddings"])
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left; never reaches anyone
 
 
 def get_serving(core: ServiceCore = Depends(get_core)) -> EmbedServing:
