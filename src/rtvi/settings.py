@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     # vision-embed-errors; set ERROR_MESSAGE_TOPIC to match such a deployment).
     error_message_topic: str = Field("", validation_alias="ERROR_MESSAGE_TOPIC")
     enable_redis_error_messages: bool = Field(False, validation_alias="ENABLE_REDIS_ERROR_MESSAGES")
+    # Traces over OTLP (core/telemetry/tracing.py): true / false; unset = on when an
+    # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set. The exporter itself reads the standard OTEL_* variables.
+    enable_otel_monitoring: bool | None = Field(None, validation_alias="ENABLE_OTEL_MONITORING")
     redis_host: str = Field("localhost", validation_alias="REDIS_HOST")
     redis_port: int = Field(6379, validation_alias="REDIS_PORT", ge=1, le=65535)
     redis_db: int = Field(0, validation_alias="REDIS_DB", ge=0)

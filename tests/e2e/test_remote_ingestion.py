@@ -182,13 +182,39 @@ def test_size_limit_while_streaming(rtvi: RtviServer, model: str, lan_http: File
     _no_assets_left(rtvi)
 
 
-def test_s3_inputs(rtvi: RtviServer, model: str) -> None:
+def _downloads(rtvi: RtviServer) -> dict[tuple[str, str, str], float]:
+    """(sample name, source, status) -> value of the asset_download_* metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(rtvi.url + "/metrics").text
+    return {
+        (s.name, s.labels["source"], s.labels["status"]): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name.startswith("asset_download_")
+        for s in f.samples
+        if "le" not in s.labels
+    }
+
+
+def test_s3_inputs(rtvi: RtviServer, model: str, served: Path) -> None:
+    before = _downloads(rtvi)
     ok = _generate(rtvi, model, "s3://cams/dock/clip.mp4")
     assert ok.status_code == 200 and len(ok.json()["chunk_responses"]) == 3, ok.text
     for url in ("s3://cams/dock/missing.mp4", "s3://no-such-bucket/clip.mp4", "s3://cams"):
         r = _generate(rtvi, model, url)
         assert r.status_code == 400 and r.json()["code"] == "InvalidParameters", (url, r.text)
     _no_assets_left(rtvi)
+    after = _downloads(rtvi)
+
+    def delta(name: str, status: str) -> float:
+        key = (name, "s3", status)
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("asset_download_requests_total", "ok") == 1
+    assert delta("asset_download_requests_total", "error") == 3
+    assert delta("asset_download_bytes_total", "ok") == (served / "clip.mp4").stat().st_size
+    assert delta("asset_download_duration_seconds_count", "ok") == 1
+    assert delta("asset_download_duration_seconds_sum", "ok") > 0
 
 
 def test_data_and_file_urls(rtvi: RtviServer, model: str, served: Path, tmp_path: Path) -> None:

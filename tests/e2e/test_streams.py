@@ -114,6 +114,15 @@ def test_live_embeddings_survive_a_camera_restart(
         assert e["id"] == first[0]["id"] and e["chunk_responses"][0]["frame_count"] == 8
         assert e["media_info"]["type"] == "timestamp"
     assert lc.get("/v1/streams/get-stream-info").json()[0]["chunk_duration"] == CHUNK_S
+    assert metric(lc, "live_stream_chunk_latency_seconds_count") >= 3
+    assert metric(lc, "live_stream_captions_latency_seconds_count") >= 3
+    assert 0 <= metric(lc, "live_stream_avg_chunk_latency_seconds") < 5
+    assert 0 <= metric(lc, "live_stream_captions_latency_seconds_latest") < 5
+    assert metric(lc, "active_live_streams") >= 1
+    # The camera sends 30 frames/s; the reader measures it over 5 s windows of stream time.
+    fps_windows = metric(lc, "stream_fps_count")
+    assert fps_windows >= 1
+    assert metric(lc, "stream_fps_sum") / fps_windows == pytest.approx(30, rel=0.15)
 
     camera.kill()
     time.sleep(1.5)
@@ -127,9 +136,12 @@ def test_live_embeddings_survive_a_camera_restart(
     while (e := reader.next()) is not END:  # results already in flight, then [DONE]
         assert e.get("chunk_responses")
     assert lc.get("/v1/streams/get-stream-info").json()[0]["chunk_duration"] == 0
+    deletes = metric(lc, "rtvi_stream_delete_latency_seconds_count")
     r = lc.delete(f"/v1/streams/delete/{sid}")
     assert r.status_code == 200 and r.content == b""
     assert lc.get("/v1/streams/get-stream-info").json() == []
+    assert metric(lc, "rtvi_stream_delete_latency_seconds_count") == deletes + 1
+    assert metric(lc, "rtvi_stream_delete_drain_latency_seconds_count") == deletes + 1
 
 
 def test_exhausted_reconnection_window_ends_the_request_with_an_error(

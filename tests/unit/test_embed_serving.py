@@ -79,10 +79,10 @@ def test_a_file_request_is_planned_embedded_and_counted(
         assert vectors.shape == (3, embedder.dim)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
         sample = core.metrics.registry.get_sample_value
-        assert sample("video_file_queries_processed_total") == 1
+        assert sample("video_file_queries_processed") == 1
         assert sample("video_file_queries_pending") == 0
         assert sample("decode_latency_seconds_count") == 3 and sample("chunk_latency_seconds_count") == 3
-        assert (sample("embedding_latency_seconds_count") or 0) >= 1
+        assert (sample("vlm_latency_seconds_count") or 0) >= 1
 
     _with_serving(tmp_path, embedder, body)
 
@@ -102,7 +102,7 @@ def test_bad_requests_fail_before_any_work(tmp_path: Path, embedder: ClipEmbedde
             await serving.video_request(
                 VideoEmbeddingsQuery(id="5f0c3c1e-8f7e-4a53-9a3e-9d1f0f6a1b2c", model=embedder.id)
             )
-        assert core.metrics.registry.get_sample_value("video_file_queries_processed_total") == 0
+        assert core.metrics.registry.get_sample_value("video_file_queries_processed") == 0
 
     _with_serving(tmp_path, embedder, body)
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
@@ -29,6 +32,7 @@ from rtvi.core.pipeline.live import LiveJob, LiveManager
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.streams import LiveStreams
 from rtvi.core.telemetry.metrics import Metrics
+from rtvi.core.telemetry.tracing import step
 from rtvi.errors import Unavailable
 from rtvi.settings import Settings
 
@@ -69,12 +73,19 @@ class CoreConfig:
 
 
 class ServiceCore:
-    def __init__(self, config: CoreConfig, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: CoreConfig,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.config = config
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.tracer = tracer or trace.NoOpTracer()
         self.started_at = time.time()
-        self.store = AssetStore(settings)
+        self.store = AssetStore(settings, self.metrics.observe_download)
         self.decode_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
         # Results and errors on Kafka / Redis (spec §6): connected in start().
         self.publisher: MessagePublisher | None = None
@@ -170,6 +181,7 @@ class ServiceCore:
         params: ChunkParams | None = None,
         images: list[Path] | None = None,
         received_at: float | None = None,
+        span_attributes: Mapping[str, str] | None = None,
     ) -> FileJob[Out]:
         """A job over a registered video, a video path, or images. A known duration (the asset's probe,
         or `probed` for a path) spares the job a second probe."""
@@ -187,6 +199,8 @@ class ServiceCore:
             fps=fps,
             images=images,
             received_at=received_at,
+            tracer=self.tracer,
+            span_attributes=span_attributes,
         )
 
     def publish_result(
@@ -197,7 +211,9 @@ class ServiceCore:
         if publisher is None or publisher.results_bus is None or stage is None:
             return
         ctx = chunk_context(asset, request_id, stage.model, requested_model, r, base_ts)
-        publisher.publish_chunk(ctx, r.output)
+        attributes = {"rtvi.request_id": request_id, "rtvi.asset_id": asset.id, "rtvi.chunk.index": r.index}
+        with step(self.tracer, "publish", **attributes):
+            publisher.publish_chunk(ctx, r.output)
 
     def _publish_live(self, job: LiveJob[Any], r: ChunkResult[Any]) -> None:
         # Once per chunk (not once per SSE reader); live chunk times are Unix seconds already.

@@ -157,8 +157,9 @@ class LiveStreams:
         start = time.perf_counter()
         asset = self.store.get_live(stream_id)
         await self.live.stop(asset.id, drain_timeout_s)
+        drained = time.perf_counter()
         self.store.registry.remove(asset.id)
-        self.metrics.stream_delete_latency.observe(time.perf_counter() - start)
+        self.metrics.observe_stream_delete(time.perf_counter() - start, drained - start)
         log.info("live stream %s deleted", stream_id)
 
     async def stop_inference(self, stream_id: str, request_id: str | None = None) -> None:

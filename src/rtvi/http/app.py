@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from rtvi import __version__
 from rtvi.core.service import ModelStage, ServiceCore
 from rtvi.core.telemetry.metrics import Metrics
+from rtvi.core.telemetry.tracing import Tracing
 from rtvi.http.auth import declare_bearer_scheme, require_bearer_token
 from rtvi.http.errors import ERROR_RESPONSES, install_error_handlers
 from rtvi.http.limits import BodyLimit
@@ -31,10 +32,11 @@ def build_app(
     settings = settings or Settings()
     loader = load_stage or spec.load_stage
     metrics = Metrics()
+    tracing = Tracing(f"rtvi-{spec.core.name}", settings.enable_otel_monitoring)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        core = app.state.core = ServiceCore(spec.core, settings, metrics)
+        core = app.state.core = ServiceCore(spec.core, settings, metrics, tracing.tracer)
         core.start()
         # The model loads in the background: /v1/live answers at once, /v1/ready turns 200 when loaded.
         load_task = asyncio.create_task(core.load(loader))
@@ -44,9 +46,11 @@ def build_app(
             load_task.cancel()
             await asyncio.gather(load_task, return_exceptions=True)
             await core.close()
+            tracing.shutdown()
 
     app = FastAPI(title=spec.title, version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES)
     install_error_handlers(app)
+    tracing.instrument(app)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_request_body_mb * 2**20))
     declare_bearer_scheme(app)
     if settings.api_key:

@@ -27,6 +27,7 @@ from rtvi.core.pipeline.file_job import FileJob
 from rtvi.core.pipeline.live import LiveJob, LiveStreamError
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.service import ServiceCore
+from rtvi.core.telemetry.tracing import annotate
 from rtvi.errors import InternalError, InvalidParameters, MalformedRequest, RtviError
 from rtvi.http.limits import unless_disconnected
 from rtvi.http.protocol import MediaInfoOffset, MediaInfoTimestamp, StreamOptions
@@ -161,13 +162,21 @@ class GenerationRequest(Generic[Out]):
             self.request_id = job.request_id
             self.received_at = job.created
             return
+        ids = {"rtvi.request_id": self.request_id, "rtvi.asset_id": ",".join(a.id for a in self.assets)}
+        annotate(ids)
         if self.is_video:
             self.file_job = self.core.file_job(
-                self.processor, video=self.assets[0], params=self.chunk_params(), received_at=self.received_at
+                self.processor,
+                video=self.assets[0],
+                params=self.chunk_params(),
+                received_at=self.received_at,
+                span_attributes=ids,
             )
         else:
             paths = [self.core.store.media_path(a) for a in self.assets]
-            self.file_job = self.core.file_job(self.processor, images=paths, received_at=self.received_at)
+            self.file_job = self.core.file_job(
+                self.processor, images=paths, received_at=self.received_at, span_attributes=ids
+            )
         await self.file_job.plan()
 
     def chunk_params(self) -> ChunkParams:

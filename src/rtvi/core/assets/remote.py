@@ -27,7 +27,7 @@ import logging
 import mimetypes
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,26 +94,46 @@ def safe_name(raw: str, content_type: str | None, default_stem: str = "download"
     return name
 
 
+# A finished download: (source http | s3 | data, succeeded, seconds, bytes written).
+DownloadObserver = Callable[[str, bool, float, int], None]
+
+
 class RemoteFetcher:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_download: DownloadObserver | None = None) -> None:
         self.settings = settings
         self.max_bytes = int(settings.asset_download_max_file_size_gb * 2**30)
+        self._on_download = on_download or (lambda _source, _ok, _s, _n: None)
 
     async def fetch(self, url: str, dest: Path, headers: Mapping[str, str] | None = None) -> Fetched:
         """Download `url` (http(s), s3 or data:) into the directory `dest`."""
         scheme = url.split(":", 1)[0].lower()
-        if scheme == "data":
+        if scheme == "s3" or (scheme == "https" and _S3_HOST.match(urlsplit(url).hostname or "")):
+            source = "s3"
+        elif scheme in ("http", "https", "data"):
+            source = scheme.removesuffix("s")
+        else:
+            raise MalformedRequest(f"Unsupported URL scheme {scheme[:20]!r}: use http(s), s3, file or data")
+        start = time.perf_counter()
+        fetched: Fetched | None = None
+        try:
+            fetched = await self._fetch(source, url, dest, headers or {})
+            return fetched
+        finally:
+            self._on_download(
+                source, fetched is not None, time.perf_counter() - start, fetched.size if fetched else 0
+            )
+
+    async def _fetch(self, source: str, url: str, dest: Path, headers: Mapping[str, str]) -> Fetched:
+        if source == "data":
             path, _ = await asyncio.to_thread(decode_data_uri, url, dest, "input", self.max_bytes)
             return Fetched(path, path.name, path.stat().st_size)
-        if scheme == "s3" or (scheme == "https" and _S3_HOST.match(urlsplit(url).hostname or "")):
+        if source == "s3":
             return await asyncio.to_thread(self._s3, url, dest)
-        if scheme in ("http", "https"):
-            try:
-                async with asyncio.timeout(self.settings.asset_download_total_timeout_s):
-                    return await self._http(url, dest, headers or {})
-            except TimeoutError:
-                raise InvalidParameters(f"Download of {url[:200]!r} timed out", "DownloadFailed") from None
-        raise MalformedRequest(f"Unsupported URL scheme {scheme[:20]!r}: use http(s), s3, file or data")
+        try:
+            async with asyncio.timeout(self.settings.asset_download_total_timeout_s):
+                return await self._http(url, dest, headers)
+        except TimeoutError:
+            raise InvalidParameters(f"Download of {url[:200]!r} timed out", "DownloadFailed") from None
 
     # --- http(s) --------------------------------------------------------------------------------
     def _auth_headers(self, host: str, given: Mapping[str, str]) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from rtvi.core.assets.registry import Asset, AssetRegistry
-from rtvi.core.assets.remote import RemoteFetcher
+from rtvi.core.assets.remote import DownloadObserver, RemoteFetcher
 from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.storage import AssetStorage
 from rtvi.core.media.probe import probe
@@ -47,12 +47,12 @@ class NewFile:
 
 
 class AssetStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_download: DownloadObserver | None = None) -> None:
         self.settings = settings
         self.storage = AssetStorage(settings.asset_storage_dir)
         secrets = SecretBox.from_settings(settings.secret_key, self.storage.root / "secret.key")
         self.registry = AssetRegistry(self.storage.db_path, secrets)
-        self.fetcher = RemoteFetcher(settings)
+        self.fetcher = RemoteFetcher(settings, on_download)
         self.storage.cleanup(self.registry.ids())
 
     def close(self) -> None:

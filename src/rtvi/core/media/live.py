@@ -64,6 +64,7 @@ _REANCHOR_S = 1.0
 MAX_KEPT_BYTES = 32 * 1024 * 1024
 # Decoding towards a frame skips non-reference frames up to this long before it.
 _NONREF_SKIP_MARGIN_S = 0.1
+FPS_WINDOW_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +424,7 @@ class LiveDecoder:
         *,
         on_retry: Callable[[str], None] | None = None,
         on_running: Callable[[int], None] | None = None,
+        on_fps: Callable[[float], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._url = url  # may hold credentials: never logged
@@ -433,6 +435,7 @@ class LiveDecoder:
         self._thread = threading.Thread(target=self._run, name=f"rtsp-{stream_id[:24]}", daemon=True)
         self._on_retry = on_retry or (lambda _reason: None)
         self._on_running = on_running or (lambda _delta: None)
+        self._on_fps = on_fps or (lambda _fps: None)
         self.connected = False
         self.connections = 0
         self.failure: str | None = None
@@ -534,6 +537,10 @@ class LiveDecoder:
         time_base = stream.time_base or 1 / 90000
         got = False
         t = time.time()
+        # stream_fps: frames per FPS_WINDOW_S of the camera's own timestamps (arrival jitter aside).
+        rate_since: float | None = None
+        rate_last: float | None = None
+        rate_count = 0
         try:
             for packet in container.demux(stream):
                 if self._stop.is_set():
@@ -543,6 +550,13 @@ class LiveDecoder:
                 pts_s = float(packet.pts * time_base) if packet.pts is not None else None
                 t = clock.time(container.start_time_realtime, pts_s, time.time()) if pts_s is not None else t
                 got = True
+                if pts_s is not None and pts_s != rate_last:  # frames, not packets: one PTS each
+                    rate_last, rate_count = pts_s, rate_count + 1
+                    if rate_since is None or pts_s < rate_since:
+                        rate_since, rate_count = pts_s, 0
+                    elif pts_s - rate_since >= FPS_WINDOW_S:
+                        self._on_fps(rate_count / (pts_s - rate_since))
+                        rate_since, rate_count = pts_s, 0
                 kept.add(packet, t)
                 sinks = self._snapshot()
                 for sink in sinks:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 from rtvi.core.media.audio import chunk_audio
 from rtvi.core.media.chunks import ChunkParams, plan_chunks, plan_image_chunk
@@ -25,6 +29,7 @@ from rtvi.core.media.sampler import FileFrameSampler, load_image
 from rtvi.core.media.types import ChunkSpec, MediaError, SampledChunk
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.telemetry.metrics import Metrics
+from rtvi.core.telemetry.tracing import step
 from rtvi.errors import InvalidMedia
 
 Out = TypeVar("Out")
@@ -47,6 +52,8 @@ class FileJob(Generic[Out]):
         fps: float | None = None,
         images: list[Path] | None = None,
         received_at: float | None = None,
+        tracer: Tracer | None = None,
+        span_attributes: Mapping[str, str] | None = None,
     ) -> None:
         if (video is None) == (not images):
             raise ValueError("a job needs either a video or images")
@@ -60,12 +67,17 @@ class FileJob(Generic[Out]):
         self.images = images or []
         self.received_at = received_at if received_at is not None else time.time()
         self.chunks: list[ChunkSpec] = [] if video is not None else [plan_image_chunk()]
+        # Each chunk's decode and inference become child spans of the caller's (the request's) span.
+        self.tracer = tracer or trace.NoOpTracer()
+        self.span_attributes = dict(span_attributes or {})
 
     async def plan(self) -> list[ChunkSpec]:
         """Cut the video into chunks (probing it if its duration is not known). Raises InvalidParameters
         for chunking that does not fit the file, InvalidMedia for a file that cannot be read."""
         if self.video is not None and not self.chunks:
-            self.chunks = await asyncio.to_thread(self._plan, self.video)
+            with step(self.tracer, "plan", **self.span_attributes) as span:
+                self.chunks = await asyncio.to_thread(self._plan, self.video)
+                span.set_attribute("rtvi.chunks", len(self.chunks))
         return self.chunks
 
     def _plan(self, video: Path) -> list[ChunkSpec]:
@@ -101,12 +113,14 @@ class FileJob(Generic[Out]):
     async def results(self) -> AsyncIterator[ChunkResult[Out]]:
         await self.plan()
         self.metrics.files_pending.inc()
+        started = time.time()
         try:
             # aclosing: a consumer that stops early (client gone) closes the decoder now, not at GC.
             async with aclosing(self._results()) as results:
                 async for r in results:
                     yield r
-            self.metrics.files_processed.inc()
+            done = time.time()
+            self.metrics.observe_file_query(e2e_s=done - self.received_at, pipeline_s=done - started)
         finally:
             self.metrics.files_pending.dec()
 
@@ -114,11 +128,8 @@ class FileJob(Generic[Out]):
         """Decode runs one chunk ahead, and the model stage gets the next chunk while it still works on
         this one (LOOKAHEAD chunks in flight): a stage that prepares its input (frames -> JPEG for an
         endpoint) or batches (the embedder) overlaps that with the running call. Results stay in order."""
-        loop = asyncio.get_running_loop()
         it = self._sampled()
-        nxt: asyncio.Future[SampledChunk | None] | None = loop.run_in_executor(
-            self.decode_pool, next, it, None
-        )
+        nxt: asyncio.Future[SampledChunk | None] | None = self._decode_next(it)
         inflight: deque[tuple[SampledChunk, float, asyncio.Task[tuple[Out, float]]]] = deque()
         try:
             while True:
@@ -128,8 +139,8 @@ class FileJob(Generic[Out]):
                     if sampled is None:
                         nxt = None
                         break
-                    nxt = loop.run_in_executor(self.decode_pool, next, it, None)
-                    task = asyncio.ensure_future(self.processor.process(sampled.frames, sampled.audio))
+                    nxt = self._decode_next(it)
+                    task = asyncio.ensure_future(self._infer(sampled))
                     inflight.append((sampled, decode_started, task))
                 if not inflight:
                     return
@@ -156,4 +167,33 @@ class FileJob(Generic[Out]):
             # Let an in-flight decode finish before closing the generator from this thread.
             if nxt is not None and not nxt.done():
                 await asyncio.wait([nxt])
-            await loop.run_in_executor(self.decode_pool, it.close)
+            await asyncio.get_running_loop().run_in_executor(self.decode_pool, it.close)
+
+    def _decode_next(self, it: Generator[SampledChunk, None, None]) -> asyncio.Future[SampledChunk | None]:
+        """The next chunk's frames, sampled in the decode pool. Its span (a child of the current one,
+        from launch to done) is recorded when the chunk comes, not for the end of the iteration."""
+        parent, launched = otel_context.get_current(), time.time_ns()
+        future = asyncio.get_running_loop().run_in_executor(self.decode_pool, next, it, None)
+
+        def record(f: asyncio.Future[SampledChunk | None]) -> None:
+            sampled = None if f.cancelled() or f.exception() else f.result()
+            if sampled is not None:
+                attributes = {**self.span_attributes, **_chunk_attributes(sampled)}
+                span = self.tracer.start_span("decode", parent, attributes=attributes, start_time=launched)
+                span.end()
+
+        future.add_done_callback(record)
+        return future
+
+    async def _infer(self, sampled: SampledChunk) -> tuple[Out, float]:
+        with step(self.tracer, "inference", **self.span_attributes, **_chunk_attributes(sampled)):
+            return await self.processor.process(sampled.frames, sampled.audio)
+
+
+def _chunk_attributes(sampled: SampledChunk) -> dict[str, Any]:
+    c = sampled.chunk
+    return {
+        "rtvi.chunk.index": c.index,
+        "rtvi.chunk.start_s": c.start_s,
+        "rtvi.chunk.frames": len(sampled.frames),
+    }

@@ -244,8 +244,7 @@ class LiveJob(Generic[Out]):
                 chunk_latency_s=max(0.0, done - chunk.end_s),
             )
             self.chunks_done += 1
-            metrics.live_chunk_latency.observe(result.chunk_latency_s)
-            metrics.decode_latency.observe(result.decode_latency_s)
+            metrics.observe_live_chunk(result.decode_latency_s, result.chunk_latency_s)
             for sub in list(self.subscribers):
                 sub.offer(result)
             for sink in list(self.sinks):
@@ -253,6 +252,7 @@ class LiveJob(Generic[Out]):
                     sink(self, result)
                 except Exception:
                     log.exception("stream %s: a result sink failed", self.stream_id)
+            metrics.observe_live_delivery(max(0.0, time.time() - chunk.end_s))
             if not self._has_consumers():
                 # A reader that never started (the response was never sent) must not leak the job.
                 self.stop()
@@ -326,6 +326,7 @@ class LiveManager:
                 self.options,
                 on_retry=lambda reason: self.metrics.decode_retry.labels(reason=reason).inc(),
                 on_running=self.metrics.live_decoders_open.inc,
+                on_fps=self.metrics.stream_fps.observe,
             )
             self._decoders[asset.id] = decoder
             decoder.start()

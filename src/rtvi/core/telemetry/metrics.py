@@ -1,8 +1,35 @@
-"""Prometheus metrics exported at /v1/metrics (names from spec §7)."""
+"""Prometheus metrics exported at /v1/metrics and /metrics: every name of spec §7, plus rtvi_* extras.
+
+The contract describes an OpenTelemetry meter (up/down counters, observable gauges, histograms); here the
+same names are prometheus_client instruments: an up/down counter or observable gauge is a Gauge set where
+its event happens, so it is exported under its exact name; a Counter gains the `_total` suffix.
+Instruments are updated through the event methods below, so each event updates all its names at once.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets from 5 ms to 2 min: a chunk of a fast embedder up to a long VLM call.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, float("inf"))
+_FPS_BUCKETS = (1, 5, 10, 15, 20, 25, 30, 45, 60, 120, float("inf"))
+# The averages are over the last chunks, so they follow the current load rather than the whole uptime.
+AVERAGE_WINDOW = 100
+
+
+class _RecentMean:
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._values: deque[float] = deque(maxlen=AVERAGE_WINDOW)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._values.append(value)
+            self._gauge.set(sum(self._values) / len(self._values))
 
 
 class Metrics:
@@ -11,18 +38,81 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.files_processed = Counter("video_file_queries_processed", "File queries completed", registry=r)
-        self.files_pending = Gauge("video_file_queries_pending", "File queries in progress", registry=r)
-        self.active_live_streams = Gauge("active_live_streams", "Live streams being processed", registry=r)
-        self.decode_latency = Histogram("decode_latency_seconds", "Frame sampling time per chunk", registry=r)
-        # The spec's name; it times every model call (embedding or caption batch).
-        self.inference_latency = Histogram(
-            "embedding_latency_seconds", "Model call time per batch", registry=r
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, registry=r)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> Histogram:
+            return Histogram(name, doc, registry=r, buckets=buckets)
+
+        # --- spec §7: up/down counters ---
+        self.files_processed = gauge("video_file_queries_processed", "File queries completed")
+        self.files_pending = gauge("video_file_queries_pending", "File queries in progress")
+        self.active_live_streams = gauge("active_live_streams", "Live inference jobs running")
+        # --- spec §7: counter ---
+        self.decode_retry = Counter("rtvi_decode_retry", "RTSP reconnection attempts", ["reason"], registry=r)
+        # --- spec §7: observable gauges ---
+        self.uptime = gauge("system_uptime_seconds", "Seconds since start")
+        self.e2e_latest = gauge("e2e_latency_seconds_latest", "Last file query: received -> last result")
+        self.pipeline_latest = gauge(
+            "vlm_pipeline_latency_seconds_latest", "Last file query: first decode -> last result"
         )
-        self.chunk_latency = Histogram(
-            "chunk_latency_seconds", "Decode start -> result per chunk", registry=r
+        self.decode_latest = gauge("decode_latency_seconds_latest", "Last chunk's frame sampling time")
+        self.model_latest = gauge("vlm_latency_seconds_latest", "Last model call's time")
+        self.chunk_latest = gauge("chunk_latency_seconds_latest", "Last file chunk: decode start -> result")
+        self.chunk_avg = _RecentMean(
+            gauge("avg_chunk_latency_seconds", f"Mean file chunk latency over the last {AVERAGE_WINDOW}")
         )
-        self.uptime = Gauge("system_uptime_seconds", "Seconds since start", registry=r)
+        self.live_chunk_latest = gauge(
+            "live_stream_chunk_latency_seconds_latest", "Last live chunk: chunk end -> result ready"
+        )
+        self.live_chunk_avg = _RecentMean(
+            gauge(
+                "live_stream_avg_chunk_latency_seconds",
+                f"Mean live chunk latency over the last {AVERAGE_WINDOW}",
+            )
+        )
+        self.live_delivery_latest = gauge(
+            "live_stream_captions_latency_seconds_latest",
+            "Last live result: chunk end -> handed to readers and the message bus",
+        )
+        # --- spec §7: histograms ---
+        self.stream_fps = histogram("stream_fps", "Frames per second a live stream delivers", _FPS_BUCKETS)
+        self.decode_latency = histogram("decode_latency_seconds", "Frame sampling time per chunk")
+        # The spec's name; it times every model call (a caption, or a batch of embeddings).
+        self.model_latency = histogram("vlm_latency_seconds", "Model call time")
+        self.chunk_latency = histogram("chunk_latency_seconds", "File chunk: decode start -> result")
+        self.live_chunk_latency = histogram(
+            "live_stream_chunk_latency_seconds", "Live chunk end (camera clock) -> result ready"
+        )
+        self.live_delivery_latency = histogram(
+            "live_stream_captions_latency_seconds",
+            "Live chunk end -> result handed to readers and the message bus",
+        )
+        self.stream_delete_latency = histogram(
+            "rtvi_stream_delete_latency_seconds", "Time to delete a live stream"
+        )
+        self.stream_delete_drain_latency = histogram(
+            "rtvi_stream_delete_drain_latency_seconds", "Time a deleted stream's jobs took to wind down"
+        )
+        # VLM token counts (vlm_input/output_tokens_per_chunk) are registered by the VLM service.
+        # --- spec §7: asset downloads (labels source = http | s3 | data, status = ok | error) ---
+        download_labels = ("source", "status")
+        self.download_duration = Histogram(
+            "asset_download_duration_seconds",
+            "Remote asset download time",
+            download_labels,
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.download_bytes = Counter(
+            "asset_download_bytes", "Bytes downloaded for remote assets", download_labels, registry=r
+        )
+        self.download_requests = Counter(
+            "asset_download_requests", "Remote asset downloads", download_labels, registry=r
+        )
+
+        # --- rtvi extras ---
         # Message bus (spec §6): `bus` is kafka | redis, `kind` is result | error.
         bus_labels = ("bus", "kind")
         self.bus_published = Counter(
@@ -46,23 +136,53 @@ class Metrics:
             ["bus"],
             registry=r,
         )
-        # Live streams: reader threads running (one per stream, however many jobs share it), queue drops
-        # (the bounded-queue policy), reconnection attempts, and chunk end -> result latency.
-        self.live_decoders_open = Gauge(
-            "live_decoders_open", "RTSP reader/decoder threads running", registry=r
-        )
+        # Live streams: reader threads running (one per stream, however many jobs share it) and queue
+        # drops (the bounded-queue policy).
+        self.live_decoders_open = gauge("live_decoders_open", "RTSP reader/decoder threads running")
         self.live_dropped = Counter(
             "live_dropped", "Live chunks or results dropped by a full queue", ["reason"], registry=r
         )
-        self.decode_retry = Counter("rtvi_decode_retry", "RTSP reconnection attempts", ["reason"], registry=r)
-        self.live_chunk_latency = Histogram(
-            "live_stream_chunk_latency_seconds", "Live chunk end (wall clock) -> result ready", registry=r
-        )
-        self.stream_delete_latency = Histogram(
-            "rtvi_stream_delete_latency_seconds", "Time to delete a live stream", registry=r
-        )
 
+    # --- events -------------------------------------------------------------------------------
     def observe_chunk(self, decode_latency_s: float, chunk_latency_s: float) -> None:
-        """One chunk done (file or live): its frame sampling time and its decode start -> result time."""
-        self.decode_latency.observe(decode_latency_s)
+        """A file chunk done: its frame sampling time and its decode start -> result time."""
+        self.observe_decode(decode_latency_s)
         self.chunk_latency.observe(chunk_latency_s)
+        self.chunk_latest.set(chunk_latency_s)
+        self.chunk_avg.add(chunk_latency_s)
+
+    def observe_decode(self, seconds: float) -> None:
+        self.decode_latency.observe(seconds)
+        self.decode_latest.set(seconds)
+
+    def observe_model_call(self, seconds: float) -> None:
+        self.model_latency.observe(seconds)
+        self.model_latest.set(seconds)
+
+    def observe_file_query(self, e2e_s: float, pipeline_s: float) -> None:
+        """A file query finished: received -> last result, and first decode -> last result."""
+        self.files_processed.inc()
+        self.e2e_latest.set(e2e_s)
+        self.pipeline_latest.set(pipeline_s)
+
+    def observe_live_chunk(self, decode_latency_s: float, chunk_latency_s: float) -> None:
+        """A live chunk's result is ready: its sampling time and chunk end -> result time."""
+        self.observe_decode(decode_latency_s)
+        self.live_chunk_latency.observe(chunk_latency_s)
+        self.live_chunk_latest.set(chunk_latency_s)
+        self.live_chunk_avg.add(chunk_latency_s)
+
+    def observe_live_delivery(self, seconds: float) -> None:
+        self.live_delivery_latency.observe(seconds)
+        self.live_delivery_latest.set(seconds)
+
+    def observe_stream_delete(self, total_s: float, drain_s: float) -> None:
+        self.stream_delete_latency.observe(total_s)
+        self.stream_delete_drain_latency.observe(drain_s)
+
+    def observe_download(self, source: str, ok: bool, seconds: float, nbytes: int) -> None:
+        status = "ok" if ok else "error"
+        self.download_requests.labels(source, status).inc()
+        self.download_duration.labels(source, status).observe(seconds)
+        if nbytes:
+            self.download_bytes.labels(source, status).inc(nbytes)

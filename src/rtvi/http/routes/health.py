@@ -151,6 +151,7 @@ async def models(core: ServiceCore = Depends(get_core)) -> ModelList:
 
 
 @router.get("/v1/metrics")
+@router.get("/metrics", include_in_schema=False)  # where Prometheus scrapes by default
 async def metrics(core: ServiceCore = Depends(get_core)) -> Response:
     m = core.metrics
     m.uptime.set(time.time() - core.started_at)

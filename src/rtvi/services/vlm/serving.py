@@ -54,7 +54,7 @@ DEFAULT_VIDEO_FPS = 30.0  # for "all frames" when the stream's rate is unknown
 class VlmMetrics:
     def __init__(self, core: ServiceCore) -> None:
         r = core.metrics.registry
-        self.vlm_latency = Histogram("vlm_latency_seconds", "VLM call time per chunk", registry=r)
+        self.shared = core.metrics
         self.input_tokens = Histogram(
             "vlm_input_tokens_per_chunk", "Prompt tokens per chunk", registry=r, buckets=_TOKEN_BUCKETS
         )
@@ -171,7 +171,7 @@ class VlmServing:
         self, latency_s: float, tokens_in: int, tokens_out: int, alert: bool, format_error: bool
     ) -> None:
         m = self.metrics
-        m.vlm_latency.observe(latency_s)
+        m.shared.observe_model_call(latency_s)
         m.input_tokens.observe(tokens_in)
         m.output_tokens.observe(tokens_out)
         if alert:
