@@ -193,6 +193,8 @@ class Settings(BaseSettings):
     # vision-embed-errors; set ERROR_MESSAGE_TOPIC to match such a deployment).
     error_message_topic: str = Field("", validation_alias="ERROR_MESSAGE_TOPIC")
     enable_redis_error_messages: bool = Field(False, validation_alias="ENABLE_REDIS_ERROR_MESSAGES")
+    # Hardware video decoding of files (NVDEC): auto = when torch sees a CUDA device; falls back to software.
+    hwaccel: Literal["auto", "cuda", "none"] = Field("auto", validation_alias="RTVI_HWACCEL")
     # Traces over OTLP (core/telemetry/tracing.py): true / false; unset = on when an
     # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set. The exporter itself reads the standard OTEL_* variables.
     enable_otel_monitoring: bool | None = Field(None, validation_alias="ENABLE_OTEL_MONITORING")

@@ -25,6 +25,7 @@ from rtvi.core.assets.store import AssetStore
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
 from rtvi.core.media.chunks import ChunkParams
+from rtvi.core.media.hwaccel import decode_accel
 from rtvi.core.media.types import MediaInfo
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.file_job import FileJob
@@ -84,6 +85,7 @@ class ServiceCore:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.tracer = tracer or trace.NoOpTracer()
+        self.hwaccel = decode_accel(settings.hwaccel)
         self.started_at = time.time()
         self.store = AssetStore(settings, self.metrics.observe_download)
         self.decode_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
@@ -201,6 +203,7 @@ class ServiceCore:
             received_at=received_at,
             tracer=self.tracer,
             span_attributes=span_attributes,
+            hwaccel=self.hwaccel,
         )
 
     def publish_result(

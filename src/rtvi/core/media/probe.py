@@ -18,8 +18,10 @@ from pathlib import Path
 import av
 import av.container
 import av.video.stream
+from av.codec.hwaccel import HWAccel
 from PIL import Image
 
+from .hwaccel import hardware_failed, hardware_fallback
 from .types import MediaError, MediaInfo
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,22 @@ SAFE_DEMUXERS = (
 FILE_OPTIONS = {"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": "file", "pattern_type": "none"}
 
 
-def open_input(path: Path) -> av.container.InputContainer:
-    """Open ``path`` for reading with the demuxer allowlist, turning every failure into MediaError."""
+def open_input(path: Path, hwaccel: HWAccel | None = None) -> av.container.InputContainer:
+    """Open ``path`` for reading with the demuxer allowlist, turning every failure into MediaError.
+    With ``hwaccel``, its video decoders use that device, or software when it cannot be had."""
+    device_error: av.FFmpegError | None = None
+    if hwaccel is not None and not hardware_failed():
+        try:
+            return av.open(
+                str(path), mode="r", metadata_errors="ignore", options=FILE_OPTIONS, hwaccel=hwaccel
+            )
+        except av.FFmpegError as exc:  # the device, or the file: opening in software tells which
+            device_error = exc
     try:
-        return av.open(str(path), mode="r", metadata_errors="ignore", options=FILE_OPTIONS)
+        container = av.open(str(path), mode="r", metadata_errors="ignore", options=FILE_OPTIONS)
+        if device_error is not None:
+            hardware_fallback(device_error)
+        return container
     except FileNotFoundError as e:
         raise MediaError(f"{path.name}: file not found") from e
     except (av.FFmpegError, OSError, ValueError) as e:

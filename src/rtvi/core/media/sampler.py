@@ -56,6 +56,7 @@ import av.video.codeccontext
 import av.video.frame
 import av.video.stream
 import numpy as np
+from av.codec.hwaccel import HWAccel
 from PIL import Image, ImageOps
 
 from .probe import open_input, scan_keyframes, stream_origin_pts, video_stream
@@ -88,6 +89,7 @@ class FileFrameSampler:
 
     ``size`` is the output ``(width, height)``; ``None`` keeps the decoded size. Use as a context manager
     or call :meth:`close`; stopping the iteration of :meth:`sample` and closing is the way to cancel.
+    ``hwaccel`` decodes on that device (NVDEC; see hwaccel.py), falling back to software.
     ``skip_nonref=False`` decodes every frame (same output, slower); ``thread_type`` ("SLICE", "FRAME",
     "AUTO") overrides the codec default, for benchmarks.
     """
@@ -114,6 +116,7 @@ class FileFrameSampler:
         *,
         skip_nonref: bool = True,
         thread_type: str | None = None,
+        hwaccel: HWAccel | None = None,
     ) -> None:
         if frames_per_chunk < 1:
             raise ValueError(f"frames_per_chunk must be >= 1, got {frames_per_chunk}")
@@ -129,7 +132,7 @@ class FileFrameSampler:
         self.reopens = 0
         self._seekable = True
         self._closed = False
-        self._container = open_input(self.path)
+        self._container = open_input(self.path, hwaccel)
         try:
             self._stream = video_stream(self._container, self.path)
             self._thread_type = thread_type
@@ -148,6 +151,11 @@ class FileFrameSampler:
         except BaseException:
             self._container.close()
             raise
+
+    @property
+    def hardware(self) -> bool:
+        """Whether the video decodes on a hardware device (NVDEC)."""
+        return bool(self._ctx.is_hwaccel)
 
     # -- public API -----------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from av.codec.hwaccel import HWAccel
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
@@ -54,6 +55,7 @@ class FileJob(Generic[Out]):
         received_at: float | None = None,
         tracer: Tracer | None = None,
         span_attributes: Mapping[str, str] | None = None,
+        hwaccel: HWAccel | None = None,
     ) -> None:
         if (video is None) == (not images):
             raise ValueError("a job needs either a video or images")
@@ -65,6 +67,7 @@ class FileJob(Generic[Out]):
         self._duration_s = duration_s
         self._fps = fps
         self.images = images or []
+        self.hwaccel = hwaccel
         self.received_at = received_at if received_at is not None else time.time()
         self.chunks: list[ChunkSpec] = [] if video is not None else [plan_image_chunk()]
         # Each chunk's decode and inference become child spans of the caller's (the request's) span.
@@ -99,7 +102,9 @@ class FileJob(Generic[Out]):
     def _sampled(self) -> Generator[SampledChunk, None, None]:
         sampling = self.processor.sampling
         if self.video is not None:
-            with FileFrameSampler(self.video, sampling.frames_per_chunk, sampling.size) as sampler:
+            with FileFrameSampler(
+                self.video, sampling.frames_per_chunk, sampling.size, hwaccel=self.hwaccel
+            ) as sampler:
                 for sampled in sampler.sample(self.chunks):
                     if sampling.audio:
                         c = sampled.chunk
