@@ -52,6 +52,7 @@ bench: setup-test rtsp-deps
 	$(PIP) install -e '.[bench]' || echo "decord did not install; the benchmark skips it"
 	HF_HUB_OFFLINE=1 $(PY) bench/sampler_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/e2e_bench.py
+	HF_HUB_OFFLINE=1 $(PY) bench/text_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/kafka_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/live_bench.py
 	HF_HUB_OFFLINE=1 $(PY) bench/vlm_bench.py

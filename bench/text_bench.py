@@ -103,13 +103,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rtvi = RtviServer(Path(tmp) / "assets").start()
             try:
-                with httpx.Client(base_url=rtvi.url, timeout=120) as rc, httpx.Client(
-                    base_url=infinity.url, timeout=120
-                ) as ic:
+                with (
+                    httpx.Client(base_url=rtvi.url, timeout=120) as rc,
+                    httpx.Client(base_url=infinity.url, timeout=120) as ic,
+                ):
                     model = rc.get("/v1/models").json()["data"][0]["id"]
 
                     def ours(batch: list[str]) -> None:
-                        r = rc.post("/v1/generate_text_embeddings", json={"text_input": batch, "model": model})
+                        body = {"text_input": batch, "model": model}
+                        r = rc.post("/v1/generate_text_embeddings", json=body)
                         assert r.status_code == 200 and len(r.json()["data"]) == len(batch), r.text
 
                     def theirs(batch: list[str]) -> None:
@@ -131,7 +133,8 @@ def main() -> None:
         cells = [statistics.median(results[f"{name} batch {b}"]) for b in (1, BATCH)]
         print(f"| {name} | {cells[0]:.0f} | {cells[1]:.0f} |")
     for b in (1, BATCH):
-        ratio = statistics.median(results[f"rtvi batch {b}"]) / statistics.median(results[f"infinity-emb batch {b}"])
+        ours, theirs = (statistics.median(results[f"{name} batch {b}"]) for name in ("rtvi", "infinity-emb"))
+        ratio = ours / theirs
         print(f"| rtvi / infinity-emb, batch {b} | {ratio:.2f}x | |")
     print("rounds:", {k: [round(v) for v in vs] for k, vs in results.items()})
 
