@@ -1,25 +1,32 @@
 """End-to-end throughput through HTTP with the default (bundled) model.
 
-Measures, in one run and against limits measured in the same run:
+Measures, in ROUNDS rounds (it prints the median and each round), each with its own limits:
   * video-seconds embedded per wall-second for a 60 s 1280x720 30 fps textured H.264 clip (chunk 10 s,
     GOP 250 unless given: `e2e_bench.py 30`), for 1 request and for 2 and 4 concurrent requests (the
     batcher merges their chunks into shared model calls);
   * the model-only limit for the same work (8 pre-decoded frames per chunk, in-process), so the ratio
     shows what decoding + HTTP + JSON cost on top of the model;
-  * the decode-all limit: PyAV decoding every frame of the clip, nothing else running.
+  * the decode-all limit: PyAV decoding every frame of the clip, nothing else running;
+  * the ratios of one request to both limits, of 4 concurrent requests to one, and the service's CPU
+    (cores: CPU seconds per wall second, from /proc) during the single request.
 Text embeddings are measured against infinity-emb in bench/text_bench.py.
 
-Run: `make bench` (or .venv/bin/python bench/e2e_bench.py). Prints a markdown table.
+Run: `make bench` (or .venv/bin/python bench/e2e_bench.py [GOP]). Prints a markdown table.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,26 +37,56 @@ from tests.servers import RtviServer  # noqa: E402
 from bench.clips import decode_all_fps, textured_clip  # noqa: E402
 
 CHUNK = 10
+ROUNDS = 3
+SECONDS = 60.0  # the clip's length
 
 
 def main() -> None:
     gop = int(sys.argv[1]) if len(sys.argv) > 1 else 250
     clip = textured_clip(gop=gop)
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         srv = RtviServer(Path(tmp) / "assets").start()
         try:
-            rows = run(srv, clip)
+            for _ in range(ROUNDS):  # each round measures its limits too, so a ratio is within one round
+                for name, value in [*run(srv, clip).items(), ("model", model_only_limit())]:
+                    runs.setdefault(name, []).append(value)
+                runs.setdefault("decode_all", []).append(decode_all_fps(clip) / 30)
         finally:
             srv.stop()
-    rows.append(model_only_limit())
-    rows.append(("limit: decode every frame (PyAV)", f"{decode_all_fps(clip) / 30:.1f}x realtime"))
-    print("| measurement | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    for name in ("one", "model", "decode_all"):
+        runs[f"one/{name}"] = [a / b for a, b in zip(runs["one"], runs[name], strict=True)]
+    runs["four/one"] = [a / b for a, b in zip(runs["four"], runs["one"], strict=True)]
+    print(f"GOP {gop}, chunk {CHUNK} s, {ROUNDS} rounds (median, then each round)\n")
+    print("| measurement | median | rounds |\n|---|---|---|")
+    for key, label, unit in ROWS:
+        values = runs[key]
+        each = ", ".join(f"{v:.2f}" for v in values)
+        print(f"| {label} | {statistics.median(values):.2f}{unit} | {each} |")
 
 
-def run(srv: RtviServer, clip: Path) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
+ROWS = [
+    ("one", "video, 1 request", "x realtime"),
+    ("two", "video, 2 concurrent requests", "x realtime"),
+    ("four", "video, 4 concurrent requests", "x realtime"),
+    ("decode_all", "limit: PyAV decoding every frame", "x realtime"),
+    ("model", "limit: the model alone on pre-decoded frames", "x realtime"),
+    ("one/decode_all", "1 request / decoding every frame", "x"),
+    ("one/model", "1 request / the model alone", "x"),
+    ("four/one", "4 concurrent / 1 request", "x"),
+    ("cpu", "service CPU during 1 request", " cores"),
+]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(srv: RtviServer, clip: Path) -> dict[str, float]:
+    """Realtime factors for 1, 2 and 4 concurrent requests, and the service's CPU during the single one."""
+    assert srv.proc is not None
+    out: dict[str, float] = {}
     with srv.client(timeout=600) as c:
         model = c.get("/v1/models").json()["data"][0]["id"]
         with open(clip, "rb") as f:
@@ -57,29 +94,37 @@ def run(srv: RtviServer, clip: Path) -> list[tuple[str, str]]:
                 "/v1/files", data={"purpose": "vision", "media_type": "video"}, files={"file": (clip.name, f)}
             ).json()["id"]
         body = {"id": fid, "model": model, "chunk_duration": CHUNK}
-        c.post("/v1/generate_video_embeddings", json=body)  # warm-up
-        start = time.perf_counter()
-        r = c.post("/v1/generate_video_embeddings", json=body)
-        one = time.perf_counter() - start
-        assert r.status_code == 200 and len(r.json()["chunk_responses"]) == 6, r.text
-        rows.append(("video, 1 request: video-seconds per wall-second", f"{60 / one:.1f}x realtime"))
-        for n in (2, 4):
+
+        def embed(_: int) -> httpx.Response:
+            return c.post("/v1/generate_video_embeddings", json=body)
+
+        embed(0)  # warm-up
+        for n, key in ((1, "one"), (2, "two"), (4, "four")):
+            cpu_before = cpu_seconds(srv.proc.pid)
             with ThreadPoolExecutor(n) as pool:
                 start = time.perf_counter()
-                list(pool.map(lambda _: c.post("/v1/generate_video_embeddings", json=body), range(n)))
+                replies = list(
+                    pool.map(lambda _: c.post("/v1/generate_video_embeddings", json=body), range(n))
+                )
                 took = time.perf_counter() - start
-            rate = f"{60 * n / took:.1f}x realtime"
-            rows.append((f"video, {n} concurrent requests: video-seconds per wall-second", rate))
+            assert all(r.status_code == 200 and len(r.json()["chunk_responses"]) == 6 for r in replies)
+            out[key] = SECONDS * n / took
+            if n == 1:
+                out["cpu"] = (cpu_seconds(srv.proc.pid) - cpu_before) / took
+        c.delete(f"/v1/files/{fid}")
+    return out
 
-    rows.append(("(1 request e2e time for the 60 s clip)", f"{one:.2f} s"))
-    return rows
 
-
-def model_only_limit() -> tuple[str, str]:
+@functools.cache
+def _embedder() -> Any:
     from rtvi.services.embed.models.registry import load_embedder
     from rtvi.settings import Settings
 
-    embedder = load_embedder(Settings())
+    return load_embedder(Settings())
+
+
+def model_only_limit() -> float:
+    embedder = _embedder()
     w, h = embedder.input_size or (224, 224)
     rng = np.random.default_rng(0)
     clips = [[rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(8)] for _ in range(6)]
@@ -88,7 +133,7 @@ def model_only_limit() -> tuple[str, str]:
     for clip in clips:
         embedder.embed_frames([clip])
     seconds = time.perf_counter() - start
-    return ("limit: model only, 6 chunks x 8 frames in-process", f"{60 / seconds:.1f}x realtime")
+    return SECONDS / seconds
 
 
 if __name__ == "__main__":

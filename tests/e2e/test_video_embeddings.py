@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CREATION_TIME, upload
+from tests.metrics_scrape import SPEC_METRICS, Scrape, exported_families
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +163,7 @@ def test_bad_requests(client: httpx.Client, clip35: str, model_id: str, media: d
 
 
 def _samples(client: httpx.Client) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = client.get("/v1/metrics").text
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+    return {n: v for n, labels, v in Scrape(str(client.base_url).rstrip("/")).samples if not labels}
 
 
 def test_metrics_follow_a_file_request(client: httpx.Client, clip35: str, model_id: str) -> None:
@@ -189,52 +187,6 @@ def test_metrics_follow_a_file_request(client: httpx.Client, clip35: str, model_
     assert 0 < after["decode_latency_seconds_latest"] < e2e  # prefetched: it may exceed a chunk's latency
     assert 0 < after["avg_chunk_latency_seconds"] < 60
     assert 0 < after["vlm_latency_seconds_latest"] <= e2e
-
-
-# Spec §7, as exported (counters carry the exporter's `_total`; histograms their `_count`).
-SPEC_METRICS = [
-    "video_file_queries_processed",
-    "video_file_queries_pending",
-    "active_live_streams",
-    "rtvi_decode_retry_total",
-    "system_uptime_seconds",
-    "e2e_latency_seconds_latest",
-    "vlm_pipeline_latency_seconds_latest",
-    "decode_latency_seconds_latest",
-    "vlm_latency_seconds_latest",
-    "chunk_latency_seconds_latest",
-    "avg_chunk_latency_seconds",
-    "live_stream_chunk_latency_seconds_latest",
-    "live_stream_avg_chunk_latency_seconds",
-    "live_stream_captions_latency_seconds_latest",
-    "stream_fps",
-    "decode_latency_seconds",
-    "vlm_latency_seconds",
-    "chunk_latency_seconds",
-    "live_stream_chunk_latency_seconds",
-    "live_stream_captions_latency_seconds",
-    "rtvi_stream_delete_latency_seconds",
-    "rtvi_stream_delete_drain_latency_seconds",
-    "asset_download_duration_seconds",
-    "asset_download_bytes_total",
-    "asset_download_requests_total",
-]
-VLM_ONLY_METRICS = ["vlm_input_tokens_per_chunk", "vlm_output_tokens_per_chunk"]
-
-
-def exported_families(text: str) -> set[str]:
-    """Family names, and counter names with their `_total` as exposed."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    names: set[str] = set()
-    for family in text_string_to_metric_families(text):
-        names.add(family.name)
-        names.update(s.name for s in family.samples if s.name.endswith("_total"))
-    for line in text.splitlines():  # a labelled family with no sample yet has only its HELP/TYPE lines
-        if line.startswith("# TYPE "):
-            name, kind = line.split()[2:4]
-            names.add(name + "_total" if kind == "counter" and not name.endswith("_total") else name)
-    return names
 
 
 def test_every_spec_metric_is_exported_at_both_paths(client: httpx.Client) -> None:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import base64
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from rtvi.core.bus.schema import schema_pb2 as nv
 from tests.conftest import upload
 from tests.kafka_redis import TansuBroker, consume
 from tests.media_factory import loudest_hz, make_clip
+from tests.metrics_scrape import SPEC_METRICS, VLM_ONLY_METRICS, Scrape, exported_families
 from tests.model_factory import build_tiny_llava
 from tests.rtsp_server import RtspServer, gst_available
 from tests.scripted_vlm import ScriptedVlmServer
@@ -123,6 +123,7 @@ def test_offline_alert_raises_an_incident_on_kafka(
     model = _model(offline)
     with offline.client() as c:
         fid = upload(c, media["cat_rocket"], creation_time="2024-06-09T18:32:11.123Z").json()["id"]
+        before = Scrape(offline.url)
         r = _caption(c, model, fid, ALERT, chunk_duration=10, alert_category="cat-on-dock")
     body = r.json()
     chunks = body["chunk_responses"]
@@ -150,12 +151,12 @@ def test_offline_alert_raises_an_incident_on_kafka(
     assert inc.info["alertCategory"] == "cat-on-dock" and inc.info["chunkIdx"] == "0"
     assert list(inc.objectIds) == [fid]
     assert inc.timestamp.ToJsonString() == "2024-06-09T18:32:11.123Z"  # creation time + PTS
-    metrics = httpx.get(offline.url + "/v1/metrics").text
-    assert "rtvi_incidents_total" in metrics and "vlm_output_tokens_per_chunk_count" in metrics
-    incidents_total = re.search(r"^rtvi_incidents_total (\S+)$", metrics, re.MULTILINE)
-    assert incidents_total and float(incidents_total.group(1)) >= 1  # counted, not just declared
-    chunks_out = re.search(r"^vlm_output_tokens_per_chunk_count (\S+)$", metrics, re.MULTILINE)
-    assert chunks_out and float(chunks_out.group(1)) >= 2
+    after = Scrape(offline.url)
+    assert after.value("rtvi_incidents_total") - before.value("rtvi_incidents_total") == 1  # the cat chunk
+    chunks_out = after.value("vlm_output_tokens_per_chunk_count")
+    assert chunks_out - before.value("vlm_output_tokens_per_chunk_count") == 2  # both chunks' tokens
+    missing = [n for n in [*SPEC_METRICS, *VLM_ONLY_METRICS] if n not in exported_families(after.text)]
+    assert not missing, f"the VLM service lacks {missing}"
 
 
 def test_captions_stream_as_sse_with_usage_last(offline: RtviServer, media: dict[str, Path]) -> None:
@@ -476,8 +477,7 @@ def test_two_caption_requests_share_one_decoder_and_stop_separately(
             first_a, first_b = a.chunks(1, timeout=30)[0], b.chunks(1, timeout=30)[0]
             assert first_a["id"] != first_b["id"]
             assert first_b["chunk_responses"][0]["content"].startswith("Anomaly Detected:")
-            metrics = httpx.get(offline.url + "/v1/metrics").text
-            assert "live_decoders_open 1.0" in metrics
+            assert Scrape(offline.url).value("live_decoders_open") == 1
             r = c.delete(f"/v1/generate_captions/{sid}", params={"request_id": first_a["id"]})
             assert r.status_code == 200, r.text
             assert _drain(a) == END  # its reader got [DONE]

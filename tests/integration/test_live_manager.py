@@ -54,6 +54,22 @@ class FrameShapes:
         return shapes, 0.0
 
 
+@dataclass
+class EarlyFrames:
+    """A model stage that starts per-frame work as frames are picked (FrameSampling.early): its output
+    says whether every frame of the chunk was handed to `early` before the chunk reached `process`."""
+
+    key: str = "early"
+    announced: set[int] = field(default_factory=set)
+    sampling: FrameSampling = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sampling = FrameSampling(3, (16, 16), early=lambda frame: self.announced.add(id(frame)))
+
+    async def process(self, frames: Sequence[Frame], audio: bytes | None = None) -> tuple[bool, float]:
+        return all(id(f) in self.announced for f in frames), 0.0
+
+
 def test_two_processors_share_one_decoder(tmp_path: Path) -> None:
     cam = RtspServer(free_port(), tmp_path, width=320, height=180).start()
     asset = Asset(id="cam-1", kind="live", media_type="video", filename="cam", path=cam.url, owns_dir=False)
@@ -65,7 +81,8 @@ def test_two_processors_share_one_decoder(tmp_path: Path) -> None:
         # Persistent (as auto-started streams are): the jobs outlive their readers below.
         a = manager.start(asset, ChunkParams(1), brightness, persistent=True)
         b = manager.start(asset, ChunkParams(1), shapes, persistent=True)
-        assert a is not b and len(manager.jobs()) == 2
+        c = manager.start(asset, ChunkParams(1), EarlyFrames(), persistent=True)
+        assert a is not b and len(manager.jobs()) == 3
         assert len(manager.decoders()) == 1, "one stream, one decoder, whatever the processors"
         assert manager.start(asset, ChunkParams(1), MeanBrightness()) is a  # same key: re-attach
         with pytest.raises(InvalidParameters):
@@ -79,9 +96,12 @@ def test_two_processors_share_one_decoder(tmp_path: Path) -> None:
                     break
             return out
 
-        got_a, got_b = await asyncio.wait_for(asyncio.gather(first(a, 2), first(b, 2)), 30)
+        got_a, got_b, got_c = await asyncio.wait_for(
+            asyncio.gather(first(a, 2), first(b, 2), first(c, 2)), 30
+        )
+        assert [r.output for r in got_c] == [True, True]  # each frame was announced before its chunk
         decoders_running = len(manager.decoders())
-        assert len(manager.jobs()) == 2
+        assert len(manager.jobs()) == 3
         await manager.stop(asset.id, 5)
         assert manager.jobs() == [] and manager.decoders() == {}
         await manager.shutdown()

@@ -16,5 +16,15 @@ def test_a_window_holds_exactly_its_seconds_of_sound(tmp_path: Path) -> None:
         assert loudest_hz(wav) == (hz, 1.0)
 
 
+def test_windows_are_in_the_videos_time(tmp_path: Path) -> None:
+    """Media times count from the video's first frame; here it comes 1 s into the file's clock, when
+    the tone is already at 400 Hz."""
+    clip = make_clip(tmp_path / "late.mp4", seconds=3, fps=10, start_s=1.0, tone=lambda s: 300 + 100 * s)
+    for start, hz in [(0, 400), (1, 500)]:
+        wav = chunk_audio(clip, start, start + 1)
+        assert wav is not None
+        assert loudest_hz(wav) == (hz, 1.0)
+
+
 def test_a_file_without_sound_has_none(tmp_path: Path) -> None:
     assert chunk_audio(make_clip(tmp_path / "silent.mp4", seconds=1, fps=10), 0, 1) is None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -31,12 +33,15 @@ def sample(path: Path, accel: object) -> tuple[list[np.ndarray], bool]:
         return frames, s.hardware
 
 
-def test_the_mode_picks_the_device() -> None:
+def test_the_mode_picks_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert decode_accel("none") is None
     forced = decode_accel("cuda")
     assert forced is not None and forced.allow_software_fallback  # streams NVDEC lacks still decode
-    auto = decode_accel("auto")
-    assert (auto is not None) == HAS_CUDA  # auto asks for CUDA only where torch sees a device
+    # auto asks for CUDA only where torch sees a device.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert decode_accel("auto") is not None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert decode_accel("auto") is None
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the fallback on a machine without a CUDA device")
@@ -46,10 +51,20 @@ def test_without_a_device_cuda_falls_back_to_the_same_frames(
     monkeypatch.setattr(hwaccel, "_failed", type(hwaccel._failed)())  # a fresh process's state
     software, on_device = sample(clip, None)
     assert not on_device
+    device_asks = []
+    real_open = av.open
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("hwaccel") is not None:
+            device_asks.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", spy)
     with caplog.at_level(logging.WARNING, logger="rtvi.core.media.hwaccel"):
         fallback, on_device = sample(clip, decode_accel("cuda"))
         again, _ = sample(clip, decode_accel("cuda"))
     assert not on_device
+    assert len(device_asks) == 1  # the device is asked for once, then files open in software
     assert len(fallback) == len(software) == 8
     for a, b, c in zip(software, fallback, again, strict=True):
         assert np.array_equal(a, b) and np.array_equal(a, c)
@@ -64,5 +79,5 @@ def test_nvdec_decodes_the_same_frames_on_the_gpu(clip: Path) -> None:
     assert on_device, "the decoder did not use the GPU"
     assert len(hardware) == len(software)
     for a, b in zip(software, hardware, strict=True):
-        # H.264 decoding is bit-exact; the copy back from NV12 may round colours differently.
+        # H.264 decoding is bit-exact; the copy back from the GPU's NV12 may round colours differently.
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2

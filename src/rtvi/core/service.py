@@ -33,7 +33,6 @@ from rtvi.core.pipeline.live import LiveJob, LiveManager
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.streams import LiveStreams
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.core.telemetry.tracing import step
 from rtvi.errors import Unavailable
 from rtvi.settings import Settings
 
@@ -214,8 +213,12 @@ class ServiceCore:
         if publisher is None or publisher.results_bus is None or stage is None:
             return
         ctx = chunk_context(asset, request_id, stage.model, requested_model, r, base_ts)
-        attributes = {"rtvi.request_id": request_id, "rtvi.asset_id": asset.id, "rtvi.chunk.index": r.index}
-        with step(self.tracer, "publish", **attributes):
+        attributes: dict[str, str | int] = {
+            "rtvi.request_id": request_id,
+            "rtvi.asset_id": asset.id,
+            "rtvi.chunk.index": r.index,
+        }
+        with self.tracer.start_as_current_span("publish", attributes=attributes):
             publisher.publish_chunk(ctx, r.output)
 
     def _publish_live(self, job: LiveJob[Any], r: ChunkResult[Any]) -> None:

@@ -34,9 +34,9 @@ from rtvi.settings import Settings, service_source_name
 log = logging.getLogger(__name__)
 BusName = Literal["kafka", "redis"]
 MessageKind = Literal["result", "incident"]
-_HEADER_TYPES: dict[MessageKind, bytes] = {
-    "result": MESSAGE_TYPE_VISION_LLM.encode(),
-    "incident": MESSAGE_TYPE_INCIDENT.encode(),
+_HEADERS: dict[MessageKind, Headers] = {
+    "result": [("message_type", MESSAGE_TYPE_VISION_LLM.encode())],
+    "incident": [("message_type", MESSAGE_TYPE_INCIDENT.encode())],
 }
 
 
@@ -181,8 +181,7 @@ class MessagePublisher:
     def _send(self, bus: BusName, topic: str, payload: bytes, key: bytes, kind: MessageKind) -> bool:
         sink = self._sink(bus)
         if isinstance(sink, KafkaSink):
-            headers: Headers = [("message_type", _HEADER_TYPES[kind])]
-            return sink.produce(topic, payload, key=key, headers=headers, kind=kind)
+            return sink.produce(topic, payload, key=key, headers=_HEADERS[kind], kind=kind)
         return sink.send(RedisItem("xadd", topic, payload, kind))
 
     def publish_error(self, stream_id: str, event: str, type: ErrorType = "functional") -> bool:

@@ -30,7 +30,9 @@ def decode_accel(mode: HwaccelMode) -> HWAccel | None:
         if not torch.cuda.is_available():
             return None
     # Software fallback inside FFmpeg covers streams NVDEC cannot decode (it keeps the stream going).
-    return HWAccel(device_type="cuda", allow_software_fallback=True)
+    # primary_ctx: every decoder shares the device's primary CUDA context (torch's too) instead of
+    # creating a context per opened file.
+    return HWAccel(device_type="cuda", allow_software_fallback=True, options={"primary_ctx": "1"})
 
 
 def hardware_failed() -> bool:

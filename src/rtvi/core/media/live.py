@@ -228,6 +228,7 @@ class KeptPackets:
         self._max_bytes = max_bytes
         self._gops: deque[_Gop] = deque()
         self._bytes = 0
+        self._warned_truncation = False
         self._cursor: _Cursor | None = None
         self._keyframes: dict[float, av.video.frame.VideoFrame] = {}  # decoded, of the kept GOPs
         self.decoded = 0
@@ -246,8 +247,12 @@ class KeptPackets:
         while self._bytes > self._max_bytes and len(self._gops) > 1:
             self._drop_oldest()
         if self._bytes > self._max_bytes:  # one GOP longer than the limit: keep its keyframe only
-            log.warning("stream %s: GOP over %d bytes, keeping its keyframe", self.stream_id, self._max_bytes)
-            self._bytes -= sum(p.size for p in gop.packets[1:])
+            if not self._warned_truncation:  # a long-GOP camera would say it every GOP
+                self._warned_truncation = True
+                log.warning(
+                    "stream %s: GOPs over %d bytes keep their keyframe only", self.stream_id, self._max_bytes
+                )
+            self._bytes -= gop.nbytes - gop.packets[0].size
             gop.nbytes = gop.packets[0].size
             del gop.packets[1:]
             gop.truncated = True
@@ -373,9 +378,12 @@ class LiveChunker:
         size: tuple[int, int] | None,
         emit: Callable[[LiveEvent], None],
         pick: FramePick = "keyframe",
+        announce_picks: bool = False,
     ) -> None:
         self.size = size
         self.emit = emit
+        # Emit a PickedFrame for each frame as it is taken: only for a consumer that starts work on it.
+        self.announce_picks = announce_picks
         self._decode_s = 0.0  # spent decoding and converting for the chunk being filled
         self.planner: LiveChunkPlanner[av.video.frame.VideoFrame, Frame] = LiveChunkPlanner(
             duration_s, overlap_s, frames_per_chunk, self._to_rgb, pick
@@ -387,7 +395,8 @@ class LiveChunker:
         else:
             array = frame.to_ndarray(width=self.size[0], height=self.size[1], format="rgb24")
         rgb: Frame = array  # type: ignore[assignment]  # rgb24 is always uint8
-        self.emit(PickedFrame(rgb))
+        if self.announce_picks:
+            self.emit(PickedFrame(rgb))
         return rgb
 
     def on_packet(self, t: float, key: bool, frames: KeptPackets) -> None:
@@ -413,6 +422,28 @@ class LiveChunker:
 
 
 # --- the shared reader ----------------------------------------------------------------------------
+class _FrameRate:
+    """stream_fps: frames per FPS_WINDOW_S of the camera's own timestamps (arrival jitter aside).
+    Frames, not packets: a PTS counts once."""
+
+    def __init__(self, report: Callable[[float], None]) -> None:
+        self._report = report
+        self._since: float | None = None
+        self._last: float | None = None
+        self._count = 0
+
+    def add(self, pts_s: float) -> None:
+        if pts_s == self._last:
+            return
+        self._last = pts_s
+        self._count += 1
+        if self._since is None or pts_s < self._since:  # the first frame, or the PTS went back
+            self._since, self._count = pts_s, 0
+        elif pts_s - self._since >= FPS_WINDOW_S:
+            self._report(self._count / (pts_s - self._since))
+            self._since, self._count = pts_s, 0
+
+
 class LiveDecoder:
     """One RTSP connection and decoder for one stream, fanning frames out to its sinks."""
 
@@ -537,10 +568,7 @@ class LiveDecoder:
         time_base = stream.time_base or 1 / 90000
         got = False
         t = time.time()
-        # stream_fps: frames per FPS_WINDOW_S of the camera's own timestamps (arrival jitter aside).
-        rate_since: float | None = None
-        rate_last: float | None = None
-        rate_count = 0
+        rate = _FrameRate(self._on_fps)
         try:
             for packet in container.demux(stream):
                 if self._stop.is_set():
@@ -550,13 +578,8 @@ class LiveDecoder:
                 pts_s = float(packet.pts * time_base) if packet.pts is not None else None
                 t = clock.time(container.start_time_realtime, pts_s, time.time()) if pts_s is not None else t
                 got = True
-                if pts_s is not None and pts_s != rate_last:  # frames, not packets: one PTS each
-                    rate_last, rate_count = pts_s, rate_count + 1
-                    if rate_since is None or pts_s < rate_since:
-                        rate_since, rate_count = pts_s, 0
-                    elif pts_s - rate_since >= FPS_WINDOW_S:
-                        self._on_fps(rate_count / (pts_s - rate_since))
-                        rate_since, rate_count = pts_s, 0
+                if pts_s is not None:
+                    rate.add(pts_s)
                 kept.add(packet, t)
                 sinks = self._snapshot()
                 for sink in sinks:

@@ -62,16 +62,18 @@ FILE_OPTIONS = {"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": "file",
 def open_input(path: Path, hwaccel: HWAccel | None = None) -> av.container.InputContainer:
     """Open ``path`` for reading with the demuxer allowlist, turning every failure into MediaError.
     With ``hwaccel``, its video decoders use that device, or software when it cannot be had."""
+
+    def opened(accel: HWAccel | None) -> av.container.InputContainer:
+        return av.open(str(path), mode="r", metadata_errors="ignore", options=FILE_OPTIONS, hwaccel=accel)
+
     device_error: av.FFmpegError | None = None
     if hwaccel is not None and not hardware_failed():
         try:
-            return av.open(
-                str(path), mode="r", metadata_errors="ignore", options=FILE_OPTIONS, hwaccel=hwaccel
-            )
+            return opened(hwaccel)
         except av.FFmpegError as exc:  # the device, or the file: opening in software tells which
             device_error = exc
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore", options=FILE_OPTIONS)
+        container = opened(None)
         if device_error is not None:
             hardware_fallback(device_error)
         return container

@@ -132,6 +132,7 @@ class FileFrameSampler:
         self.reopens = 0
         self._seekable = True
         self._closed = False
+        self._hwaccel = hwaccel
         self._container = open_input(self.path, hwaccel)
         try:
             self._stream = video_stream(self._container, self.path)
@@ -313,7 +314,7 @@ class FileFrameSampler:
 
     def _reopen(self) -> None:
         self._container.close()
-        self._container = open_input(self.path)
+        self._container = open_input(self.path, self._hwaccel)
         self._stream = video_stream(self._container, self.path)
         self._ctx = self._decoder()
         self.reopens += 1

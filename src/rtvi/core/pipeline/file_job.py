@@ -13,24 +13,23 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from av.codec.hwaccel import HWAccel
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from rtvi.core.media.audio import chunk_audio
+from rtvi.core.media.audio import FileAudio
 from rtvi.core.media.chunks import ChunkParams, plan_chunks, plan_image_chunk
 from rtvi.core.media.probe import probe
 from rtvi.core.media.sampler import FileFrameSampler, load_image
 from rtvi.core.media.types import ChunkSpec, MediaError, SampledChunk
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.core.telemetry.tracing import step
 from rtvi.errors import InvalidMedia
 
 Out = TypeVar("Out")
@@ -78,7 +77,7 @@ class FileJob(Generic[Out]):
         """Cut the video into chunks (probing it if its duration is not known). Raises InvalidParameters
         for chunking that does not fit the file, InvalidMedia for a file that cannot be read."""
         if self.video is not None and not self.chunks:
-            with step(self.tracer, "plan", **self.span_attributes) as span:
+            with self.tracer.start_as_current_span("plan", attributes=self.span_attributes) as span:
                 self.chunks = await asyncio.to_thread(self._plan, self.video)
                 span.set_attribute("rtvi.chunks", len(self.chunks))
         return self.chunks
@@ -102,13 +101,16 @@ class FileJob(Generic[Out]):
     def _sampled(self) -> Generator[SampledChunk, None, None]:
         sampling = self.processor.sampling
         if self.video is not None:
-            with FileFrameSampler(
-                self.video, sampling.frames_per_chunk, sampling.size, hwaccel=self.hwaccel
-            ) as sampler:
+            with (
+                FileFrameSampler(
+                    self.video, sampling.frames_per_chunk, sampling.size, hwaccel=self.hwaccel
+                ) as sampler,
+                FileAudio(self.video) if sampling.audio else nullcontext(None) as audio,
+            ):
                 for sampled in sampler.sample(self.chunks):
-                    if sampling.audio:
+                    if audio is not None:
                         c = sampled.chunk
-                        sampled = replace(sampled, audio=chunk_audio(self.video, c.start_s, c.end_s))
+                        sampled = replace(sampled, audio=audio.window(c.start_s, c.end_s))
                     yield sampled
         else:
             start = time.perf_counter()
@@ -183,7 +185,7 @@ class FileJob(Generic[Out]):
         def record(f: asyncio.Future[SampledChunk | None]) -> None:
             sampled = None if f.cancelled() or f.exception() else f.result()
             if sampled is not None:
-                attributes = {**self.span_attributes, **_chunk_attributes(sampled)}
+                attributes = self._chunk_span_attributes(sampled)
                 span = self.tracer.start_span("decode", parent, attributes=attributes, start_time=launched)
                 span.end()
 
@@ -191,14 +193,14 @@ class FileJob(Generic[Out]):
         return future
 
     async def _infer(self, sampled: SampledChunk) -> tuple[Out, float]:
-        with step(self.tracer, "inference", **self.span_attributes, **_chunk_attributes(sampled)):
+        with self.tracer.start_as_current_span("inference", attributes=self._chunk_span_attributes(sampled)):
             return await self.processor.process(sampled.frames, sampled.audio)
 
-
-def _chunk_attributes(sampled: SampledChunk) -> dict[str, Any]:
-    c = sampled.chunk
-    return {
-        "rtvi.chunk.index": c.index,
-        "rtvi.chunk.start_s": c.start_s,
-        "rtvi.chunk.frames": len(sampled.frames),
-    }
+    def _chunk_span_attributes(self, sampled: SampledChunk) -> dict[str, str | int | float]:
+        c = sampled.chunk
+        return {
+            **self.span_attributes,
+            "rtvi.chunk.index": c.index,
+            "rtvi.chunk.start_s": c.start_s,
+            "rtvi.chunk.frames": len(sampled.frames),
+        }

@@ -152,6 +152,7 @@ class LiveJob(Generic[Out]):
             sampling.size,
             self._emit_threadsafe,
             manager.settings.live_frame_pick,
+            announce_picks=sampling.early is not None,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -252,7 +253,7 @@ class LiveJob(Generic[Out]):
                     sink(self, result)
                 except Exception:
                     log.exception("stream %s: a result sink failed", self.stream_id)
-            metrics.observe_live_delivery(max(0.0, time.time() - chunk.end_s))
+            metrics.live_delivery_latency.observe(max(0.0, time.time() - chunk.end_s))
             if not self._has_consumers():
                 # A reader that never started (the response was never sent) must not leak the job.
                 self.stop()

@@ -3,7 +3,8 @@
 The contract describes an OpenTelemetry meter (up/down counters, observable gauges, histograms); here the
 same names are prometheus_client instruments: an up/down counter or observable gauge is a Gauge set where
 its event happens, so it is exported under its exact name; a Counter gains the `_total` suffix.
-Instruments are updated through the event methods below, so each event updates all its names at once.
+A latency series (`_Latency`) updates its histogram, `_latest` gauge and average together, and the event
+methods of Metrics update every series one event moves.
 """
 
 from __future__ import annotations
@@ -20,16 +21,28 @@ _FPS_BUCKETS = (1, 5, 10, 15, 20, 25, 30, 45, 60, 120, float("inf"))
 AVERAGE_WINDOW = 100
 
 
-class _RecentMean:
-    def __init__(self, gauge: Gauge) -> None:
-        self._gauge = gauge
-        self._values: deque[float] = deque(maxlen=AVERAGE_WINDOW)
+class _Latency:
+    """A latency histogram, its `<name>_latest` gauge and, when named, the mean of the last
+    AVERAGE_WINDOW observations: the three views the spec gives of one series."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, doc: str, average: str | None = None) -> None:
+        self.histogram = Histogram(name, doc, registry=registry, buckets=_LATENCY_BUCKETS)
+        self.latest = Gauge(f"{name}_latest", f"{doc} (last observation)", registry=registry)
+        self.average = (
+            Gauge(average, f"{doc} (mean of the last {AVERAGE_WINDOW})", registry=registry)
+            if average
+            else None
+        )
+        self._recent: deque[float] = deque(maxlen=AVERAGE_WINDOW)
         self._lock = threading.Lock()
 
-    def add(self, value: float) -> None:
-        with self._lock:
-            self._values.append(value)
-            self._gauge.set(sum(self._values) / len(self._values))
+    def observe(self, seconds: float) -> None:
+        self.histogram.observe(seconds)
+        self.latest.set(seconds)
+        if self.average is not None:
+            with self._lock:
+                self._recent.append(seconds)
+                self.average.set(sum(self._recent) / len(self._recent))
 
 
 class Metrics:
@@ -51,41 +64,28 @@ class Metrics:
         self.active_live_streams = gauge("active_live_streams", "Live inference jobs running")
         # --- spec §7: counter ---
         self.decode_retry = Counter("rtvi_decode_retry", "RTSP reconnection attempts", ["reason"], registry=r)
-        # --- spec §7: observable gauges ---
+        # --- spec §7: observable gauges (the `_latest` and average ones are part of the series below) ---
         self.uptime = gauge("system_uptime_seconds", "Seconds since start")
         self.e2e_latest = gauge("e2e_latency_seconds_latest", "Last file query: received -> last result")
         self.pipeline_latest = gauge(
             "vlm_pipeline_latency_seconds_latest", "Last file query: first decode -> last result"
         )
-        self.decode_latest = gauge("decode_latency_seconds_latest", "Last chunk's frame sampling time")
-        self.model_latest = gauge("vlm_latency_seconds_latest", "Last model call's time")
-        self.chunk_latest = gauge("chunk_latency_seconds_latest", "Last file chunk: decode start -> result")
-        self.chunk_avg = _RecentMean(
-            gauge("avg_chunk_latency_seconds", f"Mean file chunk latency over the last {AVERAGE_WINDOW}")
-        )
-        self.live_chunk_latest = gauge(
-            "live_stream_chunk_latency_seconds_latest", "Last live chunk: chunk end -> result ready"
-        )
-        self.live_chunk_avg = _RecentMean(
-            gauge(
-                "live_stream_avg_chunk_latency_seconds",
-                f"Mean live chunk latency over the last {AVERAGE_WINDOW}",
-            )
-        )
-        self.live_delivery_latest = gauge(
-            "live_stream_captions_latency_seconds_latest",
-            "Last live result: chunk end -> handed to readers and the message bus",
-        )
         # --- spec §7: histograms ---
         self.stream_fps = histogram("stream_fps", "Frames per second a live stream delivers", _FPS_BUCKETS)
-        self.decode_latency = histogram("decode_latency_seconds", "Frame sampling time per chunk")
+        self.decode_latency = _Latency(r, "decode_latency_seconds", "Frame sampling time per chunk")
         # The spec's name; it times every model call (a caption, or a batch of embeddings).
-        self.model_latency = histogram("vlm_latency_seconds", "Model call time")
-        self.chunk_latency = histogram("chunk_latency_seconds", "File chunk: decode start -> result")
-        self.live_chunk_latency = histogram(
-            "live_stream_chunk_latency_seconds", "Live chunk end (camera clock) -> result ready"
+        self.model_latency = _Latency(r, "vlm_latency_seconds", "Model call time")
+        self.chunk_latency = _Latency(
+            r, "chunk_latency_seconds", "File chunk: decode start -> result", "avg_chunk_latency_seconds"
         )
-        self.live_delivery_latency = histogram(
+        self.live_chunk_latency = _Latency(
+            r,
+            "live_stream_chunk_latency_seconds",
+            "Live chunk end (camera clock) -> result ready",
+            "live_stream_avg_chunk_latency_seconds",
+        )
+        self.live_delivery_latency = _Latency(
+            r,
             "live_stream_captions_latency_seconds",
             "Live chunk end -> result handed to readers and the message bus",
         )
@@ -146,35 +146,19 @@ class Metrics:
     # --- events -------------------------------------------------------------------------------
     def observe_chunk(self, decode_latency_s: float, chunk_latency_s: float) -> None:
         """A file chunk done: its frame sampling time and its decode start -> result time."""
-        self.observe_decode(decode_latency_s)
+        self.decode_latency.observe(decode_latency_s)
         self.chunk_latency.observe(chunk_latency_s)
-        self.chunk_latest.set(chunk_latency_s)
-        self.chunk_avg.add(chunk_latency_s)
 
-    def observe_decode(self, seconds: float) -> None:
-        self.decode_latency.observe(seconds)
-        self.decode_latest.set(seconds)
-
-    def observe_model_call(self, seconds: float) -> None:
-        self.model_latency.observe(seconds)
-        self.model_latest.set(seconds)
+    def observe_live_chunk(self, decode_latency_s: float, chunk_latency_s: float) -> None:
+        """A live chunk's result is ready: its sampling time and chunk end -> result time."""
+        self.decode_latency.observe(decode_latency_s)
+        self.live_chunk_latency.observe(chunk_latency_s)
 
     def observe_file_query(self, e2e_s: float, pipeline_s: float) -> None:
         """A file query finished: received -> last result, and first decode -> last result."""
         self.files_processed.inc()
         self.e2e_latest.set(e2e_s)
         self.pipeline_latest.set(pipeline_s)
-
-    def observe_live_chunk(self, decode_latency_s: float, chunk_latency_s: float) -> None:
-        """A live chunk's result is ready: its sampling time and chunk end -> result time."""
-        self.observe_decode(decode_latency_s)
-        self.live_chunk_latency.observe(chunk_latency_s)
-        self.live_chunk_latest.set(chunk_latency_s)
-        self.live_chunk_avg.add(chunk_latency_s)
-
-    def observe_live_delivery(self, seconds: float) -> None:
-        self.live_delivery_latency.observe(seconds)
-        self.live_delivery_latest.set(seconds)
 
     def observe_stream_delete(self, total_s: float, drain_s: float) -> None:
         self.stream_delete_latency.observe(total_s)

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,3 @@ def annotate(attributes: Mapping[str, Any]) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attributes(dict(attributes))
-
-
-@contextmanager
-def step(tracer: Tracer, name: str, **attributes: Any) -> Iterator[Span]:
-    """A child span of the current one around one pipeline step (errors are recorded on it)."""
-    with tracer.start_as_current_span(name, attributes=attributes) as span:
-        yield span

@@ -1,4 +1,4 @@
-"""The embedder behind two batchers, clips and texts, that share its one inference thread."""
+"""The embedder behind two batchers, clips (or frames) and texts, that share its one inference thread."""
 
 from __future__ import annotations
 
@@ -30,26 +30,31 @@ class EmbeddingBatcher:
     ) -> None:
         self.embedder = embedder
         executor = self._executor = inference_executor()
-        self.clips: Batcher[Clip, Vector] = Batcher(
-            lambda clips: list(embedder.embed_frames(clips)),
-            max_batch,
-            name="clips",
-            executor=executor,
-            on_batch=on_batch,
-        )
         # A model that pools per-frame features computes them per frame, batched across streams and
-        # requests, and for live chunks as soon as each frame is sampled (see core/pipeline/early.py).
+        # requests, and for live chunks as soon as each frame is sampled (see core/pipeline/early.py);
+        # any other model embeds whole clips, batched across requests.
         self.pooled = embedder if isinstance(embedder, PooledFrames) else None
+        self.frame_features: FrameWork[Vector] | None = None
+        self.clips: Batcher[Clip, Vector] | None = None
+        visual: Batcher[Any, Vector]
         if self.pooled is not None:
             features = self.pooled.frame_features
-            self.frames: Batcher[Frame, Vector] = Batcher(
+            visual = Batcher(
                 lambda frames: list(features(frames)),
                 max_batch * embedder.frames_per_chunk,
                 name="frames",
                 executor=executor,
                 on_batch=on_batch,
             )
-            self.frame_features: FrameWork[Vector] = FrameWork(self.frames.submit_many)
+            self.frame_features = FrameWork(visual.submit_many)
+        else:
+            visual = self.clips = Batcher(
+                lambda clips: list(embedder.embed_frames(clips)),
+                max_batch,
+                name="clips",
+                executor=executor,
+                on_batch=on_batch,
+            )
         self.texts: Batcher[str, Vector] = Batcher(
             lambda texts: list(embedder.embed_texts(texts)),
             max_texts,
@@ -57,11 +62,7 @@ class EmbeddingBatcher:
             executor=executor,
             on_batch=on_batch,
         )
-
-    @property
-    def _batchers(self) -> list[Batcher[Any, Vector]]:
-        batchers: list[Batcher[Any, Vector]] = [self.clips, self.texts]
-        return [*batchers, self.frames] if self.pooled is not None else batchers
+        self._batchers: list[Batcher[Any, Vector]] = [visual, self.texts]
 
     @property
     def batches_run(self) -> int:
@@ -70,7 +71,7 @@ class EmbeddingBatcher:
     @property
     def early(self) -> Callable[[Frame], None] | None:
         """What starts a live frame's work as soon as it is sampled (None when the model cannot)."""
-        return self.frame_features.start if self.pooled is not None else None
+        return self.frame_features.start if self.frame_features is not None else None
 
     def start(self) -> None:
         for b in self._batchers:
@@ -83,8 +84,9 @@ class EmbeddingBatcher:
 
     async def embed_clip(self, frames: Clip) -> tuple[Vector, float]:
         """-> (vector of shape (dim,), seconds the model call took)."""
-        if self.pooled is None:
+        if self.clips is not None:
             return await self.clips.submit(frames)
+        assert self.pooled is not None and self.frame_features is not None
         features, seconds = await self.frame_features.collect(frames)
         return self.pooled.pool([np.stack(features)])[0], seconds
 

@@ -15,6 +15,7 @@ from rtvi.http.protocol import (
     CreationTime,
     MediaInfoOffset,
     MediaInfoTimestamp,
+    StreamId,
     StreamOptions,
     Strict,
 )
@@ -25,7 +26,7 @@ IdList = Annotated[list[UUID], Field(min_length=1, max_length=50)]
 class VideoEmbeddingsQuery(Strict):
     # A UUID, a list of UUIDs (images), or a live stream's id, which may be any stream-id string (CV
     # cameras); a non-UUID string that names no live stream is rejected like an invalid UUID (422).
-    id: UUID | IdList | Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")]
+    id: UUID | IdList | StreamId
     url: Annotated[str, StringConstraints(max_length=4 * 2**30, pattern=REMOTE_URL_SCHEMES)] | None = None
     media_type: Literal["video", "image"] = "video"
     creation_time: CreationTime | None = None

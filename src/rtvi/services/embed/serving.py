@@ -71,7 +71,7 @@ class EmbedServing:
     def __init__(self, core: ServiceCore, embedder: Embedder, max_batch: int) -> None:
         self.core = core
         self.embedder = embedder
-        self.batcher = EmbeddingBatcher(embedder, max_batch, on_batch=core.metrics.observe_model_call)
+        self.batcher = EmbeddingBatcher(embedder, max_batch, on_batch=core.metrics.model_latency.observe)
         self.processor = ClipProcessor(
             self.batcher,
             key=f"embed:{embedder.id}",

@@ -25,9 +25,9 @@ from rtvi.http.generation import GenerationRequest, Tally
 from rtvi.http.protocol import MediaInfoOffset, StreamOptions
 from rtvi.services.vlm.answers import split_reasoning
 from rtvi.services.vlm.messages import Caption
-from rtvi.services.vlm.models.base import Generation, OutputFormat, TokenCounts, Turn, generate
+from rtvi.services.vlm.models.base import Generation, TokenCounts, Turn, generate
 from rtvi.services.vlm.protocol import ChatCompletionRequest, ResponseFormat
-from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing, sampling_params
+from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing
 
 log = logging.getLogger(__name__)
 LIVE_CHUNK_S = 60  # a chat on a live stream with no chunk_duration (spec §4.8)
@@ -180,7 +180,6 @@ class ChatTurn:
                 prompt=conv.prompt,
                 system_prompt=conv.system_prompt,
                 response_format=chat_format(body),
-                requested_model=body.model,
                 key=f"vlm:chat:{req.request_id}",
                 keep_going=req.is_live,
                 history=conv.history,
@@ -192,15 +191,8 @@ class ChatTurn:
 
     def text_generation(self) -> Generation:
         b, conv = self.body, self.conv
-        system = self.serving.settings.vlm_system_prompt if conv.system_prompt is None else conv.system_prompt
-        fmt = OutputFormat("json_object") if chat_format(b).type == "json_object" else OutputFormat()
-        return Generation(
-            prompt=conv.prompt,
-            system_prompt=system,
-            sampling=sampling_params(b, self.max_tokens, _stops(b)),
-            output_format=fmt,
-            enable_reasoning=b.enable_reasoning,
-            history=conv.history,
+        return self.serving.generation(
+            b, conv.prompt, conv.system_prompt, chat_format(b), conv.history, self.max_tokens, _stops(b)
         )
 
     # --- answers ------------------------------------------------------------------------------
@@ -212,7 +204,7 @@ class ChatTurn:
                     generate(self.serving.vlm, self.text_generation()), TEXT_TIMEOUT_S
                 )
             except TimeoutError:
-                raise RtviError("The model did not answer within 300 s", "Timeout") from None
+                raise RtviError(f"The model did not answer within {TEXT_TIMEOUT_S:g} s", "Timeout") from None
             content, reasoning = split_reasoning(out.text)
             return self._completion(content, reasoning, out.input_tokens, out.output_tokens)
         # results() removes a temporary asset when it ends; the route does when it never started.
@@ -222,7 +214,7 @@ class ChatTurn:
             contents.append(a.content)
             if a.reasoning:
                 reasonings.append(a.reasoning)
-            tally.add((r.output.input_tokens, r.output.output_tokens))
+            tally.add(self.serving.rendering.tokens(r))
         return self._completion(
             "\n".join(contents), "\n".join(reasonings), tally.input_tokens, tally.output_tokens
         )
@@ -283,14 +275,14 @@ class ChatTurn:
             elif item:
                 yield self._event({"content": item})
             if time.monotonic() > deadline:
-                raise RtviError("The answer took longer than 600 s", "Timeout")
+                raise RtviError(f"The answer took longer than {TEXT_STREAM_TIMEOUT_S:g} s", "Timeout")
 
     async def _media_events(self, tally: Tally) -> AsyncIterator[dict[str, Any]]:
         req = self.request
         assert req is not None
         async for r in req.results():
             a = r.output.answer
-            tally.add((r.output.input_tokens, r.output.output_tokens))
+            tally.add(self.serving.rendering.tokens(r))
             delta: dict[str, Any] = {"content": a.content}
             if a.reasoning and self.body.enable_reasoning:
                 delta["content"] = f"<think>\n{a.reasoning}\n</think>{a.content}"

@@ -66,7 +66,6 @@ class CaptionTask:
 
     prompt: str
     system_prompt: str
-    requested_model: str
     place: Place
     module: AnalyticsModule
     enable_reasoning: bool = False
@@ -144,7 +143,7 @@ def build_incident(ctx: ChunkContext, caption: Caption, vision: nv.VisionLLM) ->
             "sensorId": ctx.sensor_key,
             "prompt": task.prompt,
             "systemPrompt": task.system_prompt,
-            "requestedModel": task.requested_model,
+            "requestedModel": ctx.requested_model,
             "alertCategory": category,
             "triggerPhrase": caption.answer.trigger,
             "verdict": "confirmed",

@@ -20,6 +20,7 @@ from rtvi.http.protocol import (
     CreationTime,
     MediaInfoOffset,
     MediaInfoTimestamp,
+    StreamId,
     StreamOptions,
     Strict,
 )
@@ -27,7 +28,6 @@ from rtvi.http.protocol import (
 HARD_PROMPT_CAP = 1_000_000  # characters; VLM_PROMPT_MAX_LENGTH (10240) is the working limit
 HARD_TOKEN_CAP = 1_000_000  # VLM_MAX_GENERATION_TOKENS (16384) is the working limit
 Tokens = Annotated[int, Field(ge=1, le=HARD_TOKEN_CAP)]
-StreamId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")]
 
 
 class JsonSchemaFormat(Strict):
@@ -79,10 +79,8 @@ class MediaIoKwargs(Strict):
     video: VideoIo | None = None
 
 
-class FrameOptions(BaseModel):
+class FrameOptions(Strict):
     """The frame-selection and generation fields VlmQuery, chat and CV metadata share."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_tokens: Tokens | None = None
     min_tokens: Tokens | None = None

@@ -54,7 +54,6 @@ DEFAULT_VIDEO_FPS = 30.0  # for "all frames" when the stream's rate is unknown
 class VlmMetrics:
     def __init__(self, core: ServiceCore) -> None:
         r = core.metrics.registry
-        self.shared = core.metrics
         self.input_tokens = Histogram(
             "vlm_input_tokens_per_chunk", "Prompt tokens per chunk", registry=r, buckets=_TOKEN_BUCKETS
         )
@@ -161,7 +160,6 @@ class VlmServing:
             prompt=str(request["prompt"]),
             system_prompt=request.get("system_prompt"),
             response_format=fmt,
-            requested_model=str(request.get("model") or self.vlm.id),
             alert_category=request.get("alert_category"),
             key=f"vlm:cv:{asset.id}",
         )
@@ -171,7 +169,7 @@ class VlmServing:
         self, latency_s: float, tokens_in: int, tokens_out: int, alert: bool, format_error: bool
     ) -> None:
         m = self.metrics
-        m.shared.observe_model_call(latency_s)
+        self.core.metrics.model_latency.observe(latency_s)
         m.input_tokens.observe(tokens_in)
         m.output_tokens.observe(tokens_out)
         if alert:
@@ -233,7 +231,6 @@ class VlmServing:
                 prompt=query.prompt,
                 system_prompt=query.system_prompt,
                 response_format=query.response_format,
-                requested_model=query.model,
                 alert_category=query.alert_category,
                 object_ids=tuple(query.ids),
                 key=f"vlm:{req.request_id}",
@@ -251,7 +248,6 @@ class VlmServing:
         prompt: str,
         system_prompt: str | None,
         response_format: ResponseFormat,
-        requested_model: str,
         key: str,
         alert_category: str | None = None,
         object_ids: tuple[str, ...] = (),
@@ -262,27 +258,40 @@ class VlmServing:
     ) -> CaptionProcessor:
         if options.enable_audio and asset.is_live:
             raise InvalidParameters("enable_audio: live streams are captioned from their video only")
-        system = self.settings.vlm_system_prompt if system_prompt is None else system_prompt
+        generation = self.generation(
+            options, prompt, system_prompt, response_format, history, max_tokens, stop
+        )
         task = CaptionTask(
             prompt=prompt,
-            system_prompt=system,
-            requested_model=requested_model,
+            system_prompt=generation.system_prompt,
             place=Place.of(asset.meta, self.settings),
             module=self.module,
             enable_reasoning=options.enable_reasoning,
             alert_category=alert_category,
             object_ids=object_ids,
         )
-        generation = Generation(
+        return CaptionProcessor(
+            self, key, self.frame_sampling(options, asset, chunk_length_s), task, generation, keep_going
+        )
+
+    def generation(
+        self,
+        options: FrameOptions,
+        prompt: str,
+        system_prompt: str | None,
+        response_format: ResponseFormat,
+        history: Sequence[Turn] = (),
+        max_tokens: int | None = None,
+        stop: tuple[str, ...] = (),
+    ) -> Generation:
+        """One model call's inputs (the system prompt defaults to VLM_SYSTEM_PROMPT)."""
+        return Generation(
             prompt=prompt,
-            system_prompt=system,
+            system_prompt=self.settings.vlm_system_prompt if system_prompt is None else system_prompt,
             sampling=sampling_params(options, max_tokens, stop),
             output_format=output_format(response_format),
             enable_reasoning=options.enable_reasoning,
             history=tuple(history),
-        )
-        return CaptionProcessor(
-            self, key, self.frame_sampling(options, asset, chunk_length_s), task, generation, keep_going
         )
 
     def frame_sampling(self, options: FrameOptions, asset: Asset, chunk_length_s: float) -> FrameSampling:

@@ -78,12 +78,6 @@ class VisionLanguageModel(Protocol):
         ...
 
     @property
-    def max_concurrency(self) -> int:
-        """Generations the backend runs at once (a local model: 1; an endpoint: many); the backend
-        enforces it, after preparing its input, so preparing overlaps the running calls."""
-        ...
-
-    @property
     def accepts_audio(self) -> bool:
         """Whether the backend can hand a chunk's sound to its model (whether that model hears it is
         what VLM_MODEL_SUPPORTS_AUDIO declares)."""

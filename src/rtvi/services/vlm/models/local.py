@@ -27,7 +27,6 @@ DEFAULT_MAX_NEW_TOKENS = 512
 
 class TransformersVLM:
     is_language_model = True
-    max_concurrency = 1
     accepts_audio = False
     early = None  # nothing per frame worth starting before the chunk is complete
 

@@ -58,7 +58,6 @@ def _join(items: Sequence[str]) -> str:
 
 class OfflineLabelModel:
     is_language_model = False
-    max_concurrency = 1
     accepts_audio = False
     early = None  # nothing per frame worth starting before the chunk is complete
 

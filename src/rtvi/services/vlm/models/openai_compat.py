@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import openai
-from PIL import Image
 
 from rtvi.core.media.types import Frame
+from rtvi.core.models.common import to_pil
 from rtvi.core.pipeline.early import FrameWork
 from rtvi.errors import InvalidParameters, ModelLoadError, RtviError, Unavailable
 from rtvi.services.vlm.models.base import Generation, TokenCounts, estimate_tokens
@@ -31,7 +31,7 @@ JPEG_QUALITY = 85
 
 def frame_data_url(frame: Frame) -> str:
     buf = io.BytesIO()
-    Image.fromarray(frame).convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
+    to_pil(frame).save(buf, format="JPEG", quality=JPEG_QUALITY)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -83,7 +83,8 @@ class OpenAICompatVLM:
             max_retries=max_retries,
         )
         self._model = model
-        self.max_concurrency = concurrency
+        # Calls at once, enforced after preparing the input, so preparing overlaps the running calls.
+        self._concurrency = concurrency
         self._slots: asyncio.Semaphore | None = None  # made on first use, on the service's loop
         # Each frame's JPEG, encoded off the event loop; a live frame's as soon as it is sampled.
         self._jpegs: FrameWork[str] = FrameWork(_encode_jpegs)
@@ -172,7 +173,7 @@ class OpenAICompatVLM:
         images, _ = await self._jpegs.collect(g.frames)
         messages = self._messages(g, images)
         if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrency)
+            self._slots = asyncio.Semaphore(self._concurrency)
         async with self._slots:
             async for item in self._call(g, messages):
                 yield item

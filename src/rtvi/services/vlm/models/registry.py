@@ -47,7 +47,7 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
                 f"VLM_MODEL_TO_USE={kind} needs MODEL_PATH (a local dir, git:<url> or ngc:<spec>)"
             )
         if kind == "vllm":
-            return _load_vllm(settings)
+            raise _vllm_unavailable()
         return _load_transformers(settings)
     raise ModelLoadError(
         f"VLM_MODEL_TO_USE={settings.model_to_use!r} is not a VLM backend; use {', '.join(KINDS)}"
@@ -92,13 +92,14 @@ def _load_transformers(settings: Settings) -> VisionLanguageModel:
     )
 
 
-def _load_vllm(settings: Settings) -> VisionLanguageModel:
+def _vllm_unavailable() -> ModelLoadError:
+    """Why VLM_MODEL_TO_USE=vllm cannot load: no vllm package, or (with it) no in-process engine yet."""
     if importlib.util.find_spec("vllm") is None:
-        raise ModelLoadError(
+        return ModelLoadError(
             "VLM_MODEL_TO_USE=vllm needs the vllm package on a CUDA machine (pip install vllm); without it, "
             "run a vLLM server and set VIA_VLM_ENDPOINT, or use VLM_MODEL_TO_USE=transformers"
         )
-    raise ModelLoadError(
+    return ModelLoadError(
         "the in-process vLLM engine is not built yet: run `vllm serve MODEL` and set "
         "VIA_VLM_ENDPOINT=http://HOST:PORT/v1 (the openai-compat backend), "
         "or use VLM_MODEL_TO_USE=transformers"
