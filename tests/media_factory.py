@@ -300,3 +300,27 @@ def loudest_hz(wav_bytes: bytes) -> tuple[float, float]:
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
     spectrum = np.abs(np.fft.rfft(samples))
     return float(np.fft.rfftfreq(len(samples), 1 / 16000)[spectrum.argmax()]), len(samples) / 16000
+
+
+def scene_photos() -> dict[str, Frame]:
+    """Real photos (scikit-image sample data) for retrieval tests and benches: three people scenes and
+    three without people. scikit-image ships no group photo, so the people scenes with several persons
+    are generated from its two portraits (the astronaut and the cameraman) at half size, in a 512x512
+    frame: "two people" side by side on a grey band, "four people" in a 2x2 grid (two mirrored)."""
+    from skimage import data
+
+    astronaut = data.astronaut()
+    camera = np.stack([data.camera()] * 3, axis=-1)
+    small_a, small_c = (np.asarray(Image.fromarray(p).resize((256, 256))) for p in (astronaut, camera))
+    grey = np.full((128, 512, 3), 200, dtype=np.uint8)
+    return {
+        "astronaut": astronaut,
+        "camera": camera,
+        "two people": np.concatenate([grey, np.concatenate([small_a, small_c], axis=1), grey]),
+        "four people": np.concatenate(
+            [np.concatenate([small_a, small_c], axis=1), np.concatenate([small_a, small_c], axis=1)[:, ::-1]]
+        ),
+        "cat": data.chelsea(),
+        "rocket": data.rocket(),
+        "coffee": data.coffee(),
+    }

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CREATION_TIME, upload
+from tests.media_factory import make_image, scene_photos
 from tests.metrics_scrape import SPEC_METRICS, Scrape, exported_families
 
 
@@ -97,6 +98,35 @@ def test_search_finds_the_cat_and_the_rocket(
     assert _cos(cat, chunks[0]["embeddings"]) > _cos(cat, chunks[1]["embeddings"])
     assert _cos(rocket, chunks[1]["embeddings"]) > _cos(rocket, chunks[0]["embeddings"])
     client.delete(f"/v1/files/{fid}")
+
+
+PEOPLE_SCENES = ("astronaut", "camera", "two people", "four people")
+
+
+def test_people_rank_above_other_scenes_and_objects_still_find_theirs(
+    client: httpx.Client, tmp_path: Path, model_id: str
+) -> None:
+    """Issue 11: the bundled model sees people (the person detector's concepts), and what ImageNet
+    found before (cat, rocket, coffee) it still finds."""
+    scenes: dict[str, list[float]] = {}
+    for i, (name, photo) in enumerate(scene_photos().items()):
+        fid = upload(client, make_image(tmp_path / f"scene{i}.png", fmt="PNG", picture=photo), "image")
+        body = embed(client, fid.json()["id"], model_id).json()
+        scenes[name] = body["chunk_responses"][0]["embeddings"]
+        client.delete(f"/v1/files/{fid.json()['id']}")
+    queries = ["a person", "people", "a cat", "a rocket", "a cup of coffee"]
+    sims = {
+        q: {s: _cos(t, v) for s, v in scenes.items()}
+        for q, t in zip(queries, _text(client, model_id, queries), strict=True)
+    }
+    for query in ("a person", "people"):
+        people = min(sims[query][s] for s in PEOPLE_SCENES)
+        others = max(v for s, v in sims[query].items() if s not in PEOPLE_SCENES)
+        assert people > others + 0.1, (query, sims[query])
+    for query, scene in (("a cat", "cat"), ("a rocket", "rocket"), ("a cup of coffee", "coffee")):
+        assert max(sims[query], key=sims[query].__getitem__) == scene, (query, sims[query])
+    # the scene with two people is closer to "people" than the portraits of one person are
+    assert sims["people"]["two people"] > max(sims["people"]["astronaut"], sims["people"]["camera"])
 
 
 def test_images_single_and_several(client: httpx.Client, media: dict[str, Path], model_id: str) -> None:

