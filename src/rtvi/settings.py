@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     )
     trust_remote_code: bool = Field(True, validation_alias="RTVI_TRUST_REMOTE_CODE")
     device: str = Field("auto", validation_alias="RTVI_DEVICE")  # auto | cpu | cuda | cuda:N
+    # The bundled model's person detector (people concepts); off saves its per-frame pass (docs/models.md).
+    detect_people: bool = Field(True, validation_alias="RTVI_DETECT_PEOPLE")
 
     # --- VLM service (spec §4.7, §6.4, §8) -------------------------------------------------------
     # An OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI): with VLM_MODEL_TO_USE=openai-compat, or

@@ -205,3 +205,18 @@ def test_people_weights_follow_the_count() -> None:
     assert two[0] == pytest.approx(0.45) and two[texts.index(PEOPLE_CONCEPTS[1].text)] == pytest.approx(0.45)
     crowd = people_weights(found(*[0.8] * 7))
     assert crowd[0] == pytest.approx(0.4) and crowd[-1] == pytest.approx(0.4)
+
+
+def test_the_detector_can_be_switched_off(tmp_path: Path) -> None:
+    """RTVI_DETECT_PEOPLE=false: no detector is loaded, the people concepts stay at zero, and the model
+    is as blind to people as before issue 11."""
+    from rtvi.core.models.bundled import load_bundled
+    from rtvi.settings import Settings
+
+    model = load_bundled(Settings(RTVI_DETECT_PEOPLE="false", NGC_MODEL_CACHE=str(tmp_path)))  # type: ignore[call-arg]
+    assert model._detector is None
+    astronaut = scene_photos()["astronaut"]
+    weights = model.concept_weights([astronaut])
+    assert weights.shape == (1, 1000 + len(PEOPLE_CONCEPTS)) and not weights[0, 1000:].any()
+    (person,) = model.embed_texts(["a person"])
+    assert float(model.embed_frames([[astronaut]])[0] @ person) < 0.2

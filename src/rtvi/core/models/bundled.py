@@ -42,6 +42,7 @@ from rtvi.core.models.device import resolve_device
 from rtvi.core.models.person import INPUT_SIZE as _DETECTOR_SIZE
 from rtvi.core.models.person import Detections, PersonDetector
 from rtvi.errors import ModelLoadError
+from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,14 @@ def _load_classifier(device: torch.device) -> torch.nn.Module:
 class BundledEmbedder:
     """The offline label-bridge embedder (see the module docstring)."""
 
-    def __init__(self, *, cache_dir: Path | None = None, device: str = "auto", top_k: int = _TOP_K) -> None:
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        device: str = "auto",
+        top_k: int = _TOP_K,
+        detect_people: bool = True,
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         if not 1 <= top_k <= 1000:
@@ -164,7 +172,7 @@ class BundledEmbedder:
         self._device = resolve_device(device)
         try:
             self._classifier = _load_classifier(self._device)
-            self._detector = PersonDetector(self._device)
+            self._detector = PersonDetector(self._device) if detect_people else None
             minilm = _minilm_dir()
             self._text_model: Any = SentenceTransformer(
                 str(minilm), device=str(self._device), local_files_only=True, trust_remote_code=False
@@ -227,7 +235,9 @@ class BundledEmbedder:
         """(n_frames, len(concept_names)): ImageNet-1k probabilities, then the people concepts."""
         if not frames:
             return np.zeros((0, len(self.concept_names)), dtype=np.float32)
-        people = np.stack([people_weights(found) for found in self._detector.detect(frames)])
+        people = np.zeros((len(frames), len(PEOPLE_CONCEPTS)), dtype=np.float32)
+        if self._detector is not None:
+            people = np.stack([people_weights(found) for found in self._detector.detect(frames)])
         return np.concatenate([self.class_probabilities(frames), people], axis=1)
 
     def class_probabilities(self, frames: Sequence[Frame]) -> npt.NDArray[np.float32]:
@@ -291,6 +301,15 @@ class BundledEmbedder:
         if path is not None:
             _save_atomically(path, names)
         return names
+
+
+def load_bundled(settings: Settings) -> BundledEmbedder:
+    """The bundled model as the settings configure it (both services' offline default)."""
+    return BundledEmbedder(
+        cache_dir=Path(settings.model_cache_dir).expanduser(),
+        device=settings.device,
+        detect_people=settings.detect_people,
+    )
 
 
 def _save_atomically(path: Path, array: npt.NDArray[np.float32]) -> None:

@@ -73,11 +73,6 @@ def _node_name(ref: str) -> str:
     return ref.lstrip("^").split(":")[0]
 
 
-def _output_index(ref: str) -> int:
-    _, _, index = ref.partition(":")
-    return int(index) if index else 0
-
-
 def _tensor_value(tensor: Any) -> npt.NDArray[Any]:
     dtype = _DTYPES.get(tensor.dtype)
     if dtype is None:
@@ -158,6 +153,8 @@ def evaluate_constant(graph: TfGraph, name: str) -> npt.NDArray[Any]:
 
     def value(ref: str) -> Any:
         key = _node_name(ref)
+        if ref.partition(":")[2] not in ("", "0"):
+            raise ModelLoadError(f"{ref}: ops with several outputs are not supported in constant subgraphs")
         if key not in memo:
             node = graph.node(key)
             if node.op == "Const":
@@ -167,8 +164,7 @@ def evaluate_constant(graph: TfGraph, name: str) -> npt.NDArray[Any]:
                 if op is None:
                     raise ModelLoadError(f"{node.name}: op {node.op} is not supported in constant subgraphs")
                 memo[key] = op(node, *(value(i) for i in node.input if not i.startswith("^")))
-        out = memo[key]
-        return out[_output_index(ref)] if isinstance(out, tuple) else out
+        return memo[key]
 
     return np.asarray(value(name))
 

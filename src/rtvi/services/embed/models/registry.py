@@ -94,9 +94,9 @@ def _load_local(kind: str, resolved: ResolvedModel, settings: Settings) -> Embed
 
 
 def _load_bundled(settings: Settings) -> Embedder:
-    from rtvi.core.models.bundled import BundledEmbedder
+    from rtvi.core.models.bundled import load_bundled
 
-    return BundledEmbedder(cache_dir=Path(settings.model_cache_dir).expanduser(), device=settings.device)
+    return load_bundled(settings)
 
 
 def _load_remote(settings: Settings) -> Embedder:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from pathlib import Path
 
 from rtvi.core.models.source import resolve_model_path
 from rtvi.errors import ModelLoadError
@@ -72,12 +71,11 @@ def _load_endpoint(settings: Settings) -> VisionLanguageModel:
 
 
 def _load_offline(settings: Settings) -> VisionLanguageModel:
-    from rtvi.core.models.bundled import BundledEmbedder
+    from rtvi.core.models.bundled import load_bundled
     from rtvi.services.vlm.models.offline import OfflineLabelModel
 
     log.info("no VLM configured: serving the offline label model (not a language model)")
-    embedder = BundledEmbedder(cache_dir=Path(settings.model_cache_dir).expanduser(), device=settings.device)
-    return OfflineLabelModel(embedder)
+    return OfflineLabelModel(load_bundled(settings))
 
 
 def _load_transformers(settings: Settings) -> VisionLanguageModel:

@@ -1,0 +1,215 @@
+"""What the person detector adds to the bundled model, and what it costs (issue 11).
+
+Prints, all measured in this run:
+  1. the retrieval table: cosine similarity of text queries to real photos (scikit-image; the scenes
+     with several people are generated from its two portraits, tests/media_factory.scene_photos),
+     with the detector (RTVI_DETECT_PEOPLE=true, the default) and without;
+  2. the per-frame cost: the classifier alone, the detector alone, both (ms/frame at batch 8 and 1);
+  3. file throughput: 1, 2 and 4 concurrent requests on the 60 s 1280x720 GOP-250 clip (e2e_bench's
+     measurement) and the service's CPU seconds per video second, on services in turn (ROUNDS rounds);
+  4. live cost: N RTSP cameras (live_bench's measurement, default 8): chunk end -> SSE latency, chunks
+     delivered and the service's CPU, services in turn (ROUNDS rounds). Live capacity is CPU-bound, so
+     the CPU ratio is the inverse of the capacity ratio.
+
+Services compared: the detector on (default), off (RTVI_DETECT_PEOPLE=false) and, when BASELINE_SRC
+names the `src` directory of a checkout of the release before issue 11 (git worktree add /tmp/pre
+0a8e6ad), that release run from the same virtual environment.
+
+Run: [BASELINE_SRC=/tmp/pre/src] [PARTS=retrieval,cost,files,live] .venv/bin/python bench/people_bench.py
+[STREAMS]   (all parts with the baseline: ~25 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.media_factory import scene_photos  # noqa: E402
+from tests.rtsp_server import RtspServer, gst_available  # noqa: E402
+from tests.servers import RtviServer, free_port  # noqa: E402
+
+from bench import e2e_bench, live_bench  # noqa: E402
+from bench.clips import textured_clip  # noqa: E402
+
+ROUNDS = 3
+QUERIES = [
+    "a person",
+    "people",
+    "a group of people",
+    "A person walking in a warehouse",
+    "an astronaut",
+    "a cat",
+    "a rocket",
+    "a cup of coffee",
+]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def services() -> dict[str, dict[str, str]]:
+    """Name -> extra environment of each service compared (see the module docstring)."""
+    out = {"detector on": {}, "detector off": {"RTVI_DETECT_PEOPLE": "false"}}
+    if baseline := os.environ.get("BASELINE_SRC"):
+        out["before issue 11"] = {"PYTHONPATH": baseline}
+    return out
+
+
+def retrieval_table() -> None:
+    from rtvi.core.models.bundled import BundledEmbedder
+
+    photos = scene_photos()
+    for detect in (True, False):
+        model = BundledEmbedder(detect_people=detect)
+        scenes = model.embed_frames([[p] for p in photos.values()])
+        texts = model.embed_texts(QUERIES)
+        print(f"\n### Retrieval, person detector {'on (default)' if detect else 'off (before issue 11)'}\n")
+        print("| query | " + " | ".join(photos) + " |")
+        print("|---" * (len(photos) + 1) + "|")
+        for query, row in zip(QUERIES, texts @ scenes.T, strict=True):
+            best = int(np.argmax(row))
+            cells = [f"**{v:.3f}**" if i == best else f"{v:.3f}" for i, v in enumerate(row)]
+            print(f"| {query} | " + " | ".join(cells) + " |")
+
+
+def per_frame_cost() -> None:
+    import torch
+
+    from rtvi.core.models.bundled import BundledEmbedder
+
+    model = BundledEmbedder()
+    detector = model._detector
+    assert detector is not None
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(8)]
+    steps = {
+        "classifier (EfficientNet-Lite0, 224 px)": model.class_probabilities,
+        "person detector (SSDLite-MobileNetV2, 300 px)": detector.detect,
+        "both (the bundled model's frame pass)": model.concept_weights,
+    }
+    print(f"\n### Per-frame cost (torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
+    print("| step | ms/frame, batch 8 | ms/frame, batch 1 | rounds (batch 8) |\n|---|---|---|---|")
+    results: dict[str, float] = {}
+    for name, step in steps.items():
+        step(frames)  # warm-up
+        batch8, batch1 = [], []
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            step(frames)
+            batch8.append((time.perf_counter() - start) / len(frames) * 1000)
+            start = time.perf_counter()
+            for frame in frames:
+                step([frame])
+            batch1.append((time.perf_counter() - start) / len(frames) * 1000)
+        results[name] = median(batch8)
+        each = ", ".join(f"{v:.1f}" for v in batch8)
+        print(f"| {name} | {median(batch8):.1f} | {median(batch1):.1f} | {each} |")
+    both, alone = (
+        results["both (the bundled model's frame pass)"],
+        results["classifier (EfficientNet-Lite0, 224 px)"],
+    )
+    print(
+        f"\nThe detector adds {both - alone:.1f} ms per sampled frame "
+        f"({both / alone:.2f}x the classifier alone)."
+    )
+
+
+def file_throughput() -> None:
+    clip = textured_clip(gop=250)
+    runs: dict[str, dict[str, list[float]]] = {name: {} for name in services()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(ROUNDS):
+            for name, env in services().items():
+                srv = RtviServer(Path(tmp) / f"assets-{len(runs[name])}", env=env).start()
+                try:
+                    for key, value in e2e_bench.run(srv, clip).items():
+                        runs[name].setdefault(key, []).append(value)
+                finally:
+                    srv.stop()
+    for r in runs.values():
+        r["cpu_per_video_s"] = [cpu / one for cpu, one in zip(r["cpu"], r["one"], strict=True)]
+    print("\n### Files: 60 s 1280x720 GOP-250 clip, chunk 10 s\n")
+    print("| service | 1 request | 2 concurrent | 4 concurrent | CPU s per video s (1 request) |")
+    print("|---|---|---|---|---|")
+    for name, r in runs.items():
+        cells = [
+            f"{median(r[k]):.2f}x ({', '.join(f'{v:.1f}' for v in r[k])})" for k in ("one", "two", "four")
+        ]
+        cpu = r["cpu_per_video_s"]
+        print(f"| {name} | {' | '.join(cells)} | {median(cpu):.3f} ({', '.join(f'{v:.3f}' for v in cpu)}) |")
+    on = runs["detector on"]
+    for name, r in runs.items():
+        if name == "detector on":
+            continue
+        one = median([a / b for a, b in zip(on["one"], r["one"], strict=True)])
+        four = median([a / b for a, b in zip(on["four"], r["four"], strict=True)])
+        cpu = median([a / b for a, b in zip(on["cpu_per_video_s"], r["cpu_per_video_s"], strict=True)])
+        print(
+            f"\nDetector on / {name}: 1 request {one:.2f}x, 4 concurrent {four:.2f}x, "
+            f"CPU per video second {cpu:.2f}x (medians of the per-round ratios)."
+        )
+
+
+def live_cost(streams: int) -> None:
+    if not gst_available():
+        print("\n(live part skipped: gst-rtsp-server is missing, run `make rtsp-deps`)")
+        return
+    clip = textured_clip(gop=30)
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in services()}
+    with tempfile.TemporaryDirectory() as tmp:
+        cam = RtspServer(free_port(), Path(tmp), file=clip).start()
+        try:
+            for _ in range(ROUNDS):
+                for name, env in services().items():
+                    srv = RtviServer(Path(tmp) / f"assets-{len(rows[name])}", env=env).start()
+                    try:
+                        model = httpx.get(srv.url + "/v1/models").json()["data"][0]["id"]
+                        rows[name].append(live_bench.run_level(srv, cam.url, model, streams))
+                    finally:
+                        srv.stop()
+        finally:
+            cam.kill()
+    print(f"\n### Live: {streams} cameras 1280x720 30 fps, chunk {live_bench.CHUNK} s, 8 frames\n")
+    print("| service | p50 s | p95 s | chunks/stream | drops | service CPU (rounds) | real time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        cpu = [x["cpu"] for x in r]
+        print(
+            f"| {name} | {median([x['p50'] for x in r]):.2f} | {median([x['p95'] for x in r]):.2f} "
+            f"| {', '.join(x['chunks'] for x in r)} | {sum(x['drops'] for x in r)} "
+            f"| {median(cpu):.2f} ({', '.join(f'{v:.2f}' for v in cpu)}) "
+            f"| {sum(x['realtime'] for x in r)} of {len(r)} |"
+        )
+    for name, r in rows.items():
+        if name != "detector on":
+            ratio = median([a["cpu"] / b["cpu"] for a, b in zip(rows["detector on"], r, strict=True)])
+            print(f"\nService CPU, detector on / {name}: {ratio:.2f}x (median of the per-round ratios).")
+
+
+def main() -> None:
+    streams = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    parts = os.environ.get("PARTS", "retrieval,cost,files,live").split(",")
+    if "retrieval" in parts:
+        retrieval_table()
+    if "cost" in parts:
+        per_frame_cost()
+    if "files" in parts:
+        file_throughput()
+    if "live" in parts:
+        live_cost(streams)
+
+
+if __name__ == "__main__":
+    main()
