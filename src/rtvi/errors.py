@@ -25,6 +25,11 @@ class InvalidParameters(RtviError, ValueError):
 
     code = "BadParameters"
 
+    @classmethod
+    def no_such_model(cls, requested: str, served: str) -> InvalidParameters:
+        """Names what is served, so a client written for another model id knows what to send."""
+        return cls(f"No such model '{requested}'; this service serves '{served}' (GET /v1/models)")
+
 
 class MalformedRequest(RtviError, ValueError):
     """The request does not fit the schema (the reference's 422 InvalidParameters)."""

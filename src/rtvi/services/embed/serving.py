@@ -99,7 +99,7 @@ class EmbedServing:
     # --- requests -----------------------------------------------------------------------------
     def check_model(self, requested: str | None) -> None:
         if requested is not None and requested != self.embedder.id:
-            raise InvalidParameters(f"No such model '{requested}'")
+            raise InvalidParameters.no_such_model(requested, self.embedder.id)
 
     async def video_request(self, query: VideoEmbeddingsQuery) -> GenerationRequest[Vector]:
         """Validate and plan a generate_video_embeddings request (errors before any response starts)."""

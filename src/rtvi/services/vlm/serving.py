@@ -147,8 +147,8 @@ class VlmServing:
         """CV metadata.prompt starts captioning (spec §3.4); the other metadata fields shape it."""
         if request.get("prompt") is None:
             return None
-        if request.get("model") not in (None, self.vlm.id):
-            raise InvalidParameters(f"No such model '{request['model']}'")
+        if request.get("model") is not None:
+            self.check_model(str(request["model"]))
         options = FrameOptions.model_validate(
             {k: v for k, v in request.items() if k in FrameOptions.model_fields}
         )
@@ -180,7 +180,7 @@ class VlmServing:
     # --- validation ---------------------------------------------------------------------------
     def check_model(self, requested: str, api_type: str = "") -> None:
         if requested != self.vlm.id:
-            raise InvalidParameters(f"No such model '{requested}'")
+            raise InvalidParameters.no_such_model(requested, self.vlm.id)
         if api_type and api_type != API_TYPE:
             raise InvalidParameters(f"api_type '{api_type}' does not match the model's api_type '{API_TYPE}'")
 
