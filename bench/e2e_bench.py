@@ -17,7 +17,6 @@ Run: `make bench` (or .venv/bin/python bench/e2e_bench.py [GOP]). Prints a markd
 from __future__ import annotations
 
 import functools
-import os
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers import RtviServer  # noqa: E402
 
-from bench.clips import decode_all_fps, textured_clip  # noqa: E402
+from bench.clips import cpu_seconds, decode_all_fps, textured_clip  # noqa: E402
 
 CHUNK = 10
 ROUNDS = 3
@@ -78,11 +77,6 @@ ROWS = [
 ]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(srv: RtviServer, clip: Path) -> dict[str, float]:
     """Realtime factors for 1, 2 and 4 concurrent requests, and the service's CPU during the single one."""
     assert srv.proc is not None
@@ -103,9 +97,7 @@ def run(srv: RtviServer, clip: Path) -> dict[str, float]:
             cpu_before = cpu_seconds(srv.proc.pid)
             with ThreadPoolExecutor(n) as pool:
                 start = time.perf_counter()
-                replies = list(
-                    pool.map(lambda _: c.post("/v1/generate_video_embeddings", json=body), range(n))
-                )
+                replies = list(pool.map(embed, range(n)))
                 took = time.perf_counter() - start
             assert all(r.status_code == 200 and len(r.json()["chunk_responses"]) == 6 for r in replies)
             out[key] = SECONDS * n / took

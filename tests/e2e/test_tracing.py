@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rtvi.core.telemetry.tracing import tracing_enabled
+from rtvi.core.telemetry.tracing import otlp_exporter, tracing_enabled
 from tests.conftest import upload
 from tests.kafka_redis import RedisServer
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -158,3 +158,22 @@ def test_probes_are_not_traced_and_other_requests_start_their_own_trace(
 )
 def test_when_tracing_is_on(flag: bool | None, env: dict[str, str], expected: bool) -> None:
     assert tracing_enabled(flag, env) is expected
+
+
+@pytest.mark.parametrize(
+    ("env", "module"),
+    [
+        ({}, "http"),  # http/protobuf, the OpenTelemetry default
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "grpc"),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"},
+            "http",
+        ),
+    ],
+)
+def test_the_protocol_picks_the_exporter(env: dict[str, str], module: str) -> None:
+    exporter = otlp_exporter(env)
+    assert type(exporter).__module__ == f"opentelemetry.exporter.otlp.proto.{module}.trace_exporter"
+    exporter.shutdown()
+    with pytest.raises(ValueError, match="use grpc or http/protobuf"):
+        otlp_exporter({"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from rtvi.core.telemetry.metrics import Metrics
@@ -19,7 +18,7 @@ PROMQL = {"histogram_quantile", "label_values", "__rate_interval"}
 def exported_sample_names() -> set[str]:
     """Every sample name both services can export (counters with _total, histograms' series)."""
     metrics = Metrics()
-    VlmMetrics(SimpleNamespace(metrics=metrics))  # type: ignore[arg-type]
+    VlmMetrics(metrics.registry)
     names: set[str] = set()
     for family in metrics.registry.collect():
         if family.type == "counter":

@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from av.codec.hwaccel import HWAccel
 
 from rtvi.core.media import hwaccel
 from rtvi.core.media.chunks import ChunkParams, plan_chunks
@@ -77,6 +78,9 @@ def test_nvdec_decodes_the_same_frames_on_the_gpu(clip: Path) -> None:
     software, _ = sample(clip, None)
     hardware, on_device = sample(clip, decode_accel("auto"))
     assert on_device, "the decoder did not use the GPU"
+    # Without FFmpeg's software fallback, a decode that is not really on NVDEC fails instead of passing.
+    strict, _ = sample(clip, HWAccel(device_type="cuda", allow_software_fallback=False))
+    assert len(strict) == len(software)
     assert len(hardware) == len(software)
     for a, b in zip(software, hardware, strict=True):
         # H.264 decoding is bit-exact; the copy back from the GPU's NV12 may round colours differently.

@@ -65,3 +65,20 @@ def test_json_formats_are_checked() -> None:
     assert format_error("[1, 2]", OutputFormat("json_object")) == "the answer is not a JSON object"
     assert "decision" in format_error('{"reason": "x"}', VERDICT)
     assert format_error('{"decision": "No"}', VERDICT) == ""
+
+
+def test_captions_put_all_people_weight_on_the_largest_count() -> None:
+    """The offline model's caption names one people concept: the largest count seen in the chunk."""
+    import numpy as np
+
+    from rtvi.services.vlm.models.offline import _people_as_one
+
+    weights = np.zeros(1004, dtype=np.float32)
+    weights[7] = 0.3  # an ImageNet class
+    weights[1000], weights[1001] = 0.5, 0.25  # "a person" in some frames, "two people" in others
+    merged = _people_as_one(weights, first=1000)
+    assert merged[1001] == pytest.approx(0.75) and merged[1000] == 0 and merged[7] == pytest.approx(0.3)
+    assert weights[1000] == 0.5  # the input is left as it was
+    no_people = np.zeros(1004, dtype=np.float32)
+    no_people[7] = 1.0
+    assert _people_as_one(no_people, first=1000) is no_people

@@ -206,19 +206,27 @@ class ServiceCore:
         )
 
     def publish_result(
-        self, asset: Asset, request_id: str, requested_model: str, r: ChunkResult[Any], base_ts: float
+        self,
+        asset: Asset,
+        request_id: str,
+        requested_model: str,
+        r: ChunkResult[Any],
+        base_ts: float,
+        span_attributes: Mapping[str, str] | None = None,
     ) -> None:
-        """One chunk on the results bus (spec §6.3), when one is configured."""
+        """One chunk on the results bus (spec §6.3), when one is configured. A file request's chunk is
+        traced as a `publish` span (with the request's `span_attributes`); live chunks outlive the request
+        that started them, so they are not traced."""
         publisher, stage = self.publisher, self.stage
         if publisher is None or publisher.results_bus is None or stage is None:
             return
         ctx = chunk_context(asset, request_id, stage.model, requested_model, r, base_ts)
-        attributes: dict[str, str | int] = {
-            "rtvi.request_id": request_id,
-            "rtvi.asset_id": asset.id,
-            "rtvi.chunk.index": r.index,
-        }
-        with self.tracer.start_as_current_span("publish", attributes=attributes):
+        if span_attributes is None:
+            publisher.publish_chunk(ctx, r.output)
+            return
+        with self.tracer.start_as_current_span(
+            "publish", attributes={**span_attributes, "rtvi.chunk.index": r.index}
+        ):
             publisher.publish_chunk(ctx, r.output)
 
     def _publish_live(self, job: LiveJob[Any], r: ChunkResult[Any]) -> None:

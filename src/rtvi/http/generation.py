@@ -17,6 +17,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
 from pydantic import BaseModel
 
 from rtvi.core.assets.registry import Asset
@@ -27,7 +28,6 @@ from rtvi.core.pipeline.file_job import FileJob
 from rtvi.core.pipeline.live import LiveJob, LiveStreamError
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.service import ServiceCore
-from rtvi.core.telemetry.tracing import annotate
 from rtvi.errors import InternalError, InvalidParameters, MalformedRequest, RtviError
 from rtvi.http.limits import unless_disconnected
 from rtvi.http.protocol import MediaInfoOffset, MediaInfoTimestamp, StreamOptions
@@ -163,7 +163,7 @@ class GenerationRequest(Generic[Out]):
             self.received_at = job.created
             return
         ids = {"rtvi.request_id": self.request_id, "rtvi.asset_id": ",".join(a.id for a in self.assets)}
-        annotate(ids)
+        trace.get_current_span().set_attributes(ids)  # the request's span
         if self.is_video:
             self.file_job = self.core.file_job(
                 self.processor,
@@ -236,7 +236,10 @@ class GenerationRequest(Generic[Out]):
         """The chunk on the results bus (spec §6.3), for the JSON and SSE responses alike. Message times
         are absolute: creation time + PTS, else the request's arrival + PTS."""
         base = parse_iso(self.creation_time).timestamp() if self.creation_time else self.received_at
-        self.core.publish_result(self.assets[0], self.request_id, self.query.model, r, base)
+        assert self.file_job is not None
+        self.core.publish_result(
+            self.assets[0], self.request_id, self.query.model, r, base, self.file_job.span_attributes
+        )
 
     def report_failure(self, exc: BaseException) -> None:
         """A failed generation on the error bus (spec §6.5), attributed to the (first) asset."""

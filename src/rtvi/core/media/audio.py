@@ -14,7 +14,7 @@ import av
 import av.audio.resampler
 import numpy as np
 
-from .probe import open_input, stream_origin_pts
+from .probe import open_input, stream_origin_pts, video_stream
 from .types import MediaError
 
 RATE = 16_000
@@ -29,12 +29,8 @@ class FileAudio:
         self._container = open_input(path)
         try:
             self._stream = self._container.streams.audio[0] if self._container.streams.audio else None
-            video = self._container.streams.video
-            self._origin_s = (
-                float(stream_origin_pts(video[0]) * video[0].time_base)
-                if video and video[0].time_base
-                else 0.0
-            )
+            video = video_stream(self._container, path)  # the stream the sampler's times count from
+            self._origin_s = float(stream_origin_pts(video) * video.time_base) if video.time_base else 0.0
         except BaseException:
             self._container.close()
             raise
@@ -68,7 +64,10 @@ class FileAudio:
     def _pcm(self, start_s: float, end_s: float) -> np.ndarray:
         """16 kHz mono samples of [start_s, end_s) in the container's own time."""
         assert self._stream is not None
-        self._container.seek(max(0, int(start_s * av.time_base)), backward=True)
+        # On the audio stream itself: a seek on the container lands on the video's keyframe, up to a GOP
+        # of audio earlier (every audio packet is a keyframe).
+        tb = self._stream.time_base
+        self._container.seek(max(0, int(start_s / tb)) if tb else 0, stream=self._stream, backward=True)
         resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=RATE)
         first = round(start_s * RATE)
         wanted = round((end_s - start_s) * RATE)
@@ -90,9 +89,3 @@ class FileAudio:
             if have >= wanted:
                 break
         return np.concatenate(parts)[:wanted] if parts else np.zeros(0, dtype=np.int16)
-
-
-def chunk_audio(path: Path, start_s: float, end_s: float) -> bytes | None:
-    """WAV bytes of [start_s, end_s) of the file's first audio stream; None when it has none."""
-    with FileAudio(path) as audio:
-        return audio.window(start_s, end_s)

@@ -1,9 +1,10 @@
 """Hardware video decoding (NVDEC through FFmpeg's CUDA hwaccel, via PyAV) for file sampling.
 
-RTVI_HWACCEL: `auto` (CUDA when torch sees a CUDA device), `cuda` (always try), `none`. A decoder that
-cannot get the device (no GPU, no driver, a codec or profile NVDEC lacks) falls back to software
-decoding with one warning, and the sampler's output is the same frames either way: PyAV copies each
-decoded picture to system memory, and only the chosen frames are converted and resized.
+RTVI_HWACCEL: `auto` (CUDA when torch sees a CUDA device), `cuda` (always try), `none`. A file whose
+decoder cannot get the device (no GPU, no driver) opens in software with one warning, and the device is
+not asked for again. A stream the device has but NVDEC cannot decode (a codec or profile it lacks) is
+decoded in software by FFmpeg itself, silently. The sampler's output is the same frames either way:
+PyAV copies each decoded picture to system memory, and only the chosen frames are converted and resized.
 """
 
 from __future__ import annotations

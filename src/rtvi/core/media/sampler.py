@@ -155,7 +155,8 @@ class FileFrameSampler:
 
     @property
     def hardware(self) -> bool:
-        """Whether the video decodes on a hardware device (NVDEC)."""
+        """Whether the decoder was given a hardware device (NVDEC). FFmpeg may still decode a stream the
+        device cannot handle in software behind it (allow_software_fallback)."""
         return bool(self._ctx.is_hwaccel)
 
     # -- public API -----------------------------------------------------------------------------------

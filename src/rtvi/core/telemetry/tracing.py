@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import trace
@@ -91,10 +90,3 @@ class Tracing:
         """Export what is buffered, then stop."""
         if self.provider is not None:
             self.provider.shutdown()
-
-
-def annotate(attributes: Mapping[str, Any]) -> None:
-    """Add attributes to the current span (the request's), when there is one."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.set_attributes(dict(attributes))

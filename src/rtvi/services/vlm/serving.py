@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.media.types import Frame
@@ -52,8 +52,7 @@ DEFAULT_VIDEO_FPS = 30.0  # for "all frames" when the stream's rate is unknown
 
 
 class VlmMetrics:
-    def __init__(self, core: ServiceCore) -> None:
-        r = core.metrics.registry
+    def __init__(self, r: CollectorRegistry) -> None:
         self.input_tokens = Histogram(
             "vlm_input_tokens_per_chunk", "Prompt tokens per chunk", registry=r, buckets=_TOKEN_BUCKETS
         )
@@ -120,7 +119,7 @@ class VlmServing:
         self.core = core
         self.vlm = vlm
         self.settings = core.settings
-        self.metrics = VlmMetrics(core)
+        self.metrics = VlmMetrics(core.metrics.registry)
         self.audio_support = self.settings.vlm_supports_audio and vlm.accepts_audio
         if self.settings.vlm_supports_audio and not vlm.accepts_audio:
             log.warning("VLM_MODEL_SUPPORTS_AUDIO is set, but the %s backend cannot pass audio", vlm.owned_by)

