@@ -66,12 +66,20 @@ class RtspServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"RTSP server exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+            if self._answers_options():
+                return self
+            time.sleep(0.1)
         raise TimeoutError(f"RTSP server not listening after {timeout} s: {self.log_tail()}")
+
+    def _answers_options(self) -> bool:
+        """An RTSP reply, not just an open port (which could be another process's, or a self-connect)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.settimeout(2)
+                sock.sendall(f"OPTIONS {self.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+                return sock.recv(64).startswith(b"RTSP/1.0 200")
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """Kill it abruptly (SIGKILL by PID): the camera vanishes mid-stream."""

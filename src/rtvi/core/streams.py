@@ -110,16 +110,15 @@ class LiveStreams:
                     asyncio.to_thread(probe_rtsp, url, opts), opts.open_timeout_s + opts.read_timeout_s + 1
                 )
                 break
-            except MediaError as exc:
-                # Cameras and NVRs refuse a session now and then (too many clients, a shared media
-                # being torn down by the previous client): one more try after a pause.
-                log.info("RTSP probe failed (attempt %d): %s", attempt + 1, redact(str(exc)))
+            except (MediaError, TimeoutError) as exc:
+                # Cameras and NVRs refuse a session now and then (too many clients, a shared media being
+                # torn down by the previous client), and a camera's first session can be slow to start
+                # its encoder: one more try after a pause.
+                reason = redact(str(exc)) if isinstance(exc, MediaError) else "timed out"
+                log.info("RTSP probe of %s failed (attempt %d): %s", redact(url), attempt + 1, reason)
                 if attempt + 1 == PROBE_ATTEMPTS:
                     raise InvalidMedia(PROBE_FAILED) from exc
                 await asyncio.sleep(PROBE_RETRY_PAUSE_S)
-            except TimeoutError as exc:
-                log.info("RTSP probe timed out: %s", redact(url))
-                raise InvalidMedia(PROBE_FAILED) from exc
         return {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps}
 
     async def register(
