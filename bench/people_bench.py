@@ -4,7 +4,8 @@ Prints, all measured in this run:
   1. the retrieval table: cosine similarity of text queries to real photos (scikit-image; the scenes
      with several people are generated from its two portraits, tests/media_factory.scene_photos),
      with the detector (RTVI_DETECT_PEOPLE=true, the default) and without;
-  2. the per-frame cost: the classifier alone, the detector alone, both (ms/frame at batch 8 and 1);
+  2. the per-frame cost: the classifier alone, the detector alone, both (ms/frame at batch 8 and 1), in
+     ONNX Runtime (the CPU default) and in torch (RTVI_ONNX_RUNTIME=false);
   3. file throughput: 1, 2 and 4 concurrent requests on the 60 s 1280x720 GOP-250 clip (e2e_bench's
      measurement) and the service's CPU seconds per video second, on services in turn (ROUNDS rounds);
   4. live cost: N RTSP cameras (live_bench's measurement, default 8): chunk end -> SSE latency, chunks
@@ -88,41 +89,45 @@ def per_frame_cost() -> None:
     import torch
 
     from rtvi.core.models.bundled import BundledEmbedder
+    from rtvi.settings import Settings
 
-    model = BundledEmbedder()
-    detector = model._detector
-    assert detector is not None
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(8)]
-    steps = {
-        "classifier (EfficientNet-Lite0, 224 px)": model.class_probabilities,
-        "person detector (SSDLite-MobileNetV2, 300 px)": detector.detect,
-        "both (the bundled model's frame pass)": model.concept_weights,
-    }
+    cache = Settings().model_cache_dir  # the services' cache: ONNX exports made once
     print(f"\n### Per-frame cost (torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
-    print("| step | ms/frame, batch 8 | ms/frame, batch 1 | rounds (batch 8) |\n|---|---|---|---|")
-    results: dict[str, float] = {}
-    for name, step in steps.items():
-        step(frames)  # warm-up
-        batch8, batch1 = [], []
-        for _ in range(ROUNDS):
-            start = time.perf_counter()
-            step(frames)
-            batch8.append((time.perf_counter() - start) / len(frames) * 1000)
-            start = time.perf_counter()
-            for frame in frames:
-                step([frame])
-            batch1.append((time.perf_counter() - start) / len(frames) * 1000)
-        results[name] = median(batch8)
-        each = ", ".join(f"{v:.1f}" for v in batch8)
-        print(f"| {name} | {median(batch8):.1f} | {median(batch1):.1f} | {each} |")
-    both, alone = (
-        results["both (the bundled model's frame pass)"],
-        results["classifier (EfficientNet-Lite0, 224 px)"],
-    )
     print(
-        f"\nThe detector adds {both - alone:.1f} ms per sampled frame "
-        f"({both / alone:.2f}x the classifier alone)."
+        "| runtime | step | ms/frame, batch 8 | ms/frame, batch 1 | rounds (batch 8) |\n|---|---|---|---|---|"
+    )
+    results: dict[tuple[str, str], float] = {}
+    for runtime in ("ONNX Runtime", "torch"):
+        model = BundledEmbedder(cache_dir=cache, onnx_runtime=runtime == "ONNX Runtime")
+        assert model._detector is not None
+        steps = {
+            "classifier": model.class_probabilities,
+            "detector": model._detector.detect,
+            "both": model.concept_weights,
+        }
+        for name, step in steps.items():
+            step(frames)  # warm-up
+            batch8, batch1 = [], []
+            for _ in range(ROUNDS):
+                start = time.perf_counter()
+                step(frames)
+                batch8.append((time.perf_counter() - start) / len(frames) * 1000)
+                start = time.perf_counter()
+                for frame in frames:
+                    step([frame])
+                batch1.append((time.perf_counter() - start) / len(frames) * 1000)
+            results[runtime, name] = median(batch8)
+            each = ", ".join(f"{v:.1f}" for v in batch8)
+            print(f"| {runtime} | {name} | {median(batch8):.1f} | {median(batch1):.1f} | {each} |")
+    print(
+        "\nClassifier = EfficientNet-Lite0 at 224 px, detector = SSDLite-MobileNetV2 at 300 px, both = the "
+        "bundled model's frame pass (the default; the release before issue 11 ran the classifier alone "
+        "in torch).\n"
+        f"Both in ONNX Runtime / the classifier alone in torch: "
+        f"{results['ONNX Runtime', 'both'] / results['torch', 'classifier']:.2f}x; "
+        f"ONNX Runtime speed-up on both: {results['torch', 'both'] / results['ONNX Runtime', 'both']:.2f}x."
     )
 
 

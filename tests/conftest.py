@@ -15,6 +15,16 @@ from tests.servers import RtviServer
 CREATION_TIME = "2024-06-09T18:32:11.123Z"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One model cache for the whole run (in-process models and every server started): the bundled
+    model's ONNX exports and class-name embeddings are made once, not per test, and never touch ~/.cache."""
+    path = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NGC_MODEL_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every media file the end-to-end tests use, generated once per session."""

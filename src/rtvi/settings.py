@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", validation_alias="RTVI_DEVICE")  # auto | cpu | cuda | cuda:N
     # The bundled model's person detector (people concepts); off saves its per-frame pass (docs/models.md).
     detect_people: bool = Field(True, validation_alias="RTVI_DETECT_PEOPLE")
+    # On the CPU the bundled model's image networks run in ONNX Runtime (exported once into the model
+    # cache); false keeps them in torch (docs/models.md).
+    onnx_runtime: bool = Field(True, validation_alias="RTVI_ONNX_RUNTIME")
 
     # --- VLM service (spec §4.7, §6.4, §8) -------------------------------------------------------
     # An OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI): with VLM_MODEL_TO_USE=openai-compat, or

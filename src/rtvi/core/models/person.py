@@ -20,6 +20,7 @@ import torch
 
 from rtvi.core.media.types import Frame
 from rtvi.core.models.common import batched, resize_frame
+from rtvi.core.models.cpu_runtime import cpu_net
 from rtvi.core.models.tfgraph import ConvNet, TfGraph, evaluate_constant
 from rtvi.errors import ModelLoadError
 
@@ -68,11 +69,21 @@ def graph_path() -> Path:
 class PersonDetector:
     """SSDLite-MobileNetV2 person detector (see the module docstring)."""
 
-    def __init__(self, device: torch.device, *, min_score: float = 0.3) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        min_score: float = 0.3,
+        cache_dir: Path | None = None,
+        onnx_runtime: bool = True,
+    ) -> None:
         graph = TfGraph(graph_path())
         self._device = device
         self._min_score = min_score
-        self._net = ConvNet(graph, _NET_INPUT, [_BOX_ENCODINGS, _CLASS_LOGITS]).eval().to(device)
+        network = ConvNet(graph, _NET_INPUT, [_BOX_ENCODINGS, _CLASS_LOGITS]).eval().to(device)
+        self._net = cpu_net(
+            network, (3, INPUT_SIZE, INPUT_SIZE), "ssdlite-person", cache_dir, onnx_runtime=onnx_runtime
+        )
         anchors = evaluate_constant(graph, _ANCHORS).astype(np.float32)
         self._anchor_center = torch.from_numpy((anchors[:, :2] + anchors[:, 2:]) / 2).to(device)
         self._anchor_size = torch.from_numpy(anchors[:, 2:] - anchors[:, :2]).to(device)

@@ -317,16 +317,18 @@ class ConvNet(torch.nn.Module):
             return F.relu6(args[0], inplace=extra)
         if op in ("Add", "AddV2"):
             return args[0] + args[1]
-        if op == "Shape":  # the NHWC shape TF would report
-            n, c, h, w = args[0].shape
-            return np.array([n, h, w, c], dtype=np.int32)
+        if op == "Shape":  # the NHWC shape TF would report, but for the batch size: a number read here
+            # would be a constant in an exported network. The box predictors only pass it to their
+            # Reshape, which keeps the batch dimension.
+            _, c, h, w = args[0].shape
+            return np.array([-1, h, w, c], dtype=np.int32)
         if op == "StridedSlice":
             return _strided_slice(extra, *args)
         if op == "Pack":
             return np.stack([np.asarray(a) for a in args], axis=extra.attr["axis"].i)
         if op == "Reshape":
             x = args[0].permute(0, 2, 3, 1) if args[0].dim() == 4 else args[0]
-            return x.reshape([int(d) for d in args[1]])
+            return x.reshape(x.shape[0], *(int(d) for d in args[1][1:]))
         if op == "ConcatV2":
             return torch.cat(args[:-1], dim=int(args[-1]))
         raise AssertionError(op)

@@ -1,0 +1,152 @@
+"""Small image networks on the CPU through ONNX Runtime.
+
+The bundled model's two convolutional networks (EfficientNet-Lite0, SSDLite-MobileNetV2) are mostly
+depthwise and 1x1 convolutions on small inputs, where torch's CPU kernels are slow: on 2 cores at batch 8,
+ONNX Runtime runs them about 2-3x faster (bench/people_bench.py prints both). So on the CPU each network
+is exported once with torch.onnx (the dynamo exporter, batch size left free) into the model cache, keyed
+by its weights, and later starts load the file in well under a second. On a GPU, and wherever the export
+or its check fails, the torch module runs as before (with a warning in the second case).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtvi.core.models.common import save_to_cache
+
+log = logging.getLogger(__name__)
+
+# Bump when the export changes (exporter options, input layout), so stale files are not reused.
+_EXPORT_VERSION = "1"
+# The exported network must agree with the torch module on the check input to this absolute error.
+_CHECK_TOLERANCE = 1e-3
+
+Net = Callable[[torch.Tensor], list[torch.Tensor]]
+
+
+def cpu_net(
+    module: torch.nn.Module,
+    input_shape: tuple[int, int, int],
+    name: str,
+    cache_dir: Path | None,
+    *,
+    onnx_runtime: bool = True,
+) -> Net:
+    """`module` as a function of an NCHW float32 batch of `input_shape` (C, H, W) -> its outputs as a list:
+    in ONNX Runtime when the module lives on the CPU (and `onnx_runtime`), else (or when the export
+    fails) in torch."""
+    module = module.eval()
+    if onnx_runtime and next(module.parameters()).device.type == "cpu":
+        try:
+            session = _session(module, input_shape, name, cache_dir)
+        except Exception as exc:  # the exporter's and the runtime's own errors: torch still works
+            reason = (str(exc).strip().splitlines() or [""])[0]  # exporter errors run long
+            log.warning(
+                "%s runs in torch: cannot run it in ONNX Runtime (%s: %s)", name, type(exc).__name__, reason
+            )
+        else:
+
+            def run(x: torch.Tensor) -> list[torch.Tensor]:
+                return [torch.from_numpy(o) for o in session.run(None, {"x": x.contiguous().numpy()})]
+
+            return run
+    # channels_last: oneDNN runs depthwise convolutions faster in this layout.
+    module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing in the stubs
+    return lambda x: _as_list(module(x.contiguous(memory_format=torch.channels_last)))
+
+
+def _as_list(out: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [out] if isinstance(out, torch.Tensor) else list(out)
+
+
+def _session(
+    module: torch.nn.Module, input_shape: tuple[int, int, int], name: str, cache_dir: Path | None
+) -> Any:
+    import onnxruntime as ort
+
+    # Batch 2: torch.export would take a batch of 1 for a constant. Random pixels for the check.
+    example = torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    # Idle worker threads sleep rather than spin: the decoders need those cores between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    path = _cache_path(module, example, name, cache_dir)
+    if path is not None and path.is_file():
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a damaged cache file is exported again
+            log.warning("ignoring unreadable %s in the model cache: %s", path, exc)
+    started = time.perf_counter()
+    log.info("exporting %s for ONNX Runtime (done once: cached for the next start)", name)
+    model = _export(module, example)
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = _as_list(module(example))
+    got = session.run(None, {"x": example.contiguous().numpy()})
+    error = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected, strict=True))
+    if error > _CHECK_TOLERANCE:
+        raise ValueError(f"the exported network differs from torch by {error:.2g}")
+    if path is not None:
+        save_to_cache(path, model)
+    log.info("%s exported in %.1f s", name, time.perf_counter() - started)
+    return session
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor) -> bytes:
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with _exporter_quiet(), tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.onnx"
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["x"],
+            dynamic_shapes=({0: batch},),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        return path.read_bytes()
+
+
+def _cache_path(
+    module: torch.nn.Module, example: torch.Tensor, name: str, cache_dir: Path | None
+) -> Path | None:
+    """A file name that changes with the weights, the input shape, torch and this module's export."""
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(f"{_EXPORT_VERSION} {torch.__version__} {tuple(example.shape[1:])}".encode())
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return cache_dir / "onnx" / f"{name}-{digest.hexdigest()[:16]}.onnx"
+
+
+@contextlib.contextmanager
+def _exporter_quiet() -> Iterator[None]:
+    """The exporter narrates each pass at INFO and warns about things that do not apply here (torchvision
+    ops, deprecations): a service log shows only our own line about the export."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

@@ -1,0 +1,115 @@
+"""Small networks in ONNX Runtime on the CPU: same outputs as torch at any batch size, exported once into
+the model cache, a damaged cache file exported again, and torch kept when the export cannot be done."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtvi.core.models.cpu_runtime import cpu_net
+
+
+class TinyDetector(torch.nn.Module):
+    """Depthwise + pointwise convolutions and two heads, as in the bundled networks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.depthwise = torch.nn.Conv2d(3, 3, 3, stride=2, padding=1, groups=3)
+        self.pointwise = torch.nn.Conv2d(3, 8, 1)
+        self.boxes = torch.nn.Conv2d(8, 4, 1)
+        self.scores = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = torch.nn.functional.relu6(self.pointwise(self.depthwise(x)))
+        return [self.boxes(h).flatten(1), torch.softmax(self.scores(h).flatten(2), dim=1)]
+
+
+class NotExportable(TinyDetector):
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if float(x.mean()) > 10:  # data-dependent control flow: torch.export refuses it
+            return [x]
+        return super().forward(x)
+
+
+SHAPE = (3, 16, 20)
+
+
+def exported(cache: Path) -> list[Path]:
+    return sorted((cache / "onnx").glob("*.onnx"))
+
+
+def assert_same_as_torch(net: object, module: torch.nn.Module) -> None:
+    for batch in (1, 3, 8):
+        x = torch.rand(batch, *SHAPE)
+        with torch.inference_mode():
+            expected = module(x)
+        got = net(x)  # type: ignore[operator]
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            assert g.shape == e.shape
+            torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+
+
+def test_runs_in_onnx_runtime_at_any_batch_and_exports_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = TinyDetector()
+    with caplog.at_level(logging.INFO, logger="rtvi.core.models.cpu_runtime"):
+        net = cpu_net(module, SHAPE, "tiny", tmp_path)
+    assert "exporting tiny for ONNX Runtime" in caplog.text and "runs in torch" not in caplog.text
+    (file,) = exported(tmp_path)
+    assert file.name.startswith("tiny-") and file.stat().st_size > 0
+    assert_same_as_torch(net, module)
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rtvi.core.models.cpu_runtime"):
+        again = cpu_net(module, SHAPE, "tiny", tmp_path)
+    assert "exporting" not in caplog.text  # loaded from the cache
+    assert exported(tmp_path) == [file]
+    assert_same_as_torch(again, module)
+
+    # other weights are another file, never the stale one
+    changed = TinyDetector()
+    with torch.no_grad():
+        changed.boxes.bias += 1
+    assert_same_as_torch(cpu_net(changed, SHAPE, "tiny", tmp_path), changed)
+    assert len(exported(tmp_path)) == 2
+
+
+def test_a_damaged_cache_file_is_exported_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    module = TinyDetector()
+    cpu_net(module, SHAPE, "tiny", tmp_path)
+    (file,) = exported(tmp_path)
+    file.write_bytes(b"not an onnx model")
+    with caplog.at_level(logging.INFO, logger="rtvi.core.models.cpu_runtime"):
+        net = cpu_net(module, SHAPE, "tiny", tmp_path)
+    assert "ignoring unreadable" in caplog.text and "exporting tiny" in caplog.text
+    assert file.read_bytes() != b"not an onnx model"
+    assert_same_as_torch(net, module)
+
+
+def test_torch_runs_when_the_network_cannot_be_exported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = NotExportable()
+    with caplog.at_level(logging.WARNING, logger="rtvi.core.models.cpu_runtime"):
+        net = cpu_net(module, SHAPE, "odd", tmp_path)
+    assert "odd runs in torch" in caplog.text
+    assert exported(tmp_path) == []
+    assert_same_as_torch(net, module)
+
+
+def test_without_a_cache_dir_it_still_runs(tmp_path: Path) -> None:
+    module = TinyDetector()
+    assert_same_as_torch(cpu_net(module, SHAPE, "tiny", None), module)
+
+
+def test_onnx_runtime_can_be_switched_off(tmp_path: Path) -> None:
+    module = TinyDetector()
+    net = cpu_net(module, SHAPE, "tiny", tmp_path, onnx_runtime=False)
+    assert exported(tmp_path) == []
+    assert_same_as_torch(net, module)
