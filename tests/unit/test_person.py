@@ -188,9 +188,17 @@ def test_detector_finds_and_counts_people_in_real_photos(detector: PersonDetecto
 
 def test_anchors_match_the_network_outputs(detector: PersonDetector) -> None:
     """19x19x3 + (10x10 + 5x5 + 3x3 + 2x2 + 1x1) x 6 anchors of SSDLite at 300 px, one per network row."""
-    assert detector._anchor_center.shape == (1917, 2)
-    encodings, logits = detector._net(torch.zeros(1, 3, 300, 300))
-    assert encodings.shape == (1, 1917, 1, 4) and logits.shape == (1, 1917, 2)
+    boxes, scores = detector._net(torch.zeros(2, 300, 300, 3, dtype=torch.uint8))
+    assert boxes.shape == (2, 1917, 4) and scores.shape == (2, 1917)
+
+
+def test_onnx_runtime_and_torch_find_the_same_people(detector: PersonDetector, model_cache: Path) -> None:
+    in_torch = PersonDetector(torch.device("cpu"), cache_dir=model_cache, onnx_runtime=False)
+    photos = list(scene_photos().values())
+    for a, b in zip(detector.detect(photos), in_torch.detect(photos), strict=True):
+        assert a.count(0.3) == b.count(0.3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
 
 
 def test_people_weights_follow_the_count() -> None:

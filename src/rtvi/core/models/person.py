@@ -66,6 +66,43 @@ def graph_path() -> Path:
     return path
 
 
+class _Network(torch.nn.Module):
+    """uint8 pixels (n, 300, 300, 3) -> boxes (n, anchors, 4: ymin, xmin, ymax, xmax in [0, 1]) and
+    person scores (n, anchors): the graph's Preprocessor, network, and Postprocessor up to the NMS."""
+
+    anchor_center: torch.Tensor
+    anchor_size: torch.Tensor
+    box_scale: torch.Tensor
+
+    def __init__(self, graph: TfGraph) -> None:
+        super().__init__()
+        self.convs = ConvNet(graph, _NET_INPUT, [_BOX_ENCODINGS, _CLASS_LOGITS])
+        anchors = evaluate_constant(graph, _ANCHORS).astype(np.float32)
+        if anchors.ndim != 2 or anchors.shape[1] != 4 or len(anchors) == 0:
+            raise ModelLoadError(f"unexpected anchors {anchors.shape} in the person detector graph")
+        self.register_buffer("anchor_center", torch.from_numpy((anchors[:, :2] + anchors[:, 2:]) / 2))
+        self.register_buffer("anchor_size", torch.from_numpy(anchors[:, 2:] - anchors[:, :2]))
+        scales = [float(graph.const(f"{_DECODE}/truediv{s}/y")) for s in ("", "_1", "_2", "_3")]
+        self.register_buffer("box_scale", torch.tensor(scales))
+        self.logit_scale = float(graph.const("Postprocessor/scale_logits/y"))
+        self.pixel_scale = float(graph.const("Preprocessor/mul/x"))
+        self.pixel_shift = float(graph.const("Preprocessor/sub/y"))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = pixels.permute(0, 3, 1, 2).float() * self.pixel_scale - self.pixel_shift
+        encodings, logits = self.convs(x)
+        boxes = self._decode(encodings.reshape(encodings.shape[0], -1, 4))
+        return boxes, torch.sigmoid(logits[:, :, 1] / self.logit_scale)
+
+    def _decode(self, encodings: torch.Tensor) -> torch.Tensor:
+        """Faster R-CNN box coding, as the graph's Postprocessor/Decode: offsets relative to the anchor
+        centre and log size ratios, each divided by its scale; clipped to the image as the graph does."""
+        t = encodings / self.box_scale
+        center = t[..., :2] * self.anchor_size + self.anchor_center
+        size = torch.exp(t[..., 2:]) * self.anchor_size
+        return torch.cat([center - size / 2, center + size / 2], dim=-1).clamp(0.0, 1.0)
+
+
 class PersonDetector:
     """SSDLite-MobileNetV2 person detector (see the module docstring)."""
 
@@ -80,48 +117,31 @@ class PersonDetector:
         graph = TfGraph(graph_path())
         self._device = device
         self._min_score = min_score
-        network = ConvNet(graph, _NET_INPUT, [_BOX_ENCODINGS, _CLASS_LOGITS]).eval().to(device)
-        self._net = cpu_net(
-            network, (3, INPUT_SIZE, INPUT_SIZE), "ssdlite-person", cache_dir, onnx_runtime=onnx_runtime
-        )
-        anchors = evaluate_constant(graph, _ANCHORS).astype(np.float32)
-        self._anchor_center = torch.from_numpy((anchors[:, :2] + anchors[:, 2:]) / 2).to(device)
-        self._anchor_size = torch.from_numpy(anchors[:, 2:] - anchors[:, :2]).to(device)
-        self._box_scale = torch.tensor(
-            [float(graph.const(f"{_DECODE}/truediv{s}/y")) for s in ("", "_1", "_2", "_3")], device=device
-        )
-        self._logit_scale = float(graph.const("Postprocessor/scale_logits/y"))
         self._iou_threshold = float(graph.const(f"{_NMS}/iou_threshold"))
-        self._pixel_scale = float(graph.const("Preprocessor/mul/x"))
-        self._pixel_shift = float(graph.const("Preprocessor/sub/y"))
-        if anchors.shape[1] != 4 or len(anchors) == 0:
-            raise ModelLoadError(f"unexpected anchors {anchors.shape} in the person detector graph")
+        self._net = cpu_net(
+            _Network(graph).eval().to(device),
+            (INPUT_SIZE, INPUT_SIZE, 3),
+            "ssdlite-person",
+            cache_dir,
+            onnx_runtime=onnx_runtime,
+        )
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         out: list[Detections] = []
         with torch.inference_mode():
             for group in batched(frames, _FRAMES_PER_FORWARD):
                 pixels = np.stack([resize_frame(f, (INPUT_SIZE, INPUT_SIZE)) for f in group])
-                x = torch.from_numpy(pixels).to(self._device).permute(0, 3, 1, 2).float()
-                x = x * self._pixel_scale - self._pixel_shift
-                encodings, logits = self._net(x)
-                boxes = self._decode(encodings.reshape(len(group), -1, 4))
-                scores = torch.sigmoid(logits[:, :, 1] / self._logit_scale)
-                out.extend(self._suppress(b, s) for b, s in zip(boxes.cpu(), scores.cpu(), strict=True))
+                boxes, scores = self._net(torch.from_numpy(pixels).to(self._device))
+                out.extend(
+                    self._suppress(b, s)
+                    for b, s in zip(boxes.cpu().numpy(), scores.cpu().numpy(), strict=True)
+                )
         return out
 
-    def _decode(self, encodings: torch.Tensor) -> torch.Tensor:
-        """Faster R-CNN box coding, as the graph's Postprocessor/Decode: offsets relative to the anchor
-        centre and log size ratios, each divided by its scale; clipped to the image as the graph does."""
-        t = encodings / self._box_scale
-        center = t[..., :2] * self._anchor_size + self._anchor_center
-        size = torch.exp(t[..., 2:]) * self._anchor_size
-        return torch.cat([center - size / 2, center + size / 2], dim=-1).clamp(0.0, 1.0)
-
-    def _suppress(self, boxes: torch.Tensor, scores: torch.Tensor) -> Detections:
+    def _suppress(self, boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]) -> Detections:
         """Greedy non-maximum suppression at the graph's IoU threshold, over boxes scoring >= min_score."""
-        keep = torch.nonzero(scores >= self._min_score).flatten()
-        b, s = boxes[keep].numpy(), scores[keep].numpy()
+        keep = scores >= self._min_score
+        b, s = boxes[keep], scores[keep]
         order = np.argsort(-s, kind="stable")
         b, s = b[order], s[order]
         area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
