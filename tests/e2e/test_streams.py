@@ -167,7 +167,9 @@ def test_exhausted_reconnection_window_ends_the_request_with_an_error(
     assert lc.delete(f"/v1/streams/delete/{sid}").status_code == 200
 
 
-def test_add_validation_duplicates_and_credentials(lc: httpx.Client, camera: RtspServer) -> None:
+def test_add_validation_duplicates_and_credentials(
+    live_server: RtviServer, lc: httpx.Client, camera: RtspServer
+) -> None:
     host_url = camera.url
     with_creds = host_url.replace("rtsp://", "rtsp://admin:secret@")
     items = [
@@ -181,7 +183,9 @@ def test_add_validation_duplicates_and_credentials(lc: httpx.Client, camera: Rts
     r = lc.post("/v1/streams/add", json={"streams": items})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["results"]) == 2 and body["results"][0] == {"id": "dock-cam.1"}, body
+    assert len(body["results"]) == 2 and body["results"][0] == {"id": "dock-cam.1"}, (
+        f"{body}\nserver log:\n{live_server.log_tail(4000)}\ncamera log:\n{camera.log_tail()}"
+    )
     errors = {e["index"]: e for e in body["errors"]}
     assert sorted(errors) == [1, 2, 3, 4]
     assert (errors[1]["error_code"], errors[1]["status_code"]) == ("DuplicateStreamId", 409)

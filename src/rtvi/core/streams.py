@@ -30,8 +30,8 @@ from rtvi.settings import Settings
 log = logging.getLogger(__name__)
 
 PROBE_FAILED = "Could not connect to the RTSP URL or there is no video stream from the RTSP URL"
-PROBE_ATTEMPTS = 2
-PROBE_RETRY_PAUSE_S = 0.5
+PROBE_ATTEMPTS = 3
+PROBE_RETRY_PAUSE_S = 0.5  # doubled after each failed try
 
 
 class LiveStarter(Protocol):
@@ -113,12 +113,12 @@ class LiveStreams:
             except (MediaError, TimeoutError) as exc:
                 # Cameras and NVRs refuse a session now and then (too many clients, a shared media being
                 # torn down by the previous client), and a camera's first session can be slow to start
-                # its encoder: one more try after a pause.
+                # its encoder: more tries after growing pauses.
                 reason = redact(str(exc)) if isinstance(exc, MediaError) else "timed out"
                 log.info("RTSP probe of %s failed (attempt %d): %s", redact(url), attempt + 1, reason)
                 if attempt + 1 == PROBE_ATTEMPTS:
                     raise InvalidMedia(PROBE_FAILED) from exc
-                await asyncio.sleep(PROBE_RETRY_PAUSE_S)
+                await asyncio.sleep(PROBE_RETRY_PAUSE_S * 2**attempt)
         return {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps}
 
     async def register(
