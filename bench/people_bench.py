@@ -5,7 +5,8 @@ Prints, all measured in this run:
      with several people are generated from its two portraits, tests/media_factory.scene_photos),
      with the detector (RTVI_DETECT_PEOPLE=true, the default) and without;
   2. the per-frame cost: the classifier alone, the detector alone, both (ms/frame at batch 8 and 1), in
-     ONNX Runtime (the CPU default) and in torch (RTVI_ONNX_RUNTIME=false);
+     ONNX Runtime (the CPU default) and in torch (RTVI_ONNX_RUNTIME=false), and the frame pass of the
+     release before issue 11 when BASELINE_SRC is set (timed in a process that imports that release);
   3. file throughput: 1, 2 and 4 concurrent requests on the 60 s 1280x720 GOP-250 clip (e2e_bench's
      measurement) and the service's CPU seconds per video second, on services in turn (ROUNDS rounds);
   4. live cost: N RTSP cameras (live_bench's measurement, default 8): chunk end -> SSE latency, chunks
@@ -22,8 +23,10 @@ Run: [BASELINE_SRC=/tmp/pre/src] [PARTS=retrieval,cost,files,live] .venv/bin/pyt
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,50 +88,90 @@ def retrieval_table() -> None:
             print(f"| {query} | " + " | ".join(cells) + " |")
 
 
+PASS = "both (the frame pass)"
+BASELINE_PASS = "its frame pass (classifier, torch)"
+
+
+def bench_frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(8)]
+
+
+def time_step(step: Any, frames: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """ms/frame of `step` over ROUNDS rounds: (at batch 8, at batch 1), after a warm-up call."""
+    step(frames)
+    batch8, batch1 = [], []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        step(frames)
+        batch8.append((time.perf_counter() - start) / len(frames) * 1000)
+        start = time.perf_counter()
+        for frame in frames:
+            step([frame])
+        batch1.append((time.perf_counter() - start) / len(frames) * 1000)
+    return batch8, batch1
+
+
+def print_baseline_frame_pass() -> None:
+    """Run under BASELINE_SRC (see baseline_frame_pass): the release's own frame pass, as JSON."""
+    from rtvi.core.models.bundled import BundledEmbedder
+    from rtvi.settings import Settings
+
+    model = BundledEmbedder(cache_dir=Settings().model_cache_dir)
+    print(json.dumps(time_step(model.frame_features, bench_frames())))
+
+
+def baseline_frame_pass(src: str) -> tuple[list[float], list[float]]:
+    """The frame pass of the release checked out at `src`, timed in a process that imports it."""
+    code = "from bench.people_bench import print_baseline_frame_pass; print_baseline_frame_pass()"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(ROOT)])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    batch8, batch1 = json.loads(out.stdout.strip().splitlines()[-1])
+    return batch8, batch1
+
+
 def per_frame_cost() -> None:
     import torch
 
     from rtvi.core.models.bundled import BundledEmbedder
     from rtvi.settings import Settings
 
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(8)]
+    frames = bench_frames()
     cache = Settings().model_cache_dir  # the services' cache: ONNX exports made once
     print(f"\n### Per-frame cost (torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
     print(
         "| runtime | step | ms/frame, batch 8 | ms/frame, batch 1 | rounds (batch 8) |\n|---|---|---|---|---|"
     )
     results: dict[tuple[str, str], float] = {}
+
+    def row(runtime: str, name: str, batch8: list[float], batch1: list[float]) -> None:
+        results[runtime, name] = median(batch8)
+        each = ", ".join(f"{v:.1f}" for v in batch8)
+        print(f"| {runtime} | {name} | {median(batch8):.1f} | {median(batch1):.1f} | {each} |")
+
     for runtime in ("ONNX Runtime", "torch"):
         model = BundledEmbedder(cache_dir=cache, onnx_runtime=runtime == "ONNX Runtime")
         assert model._detector is not None
         steps = {
             "classifier": model.class_probabilities,
             "detector": model._detector.detect,
-            "both": model.concept_weights,
+            PASS: model.frame_features,
         }
         for name, step in steps.items():
-            step(frames)  # warm-up
-            batch8, batch1 = [], []
-            for _ in range(ROUNDS):
-                start = time.perf_counter()
-                step(frames)
-                batch8.append((time.perf_counter() - start) / len(frames) * 1000)
-                start = time.perf_counter()
-                for frame in frames:
-                    step([frame])
-                batch1.append((time.perf_counter() - start) / len(frames) * 1000)
-            results[runtime, name] = median(batch8)
-            each = ", ".join(f"{v:.1f}" for v in batch8)
-            print(f"| {runtime} | {name} | {median(batch8):.1f} | {median(batch1):.1f} | {each} |")
+            row(runtime, name, *time_step(step, frames))
+    if baseline := os.environ.get("BASELINE_SRC"):
+        row("before issue 11", BASELINE_PASS, *baseline_frame_pass(baseline))
     print(
-        "\nClassifier = EfficientNet-Lite0 at 224 px, detector = SSDLite-MobileNetV2 at 300 px, both = the "
-        "bundled model's frame pass (the default; the release before issue 11 ran the classifier alone "
-        "in torch).\n"
-        f"Both in ONNX Runtime / the classifier alone in torch: "
-        f"{results['ONNX Runtime', 'both'] / results['torch', 'classifier']:.2f}x; "
-        f"ONNX Runtime speed-up on both: {results['torch', 'both'] / results['ONNX Runtime', 'both']:.2f}x."
+        "\nClassifier = EfficientNet-Lite0 at 224 px, detector = SSDLite-MobileNetV2 at 300 px; the frame "
+        "pass is what the pipeline runs per sampled frame (the default: both, in ONNX Runtime on the CPU).\n"
+        f"ONNX Runtime speed-up on the frame pass: "
+        f"{results['torch', PASS] / results['ONNX Runtime', PASS]:.2f}x."
     )
+    if baseline:
+        ratio = results["ONNX Runtime", PASS] / results["before issue 11", BASELINE_PASS]
+        print(f"Frame pass, this release / the release before issue 11: {ratio:.2f}x.")
 
 
 def file_throughput() -> None:

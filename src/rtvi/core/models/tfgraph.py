@@ -235,7 +235,8 @@ class ConvNet(torch.nn.Module):
     """The graph from `input_name` (NHWC float) to `outputs`, evaluated in NCHW with folded convolutions.
 
     `forward` takes an NCHW tensor and returns the outputs in the graph's own layout (reshapes and
-    concats see NHWC order), so they equal what TensorFlow computes.
+    concats see NHWC order), so they equal what TensorFlow computes. The batch size is never read as a
+    number (Shape reports it as -1, Reshape keeps the input's), so the module exports with it free.
     """
 
     def __init__(self, graph: TfGraph, input_name: str, outputs: Sequence[str]) -> None:
