@@ -4,9 +4,11 @@ Run as a script with /usr/bin/python3 (it needs `gi`, which the venv does not ha
 
     /usr/bin/python3 tests/rtsp_server.py --port 8554 [--width 320 --height 180 --fps 30] [--file clip.mp4]
 
-It serves rtsp://127.0.0.1:PORT/test: a live test pattern encoded with x264 (one shared encoder for all
-clients), or, with --file, an H.264 MP4 re-payloaded without re-encoding (one pipeline per client, paced
-in real time: cheap enough for benchmarks with many 720p clients).
+It serves rtsp://127.0.0.1:PORT/test: a live test pattern encoded with x264, or, with --file, an H.264 MP4
+re-payloaded without re-encoding (paced in real time: cheap enough for benchmarks with many 720p clients).
+Every client gets its own pipeline: gst-rtsp-server's *shared* media aborts the whole server
+(`gst_rtsp_media_get_rates: assertion failed`) when clients connect and leave at the same moment, as
+concurrent stream probes do.
 
 Imported from the venv, it provides `RtspServer`, which starts, kills and restarts the script on the same
 port, stopping it by PID.
@@ -129,8 +131,8 @@ def main() -> None:
     server.set_service(str(a.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(_launch(a.width, a.height, a.fps, a.file))
-    # A live source is shared by every client (one encoder); a file plays from its start for each client.
-    factory.set_shared(a.file is None)
+    # One pipeline per client (see the module docstring); a small x264 encode per client is cheap.
+    factory.set_shared(False)
     server.get_mount_points().add_factory(MOUNT, factory)
     server.attach(None)
     print(f"serving rtsp://127.0.0.1:{a.port}{MOUNT}", flush=True)
