@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +42,7 @@ from rtvi.core.models.cpu_runtime import cpu_net
 from rtvi.core.models.device import resolve_device
 from rtvi.core.models.person import INPUT_SIZE as _DETECTOR_SIZE
 from rtvi.core.models.person import Detections, PersonDetector
+from rtvi.core.models.text_encoder import SentenceEncoder
 from rtvi.errors import ModelLoadError
 from rtvi.settings import Settings
 
@@ -176,8 +176,6 @@ class BundledEmbedder:
         detect_people: bool = True,
         onnx_runtime: bool = True,
     ) -> None:
-        from sentence_transformers import SentenceTransformer
-
         if not 1 <= top_k <= 1000:
             raise ValueError("top_k must lie in 1..1000")
         started = time.perf_counter()
@@ -203,8 +201,13 @@ class BundledEmbedder:
                 else None
             )
             minilm = minilm_dir()
-            self._text_model: Any = SentenceTransformer(
-                str(minilm), device=str(self._device), local_files_only=True, trust_remote_code=False
+            self._text = SentenceEncoder(
+                minilm,
+                self._device,
+                name="minilm-l6-text",
+                batch_size=_TEXTS_PER_FORWARD,
+                cache_dir=cache_dir,
+                onnx_runtime=onnx_runtime,
             )
         except ModelLoadError:
             raise
@@ -258,7 +261,7 @@ class BundledEmbedder:
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return empty_vectors(_DIM)
-        return l2_normalize(self._encode_texts(texts) - self._center)
+        return l2_normalize(self._text.encode(texts) - self._center)
 
     # --- the two halves of the bridge ---------------------------------------------------------------
     def concept_weights(self, frames: Sequence[Frame]) -> npt.NDArray[np.float32]:
@@ -296,17 +299,6 @@ class BundledEmbedder:
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
         return l2_normalize(weights @ self._concepts)
 
-    def _encode_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        with torch.inference_mode():
-            emb = self._text_model.encode(
-                list(texts),
-                batch_size=_TEXTS_PER_FORWARD,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(emb, dtype=np.float32)
-
     def _class_name_embeddings(self, minilm: Path, cache_dir: Path | None) -> npt.NDArray[np.float32]:
         """The concept-name embeddings, from the cache when possible: encoding them costs ~2.5 s of
         CPU at every start, loading the cached array ~1 ms."""
@@ -328,7 +320,7 @@ class BundledEmbedder:
             except (OSError, ValueError):
                 log.warning("ignoring unreadable class-name cache %s", path)
         log.info("encoding %d concept names (done once: cached for the next start)", len(self.concept_names))
-        names = self._encode_texts(self.concept_names)
+        names = self._text.encode(self.concept_names)
         if path is not None:
             buffer = io.BytesIO()
             np.save(buffer, names, allow_pickle=False)
