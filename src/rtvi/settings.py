@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # On the CPU the bundled model's image networks run in ONNX Runtime (exported once into the model
     # cache); false keeps them in torch (docs/models.md).
     onnx_runtime: bool = Field(True, validation_alias="RTVI_ONNX_RUNTIME")
+    # Every embedded chunk into the search index (POST /v1/search); false: no index, search answers 503.
+    search_index: bool = Field(True, validation_alias="RTVI_SEARCH_INDEX")
 
     # --- VLM service (spec §4.7, §6.4, §8) -------------------------------------------------------
     # An OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI): with VLM_MODEL_TO_USE=openai-compat, or

@@ -11,12 +11,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
@@ -24,8 +26,11 @@ from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
+from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
+from rtvi.core.index.writer import ChunkIndexer, PendingChunk
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.hwaccel import decode_accel
+from rtvi.core.media.times import unix_to_iso
 from rtvi.core.media.types import MediaInfo
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.file_job import FileJob
@@ -39,6 +44,10 @@ from rtvi.settings import Settings
 log = logging.getLogger(__name__)
 
 Out = TypeVar("Out")
+# A chunk's output -> what the index keeps of it: its vector (None: not indexed) and caption.
+IndexEntryOf = Callable[[Any], tuple["npt.NDArray[np.float32] | None", str | None]]
+# A search's query (text, or an image as a data: URI) -> its vector, in the index's space.
+QueryVector = Callable[[str | None, str | None], Awaitable["npt.NDArray[np.float32]"]]
 # Shutdown waits this long for queued Kafka / Redis messages (the rest is counted as failed and logged).
 BUS_FLUSH_TIMEOUT_S = 10.0
 
@@ -97,6 +106,9 @@ class ServiceCore:
         self._sweeper: asyncio.Task[None] | None = None
         self.model_error: str | None = None
         self.model_loaded_at: float | None = None
+        self.indexer: ChunkIndexer | None = None
+        self._index_entry_of: IndexEntryOf | None = None
+        self.query_vector: QueryVector | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,6 +154,74 @@ class ServiceCore:
         self.streams.starter = stage
         self.streams.resume_auto_started()
 
+    def open_index(self, model_id: str, dim: int, entry_of: IndexEntryOf, query_vector: QueryVector) -> None:
+        """Index every chunk from now on (RTVI_SEARCH_INDEX), in the collection of `model_id` and `dim`."""
+        if not self.settings.search_index or self.indexer is not None:
+            return
+        index = ChunkIndex(self.store.storage.root / "index", model_id, dim)
+        self.indexer = ChunkIndexer(index, self.metrics).start()
+        self._index_entry_of = entry_of
+        self.query_vector = query_vector
+        self.live.sinks.append(self._index_live)
+        self.store.on_removed.append(self.indexer.remove_owner)
+        log.info("search index: %d chunk(s) of %s (%d-d)", len(index), model_id, dim)
+
+    def index_file_chunk(
+        self, asset: Asset, r: ChunkResult[Any], time: Callable[[float], str], base_ts: float | None
+    ) -> None:
+        """A file (or image) chunk into the index. `time` renders a chunk time as the API does; `base_ts`:
+        the file's wall-clock start (its creation time) when known."""
+        abs_start, abs_end = (None, None) if base_ts is None else (base_ts + r.start_s, base_ts + r.end_s)
+        self._index(
+            asset,
+            f"{r.start_s:.3f}-{r.end_s:.3f}",
+            False,
+            r,
+            time(r.start_s),
+            time(r.end_s),
+            abs_start,
+            abs_end,
+        )
+
+    def _index_live(self, job: LiveJob[Any], r: ChunkResult[Any]) -> None:
+        start, end = unix_to_iso(r.start_s), unix_to_iso(r.end_s)
+        self._index(job.asset, f"{r.start_s:.3f}", True, r, start, end, r.start_s, r.end_s)
+
+    def _index(
+        self,
+        asset: Asset,
+        key: str,
+        live: bool,
+        r: ChunkResult[Any],
+        start_time: str,
+        end_time: str,
+        abs_start: float | None,
+        abs_end: float | None,
+    ) -> None:
+        if self.indexer is None or self._index_entry_of is None:
+            return
+        vector, caption = self._index_entry_of(r.output)
+        if vector is None:
+            return
+        width, height = asset.meta.get("width"), asset.meta.get("height")
+        chunk = IndexedChunk(
+            owner_id=asset.id,
+            key=key,
+            live=live,
+            source=asset.filename,
+            chunk_idx=r.index,
+            start_s=r.start_s,
+            end_s=r.end_s,
+            abs_start=abs_start,
+            abs_end=abs_end,
+            start_time=start_time,
+            end_time=end_time,
+            vector=vector,
+            caption=caption,
+        )
+        aspect = width / height if isinstance(width, int) and isinstance(height, int) and height > 0 else None
+        self.indexer.offer(PendingChunk(chunk, r.thumbnail, aspect))
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -150,6 +230,8 @@ class ServiceCore:
         if self.stage is not None:
             await self.stage.stop()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self.indexer is not None:
+            await asyncio.to_thread(self.indexer.close)
         if self.publisher is not None:
             # After the producers above stopped: what they published gets BUS_FLUSH_TIMEOUT_S to leave.
             await asyncio.to_thread(self.publisher.close, BUS_FLUSH_TIMEOUT_S)

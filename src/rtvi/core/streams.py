@@ -158,6 +158,7 @@ class LiveStreams:
         await self.live.stop(asset.id, drain_timeout_s)
         drained = time.perf_counter()
         self.store.registry.remove(asset.id)
+        self.store.removed(asset.id)
         self.metrics.observe_stream_delete(time.perf_counter() - start, drained - start)
         log.info("live stream %s deleted", stream_id)
 

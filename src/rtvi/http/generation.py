@@ -235,11 +235,14 @@ class GenerationRequest(Generic[Out]):
     def publish(self, r: ChunkResult[Out]) -> None:
         """The chunk on the results bus (spec §6.3), for the JSON and SSE responses alike. Message times
         are absolute: creation time + PTS, else the request's arrival + PTS."""
-        base = parse_iso(self.creation_time).timestamp() if self.creation_time else self.received_at
+        creation = parse_iso(self.creation_time).timestamp() if self.creation_time else None
+        base = creation if creation is not None else self.received_at
         assert self.file_job is not None
         self.core.publish_result(
             self.assets[0], self.request_id, self.query.model, r, base, self.file_job.span_attributes
         )
+        if self.own is None:  # an asset made from the request's url is gone after it: not indexed
+            self.core.index_file_chunk(self.assets[0], r, self.time, creation)
 
     def report_failure(self, exc: BaseException) -> None:
         """A failed generation on the error bus (spec §6.5), attributed to the (first) asset."""

@@ -350,3 +350,34 @@ class CvStreamList(BaseModel):
     status: Literal["ok"] = "ok"
     stream_count: int
     stream_list: list[CvStreamInfo]
+
+
+# --- search (issue 12) ---------------------------------------------------------------------------------
+class SearchRequest(Strict):
+    query: str | None = Field(None, max_length=4096, description="Text to search for")
+    image: str | None = Field(None, max_length=50_000_000, description="An image (or clip) as a data: URI")
+    top_k: int = Field(10, ge=1, le=100)
+    asset_ids: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=1000)
+    stream_ids: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=1000)
+    start_time: str | float | None = Field(
+        None,
+        description="ISO-8601 (wall clock: live chunks, files with a creation time) or seconds into a file",
+    )
+    end_time: str | float | None = None
+
+
+class SearchHit(BaseModel):
+    asset_id: str
+    stream_id: str | None = None
+    source: str
+    chunk_idx: int
+    start_time: str
+    end_time: str
+    score: float
+    thumbnail_url: str | None = None
+    caption: str | None = None
+
+
+class SearchResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SearchHit]

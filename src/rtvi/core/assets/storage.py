@@ -3,6 +3,7 @@
     <root>/registry.sqlite3   the registry (see registry.py)
     <root>/files/<id>/<name>  uploaded media, one directory per asset
     <root>/tmp/               uploads in flight; renamed into files/ only once complete and verified
+    <root>/index/             the search index and its thumbnails (core/index)
 
 Everything under tmp/ at start-up, and any files/<id> without a registry row, is debris of a crash and
 is removed, so an interrupted upload never leaves half a file behind.
@@ -17,6 +18,19 @@ import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `path` via a temp file + rename in its directory: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class AssetStorage:

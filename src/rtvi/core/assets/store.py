@@ -8,7 +8,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +54,8 @@ class AssetStore:
         self.registry = AssetRegistry(self.storage.db_path, secrets)
         self.fetcher = RemoteFetcher(settings, on_download)
         self.storage.cleanup(self.registry.ids())
+        # Called with an asset's id once it is deleted or evicted (the search index forgets it).
+        self.on_removed: list[Callable[[str], None]] = []
 
     def close(self) -> None:
         self.registry.close()
@@ -264,6 +266,7 @@ class AssetStore:
         except InUse:
             return  # taken by a request since it was listed: it stays
         self.storage.remove_asset_dir(asset.id)
+        self.removed(asset.id)
         log.info("asset %s (%d bytes) evicted: %s", asset.id, asset.bytes, why)
 
     def stats(self) -> dict[str, object]:
@@ -289,6 +292,15 @@ class AssetStore:
         self.registry.remove(asset_id)  # InUse while a request uses it
         if asset.owns_dir:
             self.storage.remove_asset_dir(asset_id)
+        self.removed(asset_id)
+
+    def removed(self, asset_id: str) -> None:
+        """Tell the `on_removed` listeners; one failing does not stop the others or the caller."""
+        for listener in self.on_removed:
+            try:
+                listener(asset_id)
+            except Exception:
+                log.exception("a listener failed on the removal of %s", asset_id)
 
 
 def _media_meta(info: MediaInfo | None) -> dict[str, object]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -17,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from rtvi.core.assets.storage import atomic_write
 from rtvi.core.media.types import Frame
 from rtvi.errors import ModelLoadError
 
@@ -167,14 +166,6 @@ def save_to_cache(path: Path, data: bytes) -> None:
     """Write a model-cache file via a temp file + rename, so a concurrent start never reads half a file.
     A read-only cache only costs the work again at the next start, so failures are logged, not raised."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data)
     except OSError as exc:
         log.warning("cannot write %s to the model cache: %s", path, exc)

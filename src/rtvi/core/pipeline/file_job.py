@@ -28,7 +28,7 @@ from rtvi.core.media.chunks import ChunkParams, plan_chunks, plan_image_chunk
 from rtvi.core.media.probe import probe
 from rtvi.core.media.sampler import FileFrameSampler, load_image
 from rtvi.core.media.types import ChunkSpec, MediaError, SampledChunk
-from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
+from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult, middle
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import InvalidMedia
 
@@ -164,6 +164,7 @@ class FileJob(Generic[Out]):
                     inference_latency_s=infer_s,
                     queue_time_s=max(0.0, decode_started - self.received_at),
                     chunk_latency_s=done - decode_started,
+                    thumbnail=middle(sampled.frames),
                 )
                 self.metrics.observe_chunk(result.decode_latency_s, result.chunk_latency_s)
                 yield result

@@ -35,7 +35,7 @@ from rtvi.core.media.live import (
     with_credentials,
 )
 from rtvi.core.media.types import SampledChunk
-from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
+from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult, middle
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.settings import Settings
 
@@ -243,6 +243,7 @@ class LiveJob(Generic[Out]):
                 inference_latency_s=infer_s,
                 queue_time_s=max(0.0, infer_start - chunk.end_s),
                 chunk_latency_s=max(0.0, done - chunk.end_s),
+                thumbnail=middle(sampled.frames),
             )
             self.chunks_done += 1
             metrics.observe_live_chunk(result.decode_latency_s, result.chunk_latency_s)

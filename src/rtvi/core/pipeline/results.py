@@ -24,6 +24,11 @@ class ChunkResult(Generic[Out]):
     inference_latency_s: float
     queue_time_s: float  # from the request's arrival to the start of this chunk's decode
     chunk_latency_s: float  # decode start -> result ready
+    thumbnail: Frame | None = None  # one of the chunk's sampled frames (the middle one), for the index
+
+
+def middle(frames: Sequence[Frame]) -> Frame | None:
+    return frames[len(frames) // 2] if frames else None
 
 
 @dataclass(frozen=True, slots=True)

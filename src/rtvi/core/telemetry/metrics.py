@@ -142,6 +142,15 @@ class Metrics:
         self.live_dropped = Counter(
             "live_dropped", "Live chunks or results dropped by a full queue", ["reason"], registry=r
         )
+        # The search index (core/index): chunks written, dropped by its full queue, failed writes.
+        self.index_written = Counter(
+            "rtvi_index_chunks_written", "Chunks written to the search index", registry=r
+        )
+        self.index_dropped = Counter(
+            "rtvi_index_chunks_dropped", "Chunks not indexed because the index queue was full", registry=r
+        )
+        self.index_errors = Counter("rtvi_index_errors", "Search index writes that failed", registry=r)
+        self.index_size = gauge("rtvi_index_chunks", "Chunks in the search index's open collection")
 
     # --- events -------------------------------------------------------------------------------
     def observe_chunk(self, decode_latency_s: float, chunk_latency_s: float) -> None:

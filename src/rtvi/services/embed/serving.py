@@ -92,6 +92,15 @@ class EmbedServing:
 
     async def start(self) -> None:
         self.batcher.start()
+        self.core.open_index(
+            self.embedder.id, self.embedder.dim, lambda vector: (vector, None), self.query_vector
+        )
+
+    async def query_vector(self, text: str | None, image: str | None) -> Vector:
+        """A search query in the embedding space: a text, or an image (data: URI) embedded as one chunk."""
+        if image is not None:
+            return await self._embed_media_uri(image)
+        return (await self.batcher.embed_texts([text or ""]))[0]
 
     async def stop(self) -> None:
         await self.batcher.stop()

@@ -1,0 +1,341 @@
+"""The chunk index: every embedded chunk, searchable by vector with filters (issue 12).
+
+Rows live in SQLite next to the asset registry (metadata, the vector, the thumbnail's file name), so the
+index survives a restart; the vectors of the open collection are also held in a faiss inner-product
+index for search (exact, BLAS-speed: ~1 ms at 10k chunks on 2 cores, bench/search_bench.py). Filters
+select row ids in SQLite and faiss searches only those. Vectors are unit-normalised on the way in, so the
+inner product is the cosine.
+
+A collection is one model id and dimension: vectors of two models never mix, and a new MODEL_PATH starts
+an empty collection (`rtvi reindex` fills it again). Why not Milvus Lite: docs/search.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from rtvi.core.assets.storage import atomic_write
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    collection TEXT NOT NULL,
+    entry_id TEXT NOT NULL UNIQUE,  -- public: names the thumbnail
+    owner_id TEXT NOT NULL,         -- the file's asset id or the live stream's id
+    live INTEGER NOT NULL,
+    source TEXT NOT NULL,           -- file name or stream name
+    chunk_idx INTEGER NOT NULL,
+    start_s REAL NOT NULL,          -- media seconds (files) or Unix seconds (live)
+    end_s REAL NOT NULL,
+    abs_start REAL,                 -- Unix seconds when the chunk's wall-clock time is known
+    abs_end REAL,
+    start_time TEXT NOT NULL,       -- as the API reported them
+    end_time TEXT NOT NULL,
+    caption TEXT,
+    thumbnail INTEGER NOT NULL DEFAULT 0,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_owner ON chunks (collection, owner_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedChunk:
+    """One chunk to index. `key` identifies it within its owner (the chunking and the chunk), so the same
+    chunk indexed twice is one entry."""
+
+    owner_id: str
+    key: str
+    live: bool
+    source: str
+    chunk_idx: int
+    start_s: float
+    end_s: float
+    abs_start: float | None
+    abs_end: float | None
+    start_time: str
+    end_time: str
+    vector: npt.NDArray[np.float32]
+    caption: str | None = None
+    thumbnail_jpeg: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    asset_ids: Sequence[str] = ()
+    stream_ids: Sequence[str] = ()
+    # Unix seconds (matches chunks whose wall-clock time is known) ...
+    abs_from: float | None = None
+    abs_to: float | None = None
+    # ... or seconds into a file (matches file chunks).
+    offset_from: float | None = None
+    offset_to: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.asset_ids or self.stream_ids) and self._time_clause() == ("", [])
+
+    def clause(self) -> tuple[str, list[object]]:
+        """SQL conditions (to AND with the collection) and their parameters."""
+        parts: list[str] = []
+        params: list[object] = []
+        owners: list[str] = []
+        if self.asset_ids:
+            owners.append(f"(live = 0 AND owner_id IN ({','.join('?' * len(self.asset_ids))}))")
+            params += self.asset_ids
+        if self.stream_ids:
+            owners.append(f"(live = 1 AND owner_id IN ({','.join('?' * len(self.stream_ids))}))")
+            params += self.stream_ids
+        if owners:
+            parts.append("(" + " OR ".join(owners) + ")")
+        time_sql, time_params = self._time_clause()
+        if time_sql:
+            parts.append(time_sql)
+            params += time_params
+        return " AND ".join(parts), params
+
+    def _time_clause(self) -> tuple[str, list[object]]:
+        # A chunk matches when it overlaps the window.
+        parts: list[str] = []
+        params: list[object] = []
+        if self.abs_from is not None or self.abs_to is not None:
+            parts.append("abs_start IS NOT NULL")
+        if self.abs_from is not None:
+            parts.append("abs_end > ?")
+            params.append(self.abs_from)
+        if self.abs_to is not None:
+            parts.append("abs_start < ?")
+            params.append(self.abs_to)
+        if self.offset_from is not None or self.offset_to is not None:
+            parts.append("live = 0")
+        if self.offset_from is not None:
+            parts.append("end_s > ?")
+            params.append(self.offset_from)
+        if self.offset_to is not None:
+            parts.append("start_s < ?")
+            params.append(self.offset_to)
+        return " AND ".join(parts), params
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    entry_id: str
+    owner_id: str
+    live: bool
+    source: str
+    chunk_idx: int
+    start_time: str
+    end_time: str
+    caption: str | None
+    has_thumbnail: bool
+    score: float
+
+
+_HIT_COLUMNS = "entry_id, owner_id, live, source, chunk_idx, start_time, end_time, caption, thumbnail"
+
+
+class ChunkIndex:
+    """One collection (model id + dimension) of the index under `root`. Thread-safe."""
+
+    def __init__(self, root: Path, model_id: str, dim: int) -> None:
+        import faiss
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.collection = f"{model_id}:{dim}"
+        self.dim = dim
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        rows = self._db.execute("SELECT id, vector FROM chunks WHERE collection = ?", (self.collection,))
+        ids, vectors = [], []
+        for row_id, blob in rows:
+            ids.append(row_id)
+            vectors.append(np.frombuffer(blob, dtype=np.float32))
+        if ids:
+            self._vectors.add_with_ids(np.stack(vectors), np.asarray(ids, dtype=np.int64))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __len__(self) -> int:
+        return int(self._vectors.ntotal)
+
+    # --- writes -------------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        """Add chunks, replacing an entry with the same owner and key. All or nothing."""
+        if not chunks:
+            return
+        matrix = np.stack([_unit(c.vector, self.dim) for c in chunks])
+        with self._lock:
+            written: list[int] = []
+            replaced: list[int] = []
+            self._db.execute("BEGIN")
+            try:
+                for c, vector in zip(chunks, matrix, strict=True):
+                    entry_id = self._entry_id(c.owner_id, c.key)
+                    old = self._db.execute("SELECT id FROM chunks WHERE entry_id = ?", (entry_id,)).fetchone()
+                    if old is not None:
+                        replaced.append(old[0])
+                        self._db.execute("DELETE FROM chunks WHERE id = ?", (old[0],))
+                    cur = self._db.execute(
+                        "INSERT INTO chunks (collection, entry_id, owner_id, live, source, chunk_idx,"
+                        " start_s, end_s, abs_start, abs_end, start_time, end_time, caption, thumbnail,"
+                        " vector)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            self.collection,
+                            entry_id,
+                            c.owner_id,
+                            int(c.live),
+                            c.source,
+                            c.chunk_idx,
+                            c.start_s,
+                            c.end_s,
+                            c.abs_start,
+                            c.abs_end,
+                            c.start_time,
+                            c.end_time,
+                            c.caption,
+                            int(c.thumbnail_jpeg is not None),
+                            vector.tobytes(),
+                        ),
+                    )
+                    assert cur.lastrowid is not None
+                    written.append(cur.lastrowid)
+                    if c.thumbnail_jpeg is not None:
+                        atomic_write(self._thumbnail_file(c.owner_id, entry_id), c.thumbnail_jpeg)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if replaced:
+                self._forget(replaced)
+            self._vectors.add_with_ids(matrix, np.asarray(written, dtype=np.int64))
+
+    def remove_owner(self, owner_id: str) -> int:
+        """Forget every chunk of a file or stream (all collections) and its thumbnails. -> entries removed."""
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM chunks WHERE owner_id = ? AND collection = ?", (owner_id, self.collection)
+                )
+            ]
+            removed = self._db.execute("DELETE FROM chunks WHERE owner_id = ?", (owner_id,)).rowcount
+            if ids:
+                self._forget(ids)
+        owner_dir = self._owner_dir(owner_id)
+        if owner_dir.is_dir():
+            for f in owner_dir.iterdir():
+                f.unlink(missing_ok=True)
+            owner_dir.rmdir()
+        return removed
+
+    def _forget(self, ids: list[int]) -> None:
+        import faiss
+
+        self._vectors.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+
+    # --- reads --------------------------------------------------------------------------------------
+    def search(
+        self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
+    ) -> list[Hit]:
+        """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
+        import faiss
+
+        vector = _unit(query, self.dim)[None, :]
+        with self._lock:
+            params = None
+            if where is not None and not where.empty:
+                sql, args = where.clause()
+                ids = np.fromiter(
+                    (
+                        r[0]
+                        for r in self._db.execute(
+                            f"SELECT id FROM chunks WHERE collection = ? AND {sql}", [self.collection, *args]
+                        )
+                    ),
+                    dtype=np.int64,
+                )
+                if ids.size == 0:
+                    return []
+                selected = faiss.IDSelectorBatch(ids)
+                params = faiss.SearchParameters()
+                params.sel = selected
+            k = min(top_k, len(self))
+            if k == 0:
+                return []
+            scores, ids_found = self._vectors.search(vector, k, params=params)
+            found = [(int(i), float(s)) for i, s in zip(ids_found[0], scores[0], strict=True) if i >= 0]
+            if not found:
+                return []
+            rows = {
+                r[0]: r[1:]
+                for r in self._db.execute(
+                    f"SELECT id, {_HIT_COLUMNS} FROM chunks WHERE id IN ({','.join('?' * len(found))})",
+                    [i for i, _ in found],
+                )
+            }
+        hits = []
+        for row_id, score in found:
+            row = rows.get(row_id)
+            if row is None:
+                continue
+            entry_id, owner_id, live, source, chunk_idx, start_time, end_time, caption, thumb = row
+            hits.append(
+                Hit(
+                    entry_id,
+                    owner_id,
+                    bool(live),
+                    source,
+                    chunk_idx,
+                    start_time,
+                    end_time,
+                    caption,
+                    bool(thumb),
+                    score,
+                )
+            )
+        return hits
+
+    def thumbnail(self, entry_id: str) -> Path | None:
+        """The JPEG file of an entry, or None (unknown entry, or indexed without one)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT owner_id FROM chunks WHERE entry_id = ? AND thumbnail = 1", (entry_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        path = self._thumbnail_file(row[0], entry_id)
+        return path if path.is_file() else None
+
+    # --- names --------------------------------------------------------------------------------------
+    def _entry_id(self, owner_id: str, key: str) -> str:
+        return hashlib.sha256(f"{self.collection}\n{owner_id}\n{key}".encode()).hexdigest()[:32]
+
+    def _owner_dir(self, owner_id: str) -> Path:
+        # Hashed: stream ids are client-chosen and may not be safe file names.
+        return self.root / "thumbnails" / hashlib.sha256(owner_id.encode()).hexdigest()[:32]
+
+    def _thumbnail_file(self, owner_id: str, entry_id: str) -> Path:
+        return self._owner_dir(owner_id) / f"{entry_id}.jpg"
+
+
+def _unit(vector: npt.NDArray[np.float32], dim: int) -> npt.NDArray[np.float32]:
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if v.shape[0] != dim:
+        raise ValueError(f"a {v.shape[0]}-d vector for a {dim}-d index")
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v

@@ -1,0 +1,142 @@
+"""Feeding the chunk index from the results path without ever slowing it down.
+
+Results are offered to a bounded queue (never blocking; a full queue drops the chunk, counted in
+`rtvi_index_chunks_dropped` and logged) and one thread drains it: it encodes each chunk's thumbnail (a
+JPEG of one sampled frame, 320 pixels wide, in the source's aspect ratio) and writes the chunks in
+batches. A failing write is kept as the index's error for /v1/ready?detailed=true and counted in
+`rtvi_index_errors_total`; generate requests never see it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+from dataclasses import dataclass, replace
+
+from PIL import Image
+
+from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
+from rtvi.core.media.types import Frame
+from rtvi.core.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 1024
+_BATCH = 64
+THUMBNAIL_WIDTH = 320
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    chunk: IndexedChunk
+    frame: Frame | None = None  # the thumbnail's frame, as the model got it
+    aspect: float | None = None  # the source's width / height (model frames may be stretched)
+
+
+def thumbnail_jpeg(frame: Frame, aspect: float | None) -> bytes:
+    image = Image.fromarray(frame)
+    ratio = aspect if aspect and aspect > 0 else image.width / max(1, image.height)
+    size = (THUMBNAIL_WIDTH, max(1, round(THUMBNAIL_WIDTH / ratio)))
+    out = io.BytesIO()
+    image.resize(size, Image.Resampling.BILINEAR).save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+class ChunkIndexer:
+    def __init__(self, index: ChunkIndex, metrics: Metrics, max_pending: int = MAX_PENDING) -> None:
+        self.index = index
+        self.metrics = metrics
+        self.error: str | None = None
+        self._queue: queue.Queue[object] = queue.Queue(max_pending)
+        self._thread = threading.Thread(target=self._run, name="chunk-indexer", daemon=True)
+        self._dropped_logged = False
+        metrics.index_size.set(len(index))
+
+    def start(self) -> ChunkIndexer:
+        self._thread.start()
+        return self
+
+    def offer(self, pending: PendingChunk) -> None:
+        """Queue a chunk for the index; never blocks."""
+        try:
+            self._queue.put_nowait(pending)
+        except queue.Full:
+            self.metrics.index_dropped.inc()
+            if not self._dropped_logged:  # once per burst: the counter has the total
+                log.warning("search index queue full (%d chunks): chunks are not being indexed", MAX_PENDING)
+                self._dropped_logged = True
+
+    def remove_owner(self, owner_id: str) -> None:
+        """A deleted or evicted file or stream: its entries and thumbnails go (synchronously)."""
+        try:
+            removed = self.index.remove_owner(owner_id)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if removed:
+            log.info("search index: %d chunk(s) of %s removed", removed, owner_id)
+        self.metrics.index_size.set(len(self.index))
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until what was offered so far is written (tests, shutdown)."""
+        done = threading.Event()
+        self._queue.put(done, timeout=timeout)
+        done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        self.index.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch: list[PendingChunk] = []
+            markers: list[threading.Event] = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    markers.append(item)
+                elif isinstance(item, PendingChunk):
+                    batch.append(item)
+                if stop or len(batch) >= _BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._write(batch)
+            for marker in markers:
+                marker.set()
+            if stop:
+                return
+
+    def _write(self, batch: list[PendingChunk]) -> None:
+        if not batch:
+            return
+        try:
+            chunks = [self._with_thumbnail(p) for p in batch]
+            self.index.upsert(chunks)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self.error = None
+        self._dropped_logged = False
+        self.metrics.index_written.inc(len(chunks))
+        self.metrics.index_size.set(len(self.index))
+
+    def _with_thumbnail(self, pending: PendingChunk) -> IndexedChunk:
+        if pending.frame is None:
+            return pending.chunk
+        return replace(pending.chunk, thumbnail_jpeg=thumbnail_jpeg(pending.frame, pending.aspect))
+
+    def _failed(self, exc: Exception) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.metrics.index_errors.inc()
+        log.error("search index write failed: %s", self.error)

@@ -1,0 +1,99 @@
+"""/v1/search: the indexed chunks closest to a text or an image, and their thumbnails (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+
+from rtvi.core.index.chunks import ChunkIndex, SearchFilter
+from rtvi.core.service import ServiceCore
+from rtvi.errors import InvalidParameters, NoSuchResource, Unavailable
+from rtvi.http.deps import get_core
+from rtvi.http.protocol import SearchHit, SearchRequest, SearchResponse
+
+router = APIRouter(prefix="/v1/search", tags=["Search"])
+THUMBNAIL_PATH = "/v1/search/thumbnails/{entry_id}"
+
+
+def _index(core: ServiceCore) -> ChunkIndex:
+    if core.indexer is None or core.query_vector is None:
+        if not core.settings.search_index:
+            raise Unavailable("The search index is disabled (RTVI_SEARCH_INDEX=false)")
+        core.require_stage()  # still loading, or failed: says which
+        raise Unavailable("This service keeps no search index")
+    return core.indexer.index
+
+
+def _window(start: str | float | None, end: str | float | None) -> SearchFilter:
+    """start_time / end_time: both ISO-8601 (wall clock) or both seconds (into a file)."""
+    if start is None and end is None:
+        return SearchFilter()
+    given = [t for t in (start, end) if t is not None]
+    if all(isinstance(t, (int, float)) for t in given):
+        return SearchFilter(offset_from=_seconds(start), offset_to=_seconds(end))
+    if all(isinstance(t, str) for t in given):
+        try:
+            stamps = [_unix(t) if isinstance(t, str) else None for t in (start, end)]
+        except ValueError as exc:
+            raise InvalidParameters(f"start_time/end_time must be ISO-8601 times: {exc}") from exc
+        return SearchFilter(abs_from=stamps[0], abs_to=stamps[1])
+    raise InvalidParameters("start_time and end_time must both be ISO-8601 times or both seconds")
+
+
+def _unix(iso: str) -> float:
+    moment = datetime.fromisoformat(iso)  # any ISO-8601 form; a time without a zone is UTC
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _seconds(t: str | float | None) -> float | None:
+    return None if t is None or isinstance(t, str) else float(t)
+
+
+@router.post("", response_model=SearchResponse)
+async def search(body: SearchRequest, core: ServiceCore = Depends(get_core)) -> SearchResponse:
+    """The `top_k` indexed chunks closest to `query` (text) or `image` (data: URI), best first."""
+    index = _index(core)
+    if (body.query is None) == (body.image is None):
+        raise InvalidParameters("Give either query (a text) or image (a data: URI)")
+    if body.query is not None and not body.query.strip():
+        raise InvalidParameters("The search query must not be empty")
+    window = _window(body.start_time, body.end_time)
+    where = SearchFilter(
+        asset_ids=body.asset_ids or (),
+        stream_ids=body.stream_ids or (),
+        abs_from=window.abs_from,
+        abs_to=window.abs_to,
+        offset_from=window.offset_from,
+        offset_to=window.offset_to,
+    )
+    assert core.query_vector is not None
+    vector = await core.query_vector(body.query, body.image)
+    hits = await asyncio.to_thread(index.search, vector, body.top_k, where)
+    return SearchResponse(
+        data=[
+            SearchHit(
+                asset_id=h.owner_id,
+                stream_id=h.owner_id if h.live else None,
+                source=h.source,
+                chunk_idx=h.chunk_idx,
+                start_time=h.start_time,
+                end_time=h.end_time,
+                score=round(h.score, 6),
+                thumbnail_url=THUMBNAIL_PATH.format(entry_id=h.entry_id) if h.has_thumbnail else None,
+                caption=h.caption,
+            )
+            for h in hits
+        ]
+    )
+
+
+@router.get("/thumbnails/{entry_id}", response_class=FileResponse)
+async def thumbnail(entry_id: str, core: ServiceCore = Depends(get_core)) -> FileResponse:
+    """A search hit's thumbnail (image/jpeg)."""
+    path = _index(core).thumbnail(entry_id) if len(entry_id) == 32 and entry_id.isalnum() else None
+    if path is None:
+        raise NoSuchResource(entry_id, f"No such thumbnail {entry_id[:64]}")
+    return FileResponse(path, media_type="image/jpeg")

@@ -1,0 +1,141 @@
+"""POST /v1/search over real HTTP with the bundled model: every embedded chunk is indexed, a text finds its
+scene, filters narrow the hits, thumbnails are JPEGs, deleting a file removes its hits, and repeating a
+request does not duplicate them."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import CREATION_TIME, upload
+from tests.servers import RtviServer
+
+SCENES = {"a cat": ("0.0", "10.0"), "a rocket": ("10.0", "20.0"), "a cup of coffee": ("20.0", "30.0")}
+
+
+@pytest.fixture(scope="module")
+def search_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
+    """A service of its own: the hits are exactly what these tests indexed."""
+    srv = RtviServer(tmp_path_factory.mktemp("search") / "assets").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def sc(search_server: RtviServer) -> Iterator[httpx.Client]:
+    with search_server.client() as c:
+        yield c
+
+
+def embed(c: httpx.Client, file_id: str) -> None:
+    model = c.get("/v1/models").json()["data"][0]["id"]
+    r = c.post("/v1/generate_video_embeddings", json={"id": file_id, "model": model, "chunk_duration": 10})
+    assert r.status_code == 200, r.text
+
+
+def search(c: httpx.Client, **body: object) -> list[dict]:  # type: ignore[type-arg]
+    r = c.post("/v1/search", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "list"
+    return r.json()["data"]  # type: ignore[no-any-return]
+
+
+def wait_indexed(c: httpx.Client, asset_id: str, chunks: int) -> None:
+    """Index writes are asynchronous (they never hold up results): wait for them, briefly."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if len(search(c, query="anything", top_k=100, asset_ids=[asset_id])) >= chunks:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{asset_id}: fewer than {chunks} chunks indexed")
+
+
+@pytest.fixture(scope="module")
+def scenes(sc: httpx.Client, media: dict[str, Path]) -> str:
+    file_id = upload(sc, media["three_scenes"]).json()["id"]
+    embed(sc, file_id)
+    wait_indexed(sc, file_id, 3)
+    return str(file_id)
+
+
+def test_each_query_finds_its_scene_first(sc: httpx.Client, scenes: str) -> None:
+    for query, (start, end) in SCENES.items():
+        hits = search(sc, query=query, top_k=3)
+        assert len(hits) == 3
+        best = hits[0]
+        assert (best["start_time"], best["end_time"]) == (start, end), (query, hits)
+        assert best["asset_id"] == scenes and best["stream_id"] is None
+        assert best["source"] == "three_scenes.mp4" and best["caption"] is None
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        assert best["chunk_idx"] == list(SCENES).index(query)
+
+
+def test_thumbnail_is_a_jpeg_of_the_scene(sc: httpx.Client, scenes: str) -> None:
+    best = search(sc, query="a rocket", top_k=1)[0]
+    r = sc.get(best["thumbnail_url"])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(r.content))
+    assert image.format == "JPEG" and image.size == (320, 240)  # the source's 4:3, not the model's square
+    assert sc.get("/v1/search/thumbnails/" + "0" * 32).status_code == 400
+    assert sc.get("/v1/search/thumbnails/..%2f..%2fregistry.sqlite3").status_code in (400, 404)
+
+
+def test_filters_by_file_and_time(sc: httpx.Client, scenes: str, media: dict[str, Path]) -> None:
+    # Seconds into a file: only the chunks overlapping 12-18 s.
+    hits = search(sc, query="a cat", top_k=10, start_time=12, end_time=18)
+    assert [(h["start_time"], h["end_time"]) for h in hits] == [SCENES["a rocket"]]
+    # Another file with a creation time: ISO-8601 windows select by wall clock.
+    other = upload(sc, media["cat_rocket"], creation_time=CREATION_TIME).json()["id"]
+    embed(sc, other)
+    wait_indexed(sc, other, 2)
+    assert {h["asset_id"] for h in search(sc, query="a cat", top_k=10)} == {scenes, other}
+    only = search(sc, query="a cat", top_k=10, asset_ids=[other])
+    assert {h["asset_id"] for h in only} == {other} and len(only) == 2
+    late = search(
+        sc, query="a cat", top_k=10, start_time="2024-06-09T18:32:25Z", end_time="2024-06-09T19:00:00Z"
+    )
+    assert [(h["asset_id"], h["start_time"]) for h in late] == [(other, "2024-06-09T18:32:21.123Z")]
+    assert search(sc, query="a cat", stream_ids=["no-such-stream"]) == []
+    # Deleting the file removes its hits (and thumbnails).
+    thumb = only[0]["thumbnail_url"]
+    assert sc.delete(f"/v1/files/{other}").status_code == 200
+    assert {h["asset_id"] for h in search(sc, query="a cat", top_k=10)} == {scenes}
+    assert sc.get(thumb).status_code == 400
+
+
+def test_repeating_a_request_does_not_duplicate_hits(sc: httpx.Client, scenes: str) -> None:
+    embed(sc, scenes)
+    time.sleep(1)  # give the writer time to (wrongly) add a second copy
+    hits = search(sc, query="a cat", top_k=100, asset_ids=[scenes])
+    assert len(hits) == 3
+
+
+def test_bad_searches_get_the_error_body(sc: httpx.Client, scenes: str) -> None:
+    for body, status in [
+        ({"query": ""}, 400),
+        ({"query": "   "}, 400),
+        ({}, 400),
+        ({"query": "a cat", "image": "data:image/png;base64,AAAA"}, 400),
+        ({"query": "a cat", "top_k": 0}, 422),
+        ({"query": "a cat", "top_k": 101}, 422),
+        ({"query": "a cat", "start_time": "yesterday"}, 400),
+        ({"query": "a cat", "start_time": 5, "end_time": "2024-06-09T18:32:25Z"}, 400),
+        ({"query": "a cat", "colour": "red"}, 422),
+    ]:
+        r = sc.post("/v1/search", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert set(r.json()) == {"code", "message"}, r.text
+
+
+def test_an_image_finds_its_scene(sc: httpx.Client, scenes: str, media: dict[str, Path]) -> None:
+    import base64
+
+    uri = "data:image/png;base64," + base64.b64encode(media["rocket_png"].read_bytes()).decode()
+    best = search(sc, image=uri, top_k=1)[0]
+    assert (best["start_time"], best["end_time"]) == SCENES["a rocket"]
