@@ -77,6 +77,7 @@ def test_health_and_info(client: httpx.Client, model_id: str) -> None:
     detailed = client.get("/v1/ready", params={"detailed": "true"}).json()
     assert detailed["healthy"] is True and detailed["checks"]["model"]["id"] == model_id
     assert detailed["uptime_seconds"] > 0
+    assert detailed["checks"]["search_index"]["healthy"] is True
     assert client.get("/v1/live").status_code == 200
     assert "ready" in client.get("/v1/startup").text
     assert "version" in client.get("/v1/metadata").json()

@@ -40,11 +40,16 @@ def _checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
 
 
 async def _bus_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
-    """Kafka / Redis connectivity. Shown, but never a reason to be unready: results and errors wait in
-    their queues while a broker is away, and taking the service out of rotation would not bring it back."""
-    if core.publisher is None:
-        return {}
-    return await asyncio.to_thread(core.publisher.checks)
+    """Kafka / Redis connectivity and the search index. Shown, but never a reason to be unready: results
+    and errors wait in their queues while a broker is away, taking the service out of rotation would not
+    bring it back, and generate requests do not need the index."""
+    checks = await asyncio.to_thread(core.publisher.checks) if core.publisher is not None else {}
+    if core.indexer is not None:
+        index = core.indexer
+        checks["search_index"] = {"healthy": index.error is None, "chunks": len(index.index)}
+        if index.error is not None:
+            checks["search_index"]["error"] = index.error
+    return checks
 
 
 def _is_healthy(checks: dict[str, dict[str, Any]], ready: bool) -> bool:
