@@ -37,7 +37,13 @@ def test_upload_info_content_list_delete(
 
     info = client.get(f"/v1/files/{fid}").json()
     assert info["id"] == fid and info["bytes"] == body["bytes"] and "media_type" not in info
-    assert client.get(f"/v1/files/{fid}/content").content == media["clip35"].read_bytes()
+    raw = media["clip35"].read_bytes()
+    whole = client.get(f"/v1/files/{fid}/content")
+    assert whole.content == raw and whole.headers["accept-ranges"] == "bytes"
+    # HTTP Range, so a browser's <video> can seek without downloading the whole file.
+    part = client.get(f"/v1/files/{fid}/content", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == raw[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(raw)}"
     listed = client.get("/v1/files", params={"purpose": "vision"}).json()
     assert listed["object"] == "list" and fid in {f["id"] for f in listed["data"]}
     assert client.get("/v1/files", params={"purpose": "other"}).json() == {"data": [], "object": "list"}
