@@ -16,11 +16,11 @@ from rtvi.core.telemetry.tracing import Tracing
 from rtvi.http.auth import declare_bearer_scheme, require_bearer_token
 from rtvi.http.errors import ERROR_RESPONSES, install_error_handlers
 from rtvi.http.limits import BodyLimit
-from rtvi.http.routes import config, files, health, search, streams
+from rtvi.http.routes import config, files, health, streams
 from rtvi.http.spec import ServiceSpec
 from rtvi.settings import Settings
 
-SHARED_ROUTERS = (health.router, files.router, streams.router, config.router, search.router)
+SHARED_ROUTERS = (health.router, files.router, streams.router, config.router)
 
 
 def build_app(

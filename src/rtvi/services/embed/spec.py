@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rtvi.core.bus.publisher import BusTopics
 from rtvi.core.service import CoreConfig, ServiceCore
+from rtvi.http.routes import search
 from rtvi.http.spec import ServiceSpec
 from rtvi.services.embed import routes
 from rtvi.services.embed.messages import build_vision_llm
@@ -24,5 +25,9 @@ def load_stage(core: ServiceCore) -> EmbedServing:
 
 
 SPEC = ServiceSpec(
-    core=CORE, title="RTVI Embed Microservice API", load_stage=load_stage, routers=[routes.router]
+    core=CORE,
+    title="RTVI Embed Microservice API",
+    load_stage=load_stage,
+    # Search is the embedding service's until the VLM service indexes its captions (issue 12).
+    routers=[routes.router, search.router],
 )
