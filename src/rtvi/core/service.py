@@ -162,7 +162,7 @@ class ServiceCore:
         self.indexer = ChunkIndexer(index, self.metrics).start()
         self._index_entry_of = entry_of
         self.query_vector = query_vector
-        self.live.sinks.append(self._index_live)
+        self.live.observers.append(self._index_live)
         self.store.on_removed.append(self.indexer.remove_owner)
         log.info("search index: %d chunk(s) of %s (%d-d)", len(index), model_id, dim)
 

@@ -137,6 +137,7 @@ class LiveJob(Generic[Out]):
         self.subscribers: list[Subscription[Out]] = []
         # Destinations other than SSE readers (Kafka): called with every result, on the event loop.
         self.sinks: list[ResultSink] = list(manager.sinks)
+        self.observers: list[ResultSink] = list(manager.observers)
         self.chunks_done = 0
         self.ended = False
         self.error: str | None = None
@@ -249,7 +250,7 @@ class LiveJob(Generic[Out]):
             metrics.observe_live_chunk(result.decode_latency_s, result.chunk_latency_s)
             for sub in list(self.subscribers):
                 sub.offer(result)
-            for sink in list(self.sinks):
+            for sink in [*self.sinks, *self.observers]:
                 try:
                     sink(self, result)
                 except Exception:
@@ -280,6 +281,8 @@ class LiveManager:
         self._jobs: dict[tuple[str, str], LiveJob[Any]] = {}  # (stream id, processor key) -> job
         # Result destinations every new job gets (the Kafka / Redis results bus when enabled).
         self.sinks: list[ResultSink] = []
+        # Also given every result, but not a reason to keep a job running (the search index).
+        self.observers: list[ResultSink] = []
 
     @property
     def options(self) -> RtspOptions:
