@@ -86,6 +86,7 @@ def test_bundled_is_the_default_and_describes_itself(bundled: BundledEmbedder, c
     assert list((cache_dir / "label-bridge").glob("classes-*.npy"))
     assert sorted(p.name.split("-")[0] for p in (cache_dir / "onnx").glob("*.onnx")) == [
         "efficientnet",
+        "minilm",
         "ssdlite",
     ]
 
