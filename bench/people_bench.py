@@ -154,6 +154,9 @@ def per_frame_cost() -> None:
     for runtime in ("ONNX Runtime", "torch"):
         model = BundledEmbedder(cache_dir=cache, onnx_runtime=runtime == "ONNX Runtime")
         assert model._detector is not None
+        # An export that fell back to torch would make the speed-up read ~1.0x: refuse to print it.
+        in_ort = (model._classifier.in_onnx_runtime, model._detector._net.in_onnx_runtime)
+        assert in_ort == ((True, True) if runtime == "ONNX Runtime" else (False, False)), in_ort
         steps = {
             "classifier": model.class_probabilities,
             "detector": model._detector.detect,

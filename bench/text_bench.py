@@ -1,5 +1,6 @@
 """Text embeddings per second over HTTP: rtvi against infinity-emb serving the same MiniLM, same machine,
-same run, at batch 1 and batch 64; sentence-transformers called in-process is the floor (no HTTP).
+same run, at batch 1 and batch 64; sentence-transformers called in-process is the floor (no HTTP), and
+rtvi's own text encoder in-process (ONNX Runtime) shows what the HTTP path costs.
 
 infinity-emb pins numpy<2, sentence-transformers<4, typer<0.13 and more, so it cannot share rtvi's
 environment: it runs from its own virtual environment (created on first use under bench/out/, from PyPI:
@@ -35,6 +36,7 @@ REPEATS = 3
 SINGLES = 200  # batch-1 requests per round
 BATCHES = 20  # batch-64 requests per round
 BATCH = 64
+IN_PROCESS = "rtvi text encoder in-process (ONNX Runtime)"
 
 
 def texts(n: int, salt: int) -> list[str]:
@@ -125,7 +127,7 @@ def main() -> None:
         infinity.stop()
     results |= floor()
     print(f"| measurement (texts/s, median of {REPEATS}) | batch 1 | batch {BATCH} |\n|---|---|---|")
-    for name in ("rtvi", "infinity-emb", "sentence-transformers in-process"):
+    for name in ("rtvi", "infinity-emb", "sentence-transformers in-process", IN_PROCESS):
         cells = [statistics.median(results[f"{name} batch {b}"]) for b in (1, BATCH)]
         print(f"| {name} | {cells[0]:.0f} | {cells[1]:.0f} |")
     for b in (1, BATCH):
@@ -136,19 +138,25 @@ def main() -> None:
 
 
 def floor() -> dict[str, list[float]]:
-    """sentence-transformers' encode() on the same model, no HTTP: what either server could reach."""
+    """The same model without HTTP: sentence-transformers' encode() in torch (what either server could
+    reach) and rtvi's text encoder in ONNX Runtime, rounds alternating."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
+    from rtvi.core.models.text_encoder import SentenceEncoder
+
     model = SentenceTransformer(str(minilm_dir()), device="cpu", local_files_only=True)
+    ours = SentenceEncoder(minilm_dir(), torch.device("cpu"), name="minilm", batch_size=BATCH, cache_dir=None)
+    assert ours.in_onnx_runtime, "the text encoder fell back to torch"
 
     def encode(batch: list[str]) -> None:
         model.encode(batch, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False)
 
     out: dict[str, list[float]] = {}
     for round_ in range(REPEATS):
-        for batch, n in ((1, SINGLES), (BATCH, BATCHES)):
-            key = f"sentence-transformers in-process batch {batch}"
-            out.setdefault(key, []).append(rate(encode, batch, n, round_))
+        for name, fn in (("sentence-transformers in-process", encode), (IN_PROCESS, ours.encode)):
+            for batch, n in ((1, SINGLES), (BATCH, BATCHES)):
+                out.setdefault(f"{name} batch {batch}", []).append(rate(fn, batch, n, round_))
     return out
 
 

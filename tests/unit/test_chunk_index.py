@@ -57,5 +57,9 @@ def test_ranking_dedup_collections_restart_and_removal(tmp_path: Path) -> None:
     assert len(again) == 20
     assert again.remove_owner("a") == 10
     assert len(again) == 10 and {h.owner_id for h in again.search(vectors[3], 20)} == {"b"}
+    # Removal moves vectors within the matrix: each remaining one is still found as itself.
+    for i in range(10):
+        best = again.search(vectors[10 + i], 1)[0]
+        assert (best.owner_id, best.chunk_idx) == ("b", i) and abs(best.score - 1) < 1e-5
     assert again.thumbnail(hits[0].entry_id) is None and not thumb.exists()
     again.close()

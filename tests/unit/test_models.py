@@ -73,6 +73,18 @@ def bundled(cache_dir: Path) -> BundledEmbedder:
 
 
 # --- bundled label bridge -----------------------------------------------------------------------------
+def test_bundled_vectors_agree_in_onnx_runtime_and_torch(bundled: BundledEmbedder, cache_dir: Path) -> None:
+    """Both image networks in ONNX Runtime (the CPU default) against torch, on real photos."""
+    from tests.media_factory import scene_photos
+
+    in_torch = BundledEmbedder(cache_dir=cache_dir, onnx_runtime=False)
+    assert bundled._classifier.in_onnx_runtime and not in_torch._classifier.in_onnx_runtime
+    photos = list(scene_photos().values())
+    np.testing.assert_allclose(bundled.frame_features(photos), in_torch.frame_features(photos), atol=1e-3)
+    clips = [[p] for p in photos]
+    np.testing.assert_allclose(bundled.embed_frames(clips), in_torch.embed_frames(clips), atol=1e-3)
+
+
 def test_bundled_is_the_default_and_describes_itself(bundled: BundledEmbedder, cache_dir: Path) -> None:
     assert isinstance(bundled, Embedder)
     assert (bundled.id, bundled.dim, bundled.frames_per_chunk, bundled.input_size) == (

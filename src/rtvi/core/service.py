@@ -154,11 +154,14 @@ class ServiceCore:
         self.streams.starter = stage
         self.streams.resume_auto_started()
 
-    def open_index(self, model_id: str, dim: int, entry_of: IndexEntryOf, query_vector: QueryVector) -> None:
-        """Index every chunk from now on (RTVI_SEARCH_INDEX), in the collection of `model_id` and `dim`."""
+    async def open_index(
+        self, model_id: str, dim: int, entry_of: IndexEntryOf, query_vector: QueryVector
+    ) -> None:
+        """Index every chunk from now on (RTVI_SEARCH_INDEX), in the collection of `model_id` and `dim`.
+        Loading the collection's vectors reads them all from disk: in a thread, not on the event loop."""
         if not self.settings.search_index or self.indexer is not None:
             return
-        index = ChunkIndex(self.store.storage.root / "index", model_id, dim)
+        index = await asyncio.to_thread(ChunkIndex, self.store.storage.root / "index", model_id, dim)
         self.indexer = ChunkIndexer(index, self.metrics).start()
         self._index_entry_of = entry_of
         self.query_vector = query_vector

@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from fastapi import Request
@@ -218,8 +219,9 @@ class GenerationRequest(Generic[Out]):
         try:
             with self.core.store.registry.using([a.id for a in self.assets]):
                 async for r in self.file_job.results():
-                    self.publish(r)
-                    yield r
+                    self.publish(r)  # the index takes the chunk's thumbnail frame here
+                    # ... and the response, which may collect every chunk, keeps the result without it.
+                    yield replace(r, thumbnail=None)
         except Exception as exc:
             self.report_failure(exc)
             raise

@@ -1,10 +1,10 @@
 """The chunk index: every embedded chunk, searchable by vector with filters (issue 12).
 
 Rows live in SQLite next to the asset registry (metadata, the vector, the thumbnail's file name), so the
-index survives a restart; the vectors of the open collection are also held in a faiss inner-product
-index for search (exact, BLAS-speed: ~1 ms at 10k chunks on 2 cores, bench/search_bench.py). Filters
-select row ids in SQLite and faiss searches only those. Vectors are unit-normalised on the way in, so the
-inner product is the cosine.
+index survives a restart; the vectors of the open collection are also held in memory as one float32
+matrix, and a search is exact: one BLAS matrix-vector product and a partial sort (bench/search_bench.py
+measures it against numpy on a bare matrix). Filters select row ids in SQLite and only those rows are
+scored. Vectors are unit-normalised on the way in, so the inner product is the cosine.
 
 A collection is one model id and dimension: vectors of two models never mix, and a new MODEL_PATH starts
 an empty collection (`rtvi reindex` fills it again). Why not Milvus Lite: docs/search.md.
@@ -79,10 +79,6 @@ class SearchFilter:
     offset_from: float | None = None
     offset_to: float | None = None
 
-    @property
-    def empty(self) -> bool:
-        return not (self.asset_ids or self.stream_ids) and self._time_clause() == ("", [])
-
     def clause(self) -> tuple[str, list[object]]:
         """SQL conditions (to AND with the collection) and their parameters."""
         parts: list[str] = []
@@ -142,12 +138,61 @@ class Hit:
 _HIT_COLUMNS = "entry_id, owner_id, live, source, chunk_idx, start_time, end_time, caption, thumbnail"
 
 
+class _Vectors:
+    """Unit vectors by row id, as one growing float32 matrix. Removal moves the last vector into the gap,
+    so the first `len` rows are always the live ones."""
+
+    def __init__(self, dim: int) -> None:
+        self._matrix = np.empty((1024, dim), dtype=np.float32)
+        self._ids = np.empty(1024, dtype=np.int64)
+        self._position: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+    def add(self, ids: Sequence[int], vectors: npt.NDArray[np.float32]) -> None:
+        n, needed = len(self), len(self) + len(ids)
+        if needed > len(self._ids):
+            capacity = max(needed, 2 * len(self._ids))
+            self._matrix = np.resize(self._matrix, (capacity, self._matrix.shape[1]))
+            self._ids = np.resize(self._ids, capacity)
+        self._matrix[n:needed] = vectors
+        self._ids[n:needed] = ids
+        self._position.update((row_id, n + i) for i, row_id in enumerate(ids))
+
+    def remove(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            gap = self._position.pop(row_id, None)
+            last = len(self)
+            if gap is None or gap == last:
+                continue
+            self._matrix[gap] = self._matrix[last]
+            moved = int(self._ids[last])
+            self._ids[gap] = moved
+            self._position[moved] = gap
+
+    def top(
+        self, query: npt.NDArray[np.float32], k: int, among: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """The k (row id, cosine) pairs closest to `query`, best first; among the given ids when given."""
+        if among is None:
+            matrix, ids = self._matrix[: len(self)], self._ids[: len(self)]
+        else:
+            rows = np.fromiter((self._position[i] for i in among if i in self._position), dtype=np.int64)
+            matrix, ids = self._matrix[rows], self._ids[rows]
+        if len(ids) == 0:
+            return []
+        scores = matrix @ query
+        k = min(k, len(ids))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(int(ids[i]), float(scores[i])) for i in best]
+
+
 class ChunkIndex:
     """One collection (model id + dimension) of the index under `root`. Thread-safe."""
 
     def __init__(self, root: Path, model_id: str, dim: int) -> None:
-        import faiss
-
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.collection = f"{model_id}:{dim}"
@@ -156,21 +201,19 @@ class ChunkIndex:
         self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
-        self._vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._vectors = _Vectors(dim)
         rows = self._db.execute("SELECT id, vector FROM chunks WHERE collection = ?", (self.collection,))
-        ids, vectors = [], []
-        for row_id, blob in rows:
-            ids.append(row_id)
-            vectors.append(np.frombuffer(blob, dtype=np.float32))
-        if ids:
-            self._vectors.add_with_ids(np.stack(vectors), np.asarray(ids, dtype=np.int64))
+        while batch := rows.fetchmany(4096):
+            self._vectors.add(
+                [r[0] for r in batch], np.stack([np.frombuffer(r[1], np.float32) for r in batch])
+            )
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def __len__(self) -> int:
-        return int(self._vectors.ntotal)
+        return len(self._vectors)
 
     # --- writes -------------------------------------------------------------------------------------
     def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
@@ -220,9 +263,8 @@ class ChunkIndex:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            if replaced:
-                self._forget(replaced)
-            self._vectors.add_with_ids(matrix, np.asarray(written, dtype=np.int64))
+            self._vectors.remove(replaced)
+            self._vectors.add(written, matrix)
 
     def remove_owner(self, owner_id: str) -> int:
         """Forget every chunk of a file or stream (all collections) and its thumbnails. -> entries removed."""
@@ -234,8 +276,7 @@ class ChunkIndex:
                 )
             ]
             removed = self._db.execute("DELETE FROM chunks WHERE owner_id = ?", (owner_id,)).rowcount
-            if ids:
-                self._forget(ids)
+            self._vectors.remove(ids)
         owner_dir = self._owner_dir(owner_id)
         if owner_dir.is_dir():
             for f in owner_dir.iterdir():
@@ -243,42 +284,21 @@ class ChunkIndex:
             owner_dir.rmdir()
         return removed
 
-    def _forget(self, ids: list[int]) -> None:
-        import faiss
-
-        self._vectors.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
-
     # --- reads --------------------------------------------------------------------------------------
     def search(
         self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
     ) -> list[Hit]:
         """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
-        import faiss
-
-        vector = _unit(query, self.dim)[None, :]
+        vector = _unit(query, self.dim)
+        sql, args = where.clause() if where is not None else ("", [])
         with self._lock:
-            params = None
-            if where is not None and not where.empty:
-                sql, args = where.clause()
-                ids = np.fromiter(
-                    (
-                        r[0]
-                        for r in self._db.execute(
-                            f"SELECT id FROM chunks WHERE collection = ? AND {sql}", [self.collection, *args]
-                        )
-                    ),
-                    dtype=np.int64,
+            among = None
+            if sql:
+                selected = self._db.execute(
+                    f"SELECT id FROM chunks WHERE collection = ? AND {sql}", [self.collection, *args]
                 )
-                if ids.size == 0:
-                    return []
-                selected = faiss.IDSelectorBatch(ids)
-                params = faiss.SearchParameters()
-                params.sel = selected
-            k = min(top_k, len(self))
-            if k == 0:
-                return []
-            scores, ids_found = self._vectors.search(vector, k, params=params)
-            found = [(int(i), float(s)) for i, s in zip(ids_found[0], scores[0], strict=True) if i >= 0]
+                among = [r[0] for r in selected]
+            found = self._vectors.top(vector, top_k, among)
             if not found:
                 return []
             rows = {

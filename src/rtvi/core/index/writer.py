@@ -15,6 +15,7 @@ import queue
 import threading
 from dataclasses import dataclass, replace
 
+import numpy as np
 from PIL import Image
 
 from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
@@ -23,7 +24,8 @@ from rtvi.core.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 1024
+# Bounded in chunks and, by shrinking the frames they carry (see offer), in bytes: ~180 MB at most.
+MAX_PENDING = 256
 _BATCH = 64
 THUMBNAIL_WIDTH = 320
 _STOP = object()
@@ -60,7 +62,12 @@ class ChunkIndexer:
         return self
 
     def offer(self, pending: PendingChunk) -> None:
-        """Queue a chunk for the index; never blocks."""
+        """Queue a chunk for the index; never blocks. A frame more than twice the thumbnail's width is
+        subsampled first (a strided copy, ~0.2 ms for 720p), so the queue holds no full-size frames."""
+        frame = pending.frame
+        step = frame.shape[1] // (2 * THUMBNAIL_WIDTH) if frame is not None else 0
+        if frame is not None and step > 1:
+            pending = replace(pending, frame=np.ascontiguousarray(frame[::step, ::step]))
         try:
             self._queue.put_nowait(pending)
         except queue.Full:
@@ -80,12 +87,6 @@ class ChunkIndexer:
             log.info("search index: %d chunk(s) of %s removed", removed, owner_id)
         self.metrics.index_size.set(len(self.index))
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until what was offered so far is written (tests, shutdown)."""
-        done = threading.Event()
-        self._queue.put(done, timeout=timeout)
-        done.wait(timeout)
-
     def close(self, timeout: float = 10.0) -> None:
         if self._thread.is_alive():
             self._queue.put(_STOP)
@@ -93,28 +94,20 @@ class ChunkIndexer:
         self.index.close()
 
     def _run(self) -> None:
+        """Write what is queued in batches of up to _BATCH, until _STOP."""
         while True:
             item = self._queue.get()
             batch: list[PendingChunk] = []
-            markers: list[threading.Event] = []
-            stop = False
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    markers.append(item)
-                elif isinstance(item, PendingChunk):
-                    batch.append(item)
-                if stop or len(batch) >= _BATCH:
+            while isinstance(item, PendingChunk):
+                batch.append(item)
+                if len(batch) >= _BATCH:
                     break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             self._write(batch)
-            for marker in markers:
-                marker.set()
-            if stop:
+            if item is _STOP:
                 return
 
     def _write(self, batch: list[PendingChunk]) -> None:

@@ -3,9 +3,9 @@
 The two convolutional networks (EfficientNet-Lite0, SSDLite-MobileNetV2) are mostly depthwise and 1x1
 convolutions on small inputs, where torch's CPU kernels are slow: on 2 cores at batch 8, ONNX Runtime runs
 them about 2-3x faster (bench/people_bench.py prints both). MiniLM's text encoder runs a short text about
-3x faster there (torch's per-op overhead dominates at batch 1; bench/text_bench.py). So on the CPU each
-network is exported once with torch.onnx (the dynamo exporter, batch and sequence sizes left free) into
-the model cache, keyed by its weights, and later starts load the file in well under a second. On a GPU,
+twice as fast there (torch's per-op overhead dominates at batch 1; bench/text_bench.py). So on the CPU
+each network is exported once with torch.onnx (the dynamo exporter, batch and sequence sizes left free)
+into the model cache, keyed by its weights, and later starts load the file instead. On a GPU,
 and wherever the export or its check fails, the torch module runs as before (with a warning in the
 second case).
 
@@ -22,6 +22,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,20 @@ _CHECK_TOLERANCE = 1e-3
 # The largest size of a free axis (batch, sequence): the bundled networks take up to 1024 frames or texts.
 _MAX_DIM_SIZE = 1024
 
-# A batch of uint8 RGB pixels (n, height, width, 3) -> the network's outputs.
-Net = Callable[[torch.Tensor], list[torch.Tensor]]
 # The network's inputs by name (in its forward()'s order) -> its outputs.
 Run = Callable[[Mapping[str, torch.Tensor]], list[torch.Tensor]]
+
+
+@dataclass(frozen=True, slots=True)
+class Net:
+    """A batch of uint8 RGB pixels (n, height, width, 3) -> the network's outputs, in ONNX Runtime or in
+    torch (`in_onnx_runtime` says which: an export that failed falls back quietly but for a warning)."""
+
+    run: Callable[[torch.Tensor], list[torch.Tensor]]
+    in_onnx_runtime: bool
+
+    def __call__(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        return self.run(pixels)
 
 
 def cpu_net(
@@ -63,11 +74,11 @@ def cpu_net(
         example = torch.randint(0, 256, (2, *input_shape), dtype=torch.uint8, generator=generator)
         run = onnx_run(module, {"x": example}, {"x": {0: "batch"}}, name, cache_dir)
         if run is not None:
-            return lambda x: run({"x": x})
+            return Net(lambda x: run({"x": x}), in_onnx_runtime=True)
     # channels_last: oneDNN runs depthwise convolutions faster in this layout (and NHWC pixels permuted
     # to NCHW are already laid out so).
     module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing in the stubs
-    return lambda x: _as_list(module(x))
+    return Net(lambda x: _as_list(module(x)), in_onnx_runtime=False)
 
 
 def on_cpu(module: torch.nn.Module) -> bool:
@@ -118,7 +129,7 @@ def _session(
     options.inter_op_num_threads = 1
     # Idle worker threads sleep rather than spin: the decoders need those cores between batches.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    path = _cache_path(module, example, name, cache_dir)
+    path = _cache_path(module, example, dynamic, name, cache_dir)
     if path is not None and path.is_file():
         try:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -164,13 +175,24 @@ def _export(
 
 
 def _cache_path(
-    module: torch.nn.Module, example: Mapping[str, torch.Tensor], name: str, cache_dir: Path | None
+    module: torch.nn.Module,
+    example: Mapping[str, torch.Tensor],
+    dynamic: Mapping[str, Mapping[int, str]],
+    name: str,
+    cache_dir: Path | None,
 ) -> Path | None:
-    """A file name that changes with the weights, the inputs' shapes, torch and this module's export."""
+    """A file name that changes with the weights, the inputs (free axes as names), the free axes' limit,
+    torch, ONNX Runtime and this module's export."""
     if cache_dir is None:
         return None
-    inputs = " ".join(f"{k}:{tuple(v.shape[1:])}:{v.dtype}" for k, v in example.items())
-    digest = hashlib.sha256(f"{_EXPORT_VERSION} {torch.__version__} {inputs}".encode())
+    import onnxruntime
+
+    inputs = " ".join(
+        f"{k}:{[dynamic.get(k, {}).get(axis, size) for axis, size in enumerate(v.shape)]}:{v.dtype}"
+        for k, v in example.items()
+    )
+    versions = f"{_EXPORT_VERSION} {_MAX_DIM_SIZE} {torch.__version__} {onnxruntime.__version__}"
+    digest = hashlib.sha256(f"{versions} {inputs}".encode())
     for key, tensor in module.state_dict().items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy())  # hashed in place, no bytes copy

@@ -2,14 +2,14 @@
 
 For a model that is a transformer followed by mean pooling and L2 normalisation (all-MiniLM-L6-v2, the
 bundled model's text half), those three steps are one exported graph: token ids and mask in, unit vectors
-out. A short text then takes ~5 ms instead of ~16 ms in torch on 2 cores (torch's per-op overhead
-dominates at batch 1); a batch of 64 is compute-bound and runs at about the same speed in both. Other
+out. A short text then runs about twice as fast as in torch on 2 cores (torch's per-op overhead dominates
+at batch 1); a batch of 64 is compute-bound and runs at about the same speed in both
+(bench/text_bench.py prints both in-process). Other
 models, a GPU, `onnx_runtime=False` and a failed export run `SentenceTransformer.encode` as before.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,6 @@ import torch
 
 from rtvi.core.models.common import batched
 from rtvi.core.models.cpu_runtime import Run, on_cpu, onnx_run
-
-log = logging.getLogger(__name__)
 
 _AXES = {0: "batch", 1: "sequence"}
 # Export and check inputs: two texts of different lengths, so that padding and the mask are exercised.

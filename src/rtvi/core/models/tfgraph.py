@@ -231,12 +231,17 @@ class _SameConv(torch.nn.Module):
         return F.conv2d(x, weight, self.bias, self.stride, pads, 1, self.groups)
 
 
+# What Shape reports for the batch size (see ConvNet): not a size a real tensor has, nor TF's -1.
+_BATCH = -(2**31) + 1
+
+
 class ConvNet(torch.nn.Module):
     """The graph from `input_name` (NHWC float) to `outputs`, evaluated in NCHW with folded convolutions.
 
     `forward` takes an NCHW tensor and returns the outputs in the graph's own layout (reshapes and
     concats see NHWC order), so they equal what TensorFlow computes. The batch size is never read as a
-    number (Shape reports it as -1, Reshape keeps the input's), so the module exports with it free.
+    number (Shape reports it as _BATCH, which Reshape replaces with the input's batch; any other target
+    is TensorFlow's), so the module exports with it free.
     """
 
     def __init__(self, graph: TfGraph, input_name: str, outputs: Sequence[str]) -> None:
@@ -319,17 +324,18 @@ class ConvNet(torch.nn.Module):
         if op in ("Add", "AddV2"):
             return args[0] + args[1]
         if op == "Shape":  # the NHWC shape TF would report, but for the batch size: a number read here
-            # would be a constant in an exported network. The box predictors only pass it to their
-            # Reshape, which keeps the batch dimension.
+            # would be a constant in an exported network, so it is _BATCH, which Reshape reads as "the
+            # input's batch".
             _, c, h, w = args[0].shape
-            return np.array([-1, h, w, c], dtype=np.int32)
+            return np.array([_BATCH, h, w, c], dtype=np.int32)
         if op == "StridedSlice":
             return _strided_slice(extra, *args)
         if op == "Pack":
             return np.stack([np.asarray(a) for a in args], axis=extra.attr["axis"].i)
         if op == "Reshape":
             x = args[0].permute(0, 2, 3, 1) if args[0].dim() == 4 else args[0]
-            return x.reshape(x.shape[0], *(int(d) for d in args[1][1:]))
+            target = [int(d) for d in args[1]]
+            return x.reshape(*(x.shape[0] if d == _BATCH else d for d in target))
         if op == "ConcatV2":
             return torch.cat(args[:-1], dim=int(args[-1]))
         raise AssertionError(op)

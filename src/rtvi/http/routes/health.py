@@ -39,7 +39,7 @@ def _checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
     return {"model": model, "storage": storage, "live": live}
 
 
-async def _bus_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
+async def _informational_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
     """Kafka / Redis connectivity and the search index. Shown, but never a reason to be unready: results
     and errors wait in their queues while a broker is away, taking the service out of rotation would not
     bring it back, and generate requests do not need the index."""
@@ -85,8 +85,8 @@ def _health(
 @router.get("/v1/ready")
 async def ready(detailed: bool = Query(False), core: ServiceCore = Depends(get_core)) -> Response:
     """200 once the model is loaded and storage is usable; 503 before."""
-    bus = await _bus_checks(core) if detailed else None
-    return _health(core, detailed, ready=True, informational=bus)
+    shown = await _informational_checks(core) if detailed else None
+    return _health(core, detailed, ready=True, informational=shown)
 
 
 @router.get("/v1/live")
@@ -114,7 +114,7 @@ async def nim_live(detailed: bool = Query(False), core: ServiceCore = Depends(ge
 async def nim_ready(detailed: bool = Query(False), core: ServiceCore = Depends(get_core)) -> Response:
     """The NIM-style readiness alias (spec §1.2); `detailed` gives /v1/ready's detailed JSON."""
     if detailed:
-        return _health(core, True, ready=True, informational=await _bus_checks(core))
+        return _health(core, True, ready=True, informational=await _informational_checks(core))
     return _nim_health(core, ready=True)
 
 

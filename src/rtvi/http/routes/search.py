@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends
@@ -60,14 +61,10 @@ async def search(body: SearchRequest, core: ServiceCore = Depends(get_core)) -> 
         raise InvalidParameters("Give either query (a text) or image (a data: URI)")
     if body.query is not None and not body.query.strip():
         raise InvalidParameters("The search query must not be empty")
-    window = _window(body.start_time, body.end_time)
-    where = SearchFilter(
+    where = replace(
+        _window(body.start_time, body.end_time),
         asset_ids=body.asset_ids or (),
         stream_ids=body.stream_ids or (),
-        abs_from=window.abs_from,
-        abs_to=window.abs_to,
-        offset_from=window.offset_from,
-        offset_to=window.offset_to,
     )
     assert core.query_vector is not None
     vector = await core.query_vector(body.query, body.image)

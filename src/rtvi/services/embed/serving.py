@@ -92,7 +92,7 @@ class EmbedServing:
 
     async def start(self) -> None:
         self.batcher.start()
-        self.core.open_index(
+        await self.core.open_index(
             self.embedder.id, self.embedder.dim, lambda vector: (vector, None), self.query_vector
         )
 
