@@ -3,7 +3,7 @@
 The two convolutional networks (EfficientNet-Lite0, SSDLite-MobileNetV2) are mostly depthwise and 1x1
 convolutions on small inputs, where torch's CPU kernels are slow: on 2 cores at batch 8, ONNX Runtime runs
 them about 2-3x faster (bench/people_bench.py prints both). MiniLM's text encoder runs a short text about
-twice as fast there (torch's per-op overhead dominates at batch 1; bench/text_bench.py). So on the CPU
+3x as fast there (torch's per-op overhead dominates at batch 1; bench/text_bench.py). So on the CPU
 each network is exported once with torch.onnx (the dynamo exporter, batch and sequence sizes left free)
 into the model cache, keyed by its weights, and later starts load the file instead. On a GPU,
 and wherever the export or its check fails, the torch module runs as before (with a warning in the

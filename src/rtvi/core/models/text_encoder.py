@@ -2,9 +2,8 @@
 
 For a model that is a transformer followed by mean pooling and L2 normalisation (all-MiniLM-L6-v2, the
 bundled model's text half), those three steps are one exported graph: token ids and mask in, unit vectors
-out. A short text then runs about twice as fast as in torch on 2 cores (torch's per-op overhead dominates
-at batch 1); a batch of 64 is compute-bound and runs at about the same speed in both
-(bench/text_bench.py prints both in-process). Other
+out. A short text then runs about 3x as fast as in torch on 2 cores (torch's per-op overhead dominates at
+batch 1); a batch of 64 is compute-bound and gains nothing (bench/text_bench.py prints both in-process). Other
 models, a GPU, `onnx_runtime=False` and a failed export run `SentenceTransformer.encode` as before.
 """
 
