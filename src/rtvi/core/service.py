@@ -27,7 +27,7 @@ from rtvi.core.assets.store import AssetStore
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
 from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
-from rtvi.core.index.writer import ChunkIndexer, PendingChunk
+from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.hwaccel import decode_accel
 from rtvi.core.media.times import unix_to_iso
@@ -44,7 +44,8 @@ from rtvi.settings import Settings
 log = logging.getLogger(__name__)
 
 Out = TypeVar("Out")
-# A chunk's output -> what the index keeps of it: its vector (None: not indexed) and caption.
+# A chunk's output -> what the index keeps of it: its vector and caption. A caption without a vector is
+# embedded by the index's caption encoder (see open_index); neither: not indexed.
 IndexEntryOf = Callable[[Any], tuple["npt.NDArray[np.float32] | None", str | None]]
 # A search's query (text, or an image as a data: URI) -> its vector, in the index's space.
 QueryVector = Callable[[str | None, str | None], Awaitable["npt.NDArray[np.float32]"]]
@@ -155,14 +156,20 @@ class ServiceCore:
         self.streams.resume_auto_started()
 
     async def open_index(
-        self, model_id: str, dim: int, entry_of: IndexEntryOf, query_vector: QueryVector
+        self,
+        model_id: str,
+        dim: int,
+        entry_of: IndexEntryOf,
+        query_vector: QueryVector,
+        embed_captions: EmbedTexts | None = None,
     ) -> None:
-        """Index every chunk from now on (RTVI_SEARCH_INDEX), in the collection of `model_id` and `dim`.
+        """Index every chunk from now on (RTVI_SEARCH_INDEX), in the collection of `model_id` and `dim`
+        (`embed_captions`: how chunks that carry only a caption get their vector, on the index's thread).
         Loading the collection's vectors reads them all from disk: in a thread, not on the event loop."""
         if not self.settings.search_index or self.indexer is not None:
             return
         index = await asyncio.to_thread(ChunkIndex, self.store.storage.root / "index", model_id, dim)
-        self.indexer = ChunkIndexer(index, self.metrics).start()
+        self.indexer = ChunkIndexer(index, self.metrics, embed_captions=embed_captions).start()
         self._index_entry_of = entry_of
         self.query_vector = query_vector
         self.live.observers.append(self._index_live)
@@ -204,7 +211,7 @@ class ServiceCore:
         if self.indexer is None or self._index_entry_of is None:
             return
         vector, caption = self._index_entry_of(r.output)
-        if vector is None:
+        if vector is None and not caption:
             return
         width, height = asset.meta.get("width"), asset.meta.get("height")
         chunk = IndexedChunk(

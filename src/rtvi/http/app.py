@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from rtvi import __version__
 from rtvi.core.service import ModelStage, ServiceCore
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.core.telemetry.tracing import Tracing
-from rtvi.http.auth import declare_bearer_scheme, require_bearer_token
+from rtvi.http.auth import DOCS_ASSETS, declare_bearer_scheme, require_bearer_token
 from rtvi.http.errors import ERROR_RESPONSES, install_error_handlers
 from rtvi.http.limits import BodyLimit
 from rtvi.http.routes import config, files, health, streams
 from rtvi.http.spec import ServiceSpec
+from rtvi.http.ui import ui
 from rtvi.settings import Settings
 
 SHARED_ROUTERS = (health.router, files.router, streams.router, config.router)
@@ -48,7 +50,14 @@ def build_app(
             await core.close()
             tracing.shutdown()
 
-    app = FastAPI(title=spec.title, version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES)
+    # Swagger UI and ReDoc from the fastapi-offline package, not a CDN: the docs work offline.
+    app = FastAPIOffline(
+        title=spec.title,
+        version=__version__,
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        static_url=DOCS_ASSETS,
+    )
     install_error_handlers(app)
     tracing.instrument(app)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_request_body_mb * 2**20))
@@ -57,4 +66,5 @@ def build_app(
         require_bearer_token(app, settings.api_key)
     for router in (*SHARED_ROUTERS, *spec.routers):
         app.include_router(router)
+    ui.mount(app, spec.name)
     return app

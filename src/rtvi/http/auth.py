@@ -13,10 +13,30 @@ from fastapi.responses import Response
 
 from rtvi.http.errors import Unauthorized, error_response
 
-# Probes and docs stay open, so orchestrators need no secret.
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts and styles
+UI_PATH = "/ui"  # the web page's shell and assets: no data (the page asks for the key, then calls the API)
+# Probes, docs and the web page's shell stay open, so orchestrators and browsers need no secret.
 PUBLIC_PATHS = frozenset(
-    {"/v1/ready", "/v1/live", "/v1/startup", "/v1/metadata", "/v1/version", "/docs", "/openapi.json"}
+    {
+        "/v1/ready",
+        "/v1/live",
+        "/v1/startup",
+        "/v1/metadata",
+        "/v1/version",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        UI_PATH,
+    }
 )
+PUBLIC_PREFIXES = (DOCS_ASSETS + "/", UI_PATH + "/")
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 SCHEME_NAME = "Token"  # the reference's name for its bearer scheme
 
 
@@ -31,7 +51,7 @@ def require_bearer_token(app: FastAPI, api_key: str) -> None:
 
     @app.middleware("http")
     async def check(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path not in PUBLIC_PATHS:
+        if not is_public(request.url.path):
             token = bearer_token(request.headers.get("authorization", ""))
             if token is None or not hmac.compare_digest(token.encode(), expected):
                 response = error_response(Unauthorized("Missing or invalid bearer token"))

@@ -373,6 +373,10 @@ class SearchHit(BaseModel):
     chunk_idx: int
     start_time: str
     end_time: str
+    # Seconds into the file (files only; start_time is wall clock when the file has a creation_time):
+    # where a player seeks to.
+    start_offset: float | None = None
+    end_offset: float | None = None
     score: float
     thumbnail_url: str | None = None
     caption: str | None = None

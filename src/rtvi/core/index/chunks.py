@@ -63,7 +63,7 @@ class IndexedChunk:
     abs_end: float | None
     start_time: str
     end_time: str
-    vector: npt.NDArray[np.float32]
+    vector: npt.NDArray[np.float32] | None  # None: the writer embeds the caption
     caption: str | None = None
     thumbnail_jpeg: bytes | None = None
 
@@ -128,6 +128,8 @@ class Hit:
     live: bool
     source: str
     chunk_idx: int
+    start_s: float  # media seconds (files) or Unix seconds (live)
+    end_s: float
     start_time: str
     end_time: str
     caption: str | None
@@ -135,7 +137,9 @@ class Hit:
     score: float
 
 
-_HIT_COLUMNS = "entry_id, owner_id, live, source, chunk_idx, start_time, end_time, caption, thumbnail"
+_HIT_COLUMNS = (
+    "entry_id, owner_id, live, source, chunk_idx, start_s, end_s, start_time, end_time, caption, thumbnail"
+)
 
 
 class _Vectors:
@@ -220,7 +224,9 @@ class ChunkIndex:
         """Add chunks, replacing an entry with the same owner and key. All or nothing."""
         if not chunks:
             return
-        matrix = np.stack([_unit(c.vector, self.dim) for c in chunks])
+        if any(c.vector is None for c in chunks):
+            raise ValueError("every chunk needs its vector before it is written")
+        matrix = np.stack([_unit(c.vector, self.dim) for c in chunks if c.vector is not None])
         with self._lock:
             written: list[int] = []
             replaced: list[int] = []
@@ -308,27 +314,17 @@ class ChunkIndex:
                     [i for i, _ in found],
                 )
             }
-        hits = []
-        for row_id, score in found:
-            row = rows.get(row_id)
-            if row is None:
-                continue
-            entry_id, owner_id, live, source, chunk_idx, start_time, end_time, caption, thumb = row
-            hits.append(
-                Hit(
-                    entry_id,
-                    owner_id,
-                    bool(live),
-                    source,
-                    chunk_idx,
-                    start_time,
-                    end_time,
-                    caption,
-                    bool(thumb),
-                    score,
-                )
-            )
-        return hits
+        return [_hit(rows[row_id], score) for row_id, score in found if row_id in rows]
+
+    def latest(self, owner_id: str, limit: int) -> list[Hit]:
+        """The `limit` latest chunks of a file or stream, in time order (a timeline; score 0)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_HIT_COLUMNS} FROM chunks WHERE collection = ? AND owner_id = ?"
+                " ORDER BY start_s DESC, chunk_idx DESC LIMIT ?",
+                (self.collection, owner_id, limit),
+            ).fetchall()
+        return [_hit(row, 0.0) for row in reversed(rows)]
 
     def thumbnail(self, entry_id: str) -> Path | None:
         """The JPEG file of an entry, or None (unknown entry, or indexed without one)."""
@@ -351,6 +347,24 @@ class ChunkIndex:
 
     def _thumbnail_file(self, owner_id: str, entry_id: str) -> Path:
         return self._owner_dir(owner_id) / f"{entry_id}.jpg"
+
+
+def _hit(row: Sequence[object], score: float) -> Hit:
+    entry_id, owner_id, live, source, chunk_idx, start_s, end_s, start_time, end_time, caption, thumb = row
+    return Hit(
+        str(entry_id),
+        str(owner_id),
+        bool(live),
+        str(source),
+        int(chunk_idx),  # type: ignore[call-overload]
+        float(start_s),  # type: ignore[arg-type]
+        float(end_s),  # type: ignore[arg-type]
+        str(start_time),
+        str(end_time),
+        None if caption is None else str(caption),
+        bool(thumb),
+        score,
+    )
 
 
 def _unit(vector: npt.NDArray[np.float32], dim: int) -> npt.NDArray[np.float32]:

@@ -3,7 +3,9 @@
 Results are offered to a bounded queue (never blocking; a full queue drops the chunk, counted in
 `rtvi_index_chunks_dropped` and logged) and one thread drains it: it encodes each chunk's thumbnail (a
 JPEG of one sampled frame, 320 pixels wide, in the source's aspect ratio) and writes the chunks in
-batches. A failing write is kept as the index's error for /v1/ready?detailed=true and counted in
+batches. Chunks that come with a caption but no vector (the VLM service) get one here, from the text
+encoder the service gives, so captions are embedded off the results path too. A failing write is kept
+as the index's error for /v1/ready?detailed=true and counted in
 `rtvi_index_errors_total`; generate requests never see it.
 """
 
@@ -13,15 +15,18 @@ import io
 import logging
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
 from rtvi.core.media.types import Frame
 from rtvi.core.telemetry.metrics import Metrics
 
+EmbedTexts = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 log = logging.getLogger(__name__)
 
 # Bounded in chunks and, by shrinking the frames they carry (see offer), in bytes: ~180 MB at most.
@@ -48,9 +53,16 @@ def thumbnail_jpeg(frame: Frame, aspect: float | None) -> bytes:
 
 
 class ChunkIndexer:
-    def __init__(self, index: ChunkIndex, metrics: Metrics, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        index: ChunkIndex,
+        metrics: Metrics,
+        max_pending: int = MAX_PENDING,
+        embed_captions: EmbedTexts | None = None,
+    ) -> None:
         self.index = index
         self.metrics = metrics
+        self.embed_captions = embed_captions  # for chunks indexed by caption: their text's vector
         self.error: str | None = None
         self._queue: queue.Queue[object] = queue.Queue(max_pending)
         self._thread = threading.Thread(target=self._run, name="chunk-indexer", daemon=True)
@@ -114,7 +126,7 @@ class ChunkIndexer:
         if not batch:
             return
         try:
-            chunks = [self._with_thumbnail(p) for p in batch]
+            chunks = self._with_vectors([self._with_thumbnail(p) for p in batch])
             self.index.upsert(chunks)
         except Exception as exc:
             self._failed(exc)
@@ -128,6 +140,18 @@ class ChunkIndexer:
         if pending.frame is None:
             return pending.chunk
         return replace(pending.chunk, thumbnail_jpeg=thumbnail_jpeg(pending.frame, pending.aspect))
+
+    def _with_vectors(self, chunks: list[IndexedChunk]) -> list[IndexedChunk]:
+        """Embed, in one call, the captions of the chunks that came without a vector."""
+        missing = [i for i, c in enumerate(chunks) if c.vector is None]
+        if not missing:
+            return chunks
+        if self.embed_captions is None:
+            raise ValueError("a chunk without a vector, and no caption encoder")
+        vectors = self.embed_captions([chunks[i].caption or "" for i in missing])
+        for i, vector in zip(missing, vectors, strict=True):
+            chunks[i] = replace(chunks[i], vector=vector)
+        return chunks
 
     def _failed(self, exc: Exception) -> None:
         self.error = f"{type(exc).__name__}: {exc}"

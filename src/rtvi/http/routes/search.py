@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
-from rtvi.core.index.chunks import ChunkIndex, SearchFilter
+from rtvi.core.index.chunks import ChunkIndex, Hit, SearchFilter
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, NoSuchResource, Unavailable
 from rtvi.http.deps import get_core
@@ -69,21 +70,39 @@ async def search(body: SearchRequest, core: ServiceCore = Depends(get_core)) -> 
     assert core.query_vector is not None
     vector = await core.query_vector(body.query, body.image)
     hits = await asyncio.to_thread(index.search, vector, body.top_k, where)
-    return SearchResponse(
-        data=[
-            SearchHit(
-                asset_id=h.owner_id,
-                stream_id=h.owner_id if h.live else None,
-                source=h.source,
-                chunk_idx=h.chunk_idx,
-                start_time=h.start_time,
-                end_time=h.end_time,
-                score=round(h.score, 6),
-                thumbnail_url=THUMBNAIL_PATH.format(entry_id=h.entry_id) if h.has_thumbnail else None,
-                caption=h.caption,
-            )
-            for h in hits
-        ]
+    return SearchResponse(data=[_rendered(h) for h in hits])
+
+
+@router.get("/chunks", response_model=SearchResponse)
+async def chunks(
+    asset_id: Annotated[str | None, Query(max_length=256)] = None,
+    stream_id: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    core: ServiceCore = Depends(get_core),
+) -> SearchResponse:
+    """The latest `limit` indexed chunks of one file or stream, in time order (score 0): a timeline."""
+    index = _index(core)
+    if (asset_id is None) == (stream_id is None):
+        raise InvalidParameters("Give either asset_id or stream_id")
+    owner = asset_id if asset_id is not None else stream_id
+    assert owner is not None
+    hits = await asyncio.to_thread(index.latest, owner, limit)
+    return SearchResponse(data=[_rendered(h) for h in hits if h.live == (stream_id is not None)])
+
+
+def _rendered(h: Hit) -> SearchHit:
+    return SearchHit(
+        asset_id=h.owner_id,
+        stream_id=h.owner_id if h.live else None,
+        source=h.source,
+        chunk_idx=h.chunk_idx,
+        start_time=h.start_time,
+        end_time=h.end_time,
+        start_offset=None if h.live else round(h.start_s, 3),
+        end_offset=None if h.live else round(h.end_s, 3),
+        score=round(h.score, 6),
+        thumbnail_url=THUMBNAIL_PATH.format(entry_id=h.entry_id) if h.has_thumbnail else None,
+        caption=h.caption,
     )
 
 

@@ -28,6 +28,5 @@ SPEC = ServiceSpec(
     core=CORE,
     title="RTVI Embed Microservice API",
     load_stage=load_stage,
-    # Search is the embedding service's until the VLM service indexes its captions (issue 12).
     routers=[routes.router, search.router],
 )

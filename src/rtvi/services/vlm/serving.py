@@ -9,6 +9,7 @@ the JSON / SSE items and the metrics all use that reading.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -16,11 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.media.types import Frame
 from rtvi.core.models.info import ModelInfo
+from rtvi.core.models.text_encoder import SentenceEncoder
 from rtvi.core.pipeline.results import ChunkResult, FrameSampling
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, MalformedRequest, RtviError
@@ -46,6 +50,8 @@ from rtvi.services.vlm.protocol import (
 log = logging.getLogger(__name__)
 
 CAPTIONS_FAILED = "Failed to generate captions."
+# Captions are searched by their text's embedding: one collection whatever VLM wrote them.
+CAPTION_COLLECTION = "captions-all-minilm-l6-v2"
 API_TYPE = "vlm"
 MAX_FRAMES_PER_CHUNK = 512  # -1 ("all frames") of a long chunk is capped here
 DEFAULT_VIDEO_FPS = 30.0  # for "all frames" when the stream's rate is unknown
@@ -115,9 +121,12 @@ def output_format(rf: ResponseFormat) -> OutputFormat:
 
 
 class VlmServing:
-    def __init__(self, core: ServiceCore, vlm: VisionLanguageModel) -> None:
+    def __init__(
+        self, core: ServiceCore, vlm: VisionLanguageModel, captions: SentenceEncoder | None = None
+    ) -> None:
         self.core = core
         self.vlm = vlm
+        self.captions = captions  # embeds captions for the search index (None: no index)
         self.settings = core.settings
         self.metrics = VlmMetrics(core.metrics.registry)
         self.audio_support = self.settings.vlm_supports_audio and vlm.accepts_audio
@@ -137,7 +146,16 @@ class VlmServing:
 
     # --- ModelStage ---------------------------------------------------------------------------
     async def start(self) -> None:
-        return None
+        if self.captions is not None:
+            await self.core.open_index(
+                CAPTION_COLLECTION, self.captions.dim, _indexed, self.query_vector, self.captions.encode
+            )
+
+    async def query_vector(self, text: str | None, image: str | None) -> npt.NDArray[np.float32]:
+        """A search query: captions are text, so only a text can be compared with them."""
+        if image is not None or self.captions is None:
+            raise InvalidParameters("This service indexes captions: search them with a text query")
+        return (await asyncio.to_thread(self.captions.encode, [text or ""]))[0]
 
     async def stop(self) -> None:
         await self.vlm.close()
@@ -331,6 +349,12 @@ def sampling_params(
         ignore_eos=o.ignore_eos,
         stop=tuple(stop),
     )
+
+
+def _indexed(caption: Caption) -> tuple[None, str | None]:
+    """What the search index keeps of a chunk: its caption (the index embeds it); not a failed chunk."""
+    text = caption.answer.content.strip()
+    return None, (text[:4000] if text and not caption.error else None)
 
 
 class CaptionRendering:

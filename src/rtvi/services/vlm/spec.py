@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from rtvi.core.bus.publisher import BusTopics
+from rtvi.core.models.bundled import load_caption_encoder
 from rtvi.core.service import CoreConfig, ServiceCore
+from rtvi.http.routes import search
 from rtvi.http.spec import ServiceSpec
 from rtvi.services.vlm import routes
 from rtvi.services.vlm.messages import build_incident, build_vision_llm
@@ -20,8 +22,11 @@ CORE = CoreConfig(
 
 
 def load_stage(core: ServiceCore) -> VlmServing:
-    """The configured VLM backend (see models.registry)."""
-    return VlmServing(core, load_vlm(core.settings))
+    """The configured VLM backend (see models.registry), and the text encoder its captions are indexed
+    with when the search index is on."""
+    settings = core.settings
+    captions = load_caption_encoder(settings) if settings.search_index else None
+    return VlmServing(core, load_vlm(settings), captions)
 
 
-SPEC = ServiceSpec(core=CORE, title="RTVI API", load_stage=load_stage, routers=[routes.router])
+SPEC = ServiceSpec(core=CORE, title="RTVI API", load_stage=load_stage, routers=[routes.router, search.router])
