@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import CREATION_TIME, upload
-from tests.servers import RtviServer
+from tests.rtsp_server import RtspServer, gst_available
+from tests.servers import RtviServer, free_port
+from tests.sse_client import SseReader
 
 SCENES = {"a cat": ("0.0", "10.0"), "a rocket": ("10.0", "20.0"), "a cup of coffee": ("20.0", "30.0")}
 
@@ -139,3 +141,83 @@ def test_an_image_finds_its_scene(sc: httpx.Client, scenes: str, media: dict[str
     uri = "data:image/png;base64," + base64.b64encode(media["rocket_png"].read_bytes()).decode()
     best = search(sc, image=uri, top_k=1)[0]
     assert (best["start_time"], best["end_time"]) == SCENES["a rocket"]
+
+
+def test_a_files_timeline_lists_its_chunks_in_order(sc: httpx.Client, scenes: str) -> None:
+    r = sc.get("/v1/search/chunks", params={"asset_id": scenes})
+    assert r.status_code == 200, r.text
+    chunks = r.json()["data"]
+    assert [(c["chunk_idx"], c["start_offset"], c["end_offset"]) for c in chunks] == [
+        (0, 0.0, 10.0),
+        (1, 10.0, 20.0),
+        (2, 20.0, 30.0),
+    ]
+    assert all(c["asset_id"] == scenes and c["thumbnail_url"] for c in chunks)
+    latest = sc.get("/v1/search/chunks", params={"asset_id": scenes, "limit": 1}).json()["data"]
+    assert [c["chunk_idx"] for c in latest] == [2]
+    assert sc.get("/v1/search/chunks", params={"stream_id": scenes}).json()["data"] == []  # a file
+    for params in ({}, {"asset_id": scenes, "stream_id": "x"}, {"asset_id": scenes, "limit": 0}):
+        r = sc.get("/v1/search/chunks", params=params)
+        assert r.status_code in (400, 422) and set(r.json()) == {"code", "message"}, (params, r.text)
+
+
+# --- the VLM service: captions are indexed and searched by their text -------------------------------
+@pytest.fixture(scope="module")
+def vlm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
+    srv = RtviServer(tmp_path_factory.mktemp("search-vlm") / "assets", service="vlm").start()
+    yield srv
+    srv.stop()
+
+
+def test_vlm_captions_are_searchable(vlm_server: RtviServer, media: dict[str, Path]) -> None:
+    with vlm_server.client() as c:
+        model = c.get("/v1/models").json()["data"][0]["id"]
+        file_id = upload(c, media["cat_rocket"]).json()["id"]
+        r = c.post(
+            "/v1/generate_captions",
+            json={"id": file_id, "model": model, "prompt": "Describe the scene", "chunk_duration": 10},
+        )
+        assert r.status_code == 200, r.text
+        captions = [ch["content"] for ch in r.json()["chunk_responses"]]
+        wait_indexed(c, file_id, 2)
+        for query, start in (("a tabby cat", "0.0"), ("a rocket launch", "10.0")):
+            best = search(c, query=query, top_k=2)[0]
+            assert (best["asset_id"], best["start_time"]) == (file_id, start), (query, captions)
+            assert best["caption"] == captions[int(float(start) // 10)]  # the chunk's own caption
+            assert c.get(best["thumbnail_url"]).headers["content-type"] == "image/jpeg"
+        image = "data:image/png;base64,AAAA"
+        r = c.post("/v1/search", json={"image": image})
+        assert r.status_code == 400 and "text" in r.json()["message"]
+
+
+# --- live streams: their chunks become searchable while they run ------------------------------------
+@pytest.mark.skipif(not gst_available(), reason="needs Debian's gst-rtsp-server (make rtsp-deps)")
+def test_a_live_streams_chunks_are_searchable_while_it_runs(
+    search_server: RtviServer, sc: httpx.Client, tmp_path: Path
+) -> None:
+    camera = RtspServer(free_port(), tmp_path).start()
+    try:
+        r = sc.post(
+            "/v1/streams/add", json={"streams": [{"liveStreamUrl": camera.url, "description": "dock"}]}
+        )
+        stream_id = r.json()["results"][0]["id"]
+        model = sc.get("/v1/models").json()["data"][0]["id"]
+        body = {"id": stream_id, "model": model, "stream": True, "chunk_duration": 2}
+        reader = SseReader(search_server.url, body)
+        try:
+            deadline = time.monotonic() + 60
+            hits: list[dict] = []  # type: ignore[type-arg]
+            while len(hits) < 2 and time.monotonic() < deadline:
+                hits = search(sc, query="a test pattern", top_k=10, stream_ids=[stream_id])
+                time.sleep(0.3)
+            assert len(hits) >= 2, reader.status  # found while the stream runs
+            assert all(h["stream_id"] == stream_id and h["source"] == "dock" for h in hits)
+            assert all(h["start_time"].endswith("Z") and h["start_offset"] is None for h in hits)
+            timeline = sc.get("/v1/search/chunks", params={"stream_id": stream_id}).json()["data"]
+            assert len(timeline) >= 2 and timeline == sorted(timeline, key=lambda h: h["start_time"])
+        finally:
+            reader.stop()
+        sc.delete(f"/v1/streams/delete/{stream_id}")
+        assert search(sc, query="a test pattern", stream_ids=[stream_id]) == []  # gone with the stream
+    finally:
+        camera.kill()

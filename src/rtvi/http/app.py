@@ -50,13 +50,15 @@ def build_app(
             await core.close()
             tracing.shutdown()
 
-    # Swagger UI and ReDoc from the fastapi-offline package, not a CDN: the docs work offline.
+    # Swagger UI from the fastapi-offline package, not a CDN: /docs works offline. No /redoc: ReDoc's
+    # bundle fetches its logo from a CDN whatever it is told.
     app = FastAPIOffline(
         title=spec.title,
         version=__version__,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
         static_url=DOCS_ASSETS,
+        redoc_url=None,
     )
     install_error_handlers(app)
     tracing.instrument(app)

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from rtvi.http.errors import Unauthorized, error_response
 
-DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts and styles
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's scripts and styles
 UI_PATH = "/ui"  # the web page's shell and assets: no data (the page asks for the key, then calls the API)
 # Probes, docs and the web page's shell stay open, so orchestrators and browsers need no secret.
 PUBLIC_PATHS = frozenset(
@@ -25,7 +25,6 @@ PUBLIC_PATHS = frozenset(
         "/v1/version",
         "/docs",
         "/docs/oauth2-redirect",
-        "/redoc",
         "/openapi.json",
         UI_PATH,
     }

@@ -1,0 +1,173 @@
+"""The web page (/ui) and the API docs (/docs) in a real browser: Debian's chromium driven by
+Playwright. The page uploads through its own form, lists the file, fills the timeline, searches, shows
+thumbnails and plays the moment; with an API key it asks once; nothing is loaded from outside the service."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import RtviServer
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (make browser-deps)"
+)
+KEY = "ui-test-key"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A browser tab on one service that records page errors and every URL it requests."""
+
+    def __init__(self, browser: Any, server: RtviServer) -> None:
+        self.server = server
+        self.context = browser.new_context()
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+
+    def open(self, path: str = "/ui") -> Any:
+        self.page.goto(self.server.url + path)
+        return self.page
+
+    def foreign_requests(self) -> list[str]:
+        own = (self.server.url + "/", "data:", "blob:")
+        return [u for u in self.requests if not u.startswith(own)]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
+    srv = RtviServer(tmp_path_factory.mktemp("ui") / "assets").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
+    srv = RtviServer(tmp_path_factory.mktemp("ui-key") / "assets", env={"RTVI_API_KEY": KEY}).start()
+    yield srv
+    srv.stop()
+
+
+def upload_through_page(page: Any, clip: Path) -> str:
+    """Upload with the page's form; wait until processed. -> the file's id, as the page lists it."""
+    page.wait_for_selector("body[data-ready=true]")
+    page.set_input_files("#file", str(clip))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_function(
+        "document.querySelector('#upload-status').textContent.includes('searchable')", timeout=90_000
+    )
+    assert page.locator("#upload-progress").evaluate("p => p.value") == 1  # the bar reached the end
+    item = page.locator("#file-list li", has_text=clip.name)
+    assert item.count() == 1
+    return str(item.get_attribute("data-file-id"))
+
+
+def search_through_page(page: Any, query: str) -> Any:
+    page.fill("input[type=search]", query)
+    page.press("input[type=search]", "Enter")
+    page.wait_for_function("document.querySelector('#search-status').textContent.includes('moment')")
+    return page.locator("#results li.result")
+
+
+def images_loaded(page: Any, selector: str) -> None:
+    page.wait_for_function(
+        f"[...document.querySelectorAll({selector!r})].every(i => i.complete && i.naturalWidth > 0)"
+    )
+
+
+def test_upload_search_and_play(browser: Any, ui_server: RtviServer, media: dict[str, Path]) -> None:
+    tab = Page(browser, ui_server)
+    page = tab.open()
+    file_id = upload_through_page(page, media["three_scenes"])
+    # The timeline: one thumbnail per 10 s chunk, in time order.
+    cards = page.locator("#timeline figure.chunk")
+    assert [cards.nth(i).get_attribute("data-start-time") for i in range(cards.count())] == [
+        "0.0",
+        "10.0",
+        "20.0",
+    ]
+    images_loaded(page, "#timeline img")
+
+    results = search_through_page(page, "a rocket")
+    first = results.first
+    assert (first.get_attribute("data-asset-id"), first.get_attribute("data-start-time")) == (file_id, "10.0")
+    assert "three_scenes.mp4" in first.inner_text()
+    images_loaded(page, "#results img")
+
+    first.click()  # plays the file from the moment
+    page.wait_for_function("document.querySelector('#player').currentTime >= 10", timeout=20_000)
+    assert page.evaluate("document.querySelector('#player').error") is None
+    assert page.locator("#player").get_attribute("data-asset-id") == file_id
+    assert not tab.errors, tab.errors
+    assert not tab.foreign_requests(), tab.foreign_requests()
+    tab.close()
+
+
+def test_with_an_api_key_the_page_asks_once(
+    browser: Any, keyed_server: RtviServer, media: dict[str, Path]
+) -> None:
+    tab = Page(browser, keyed_server)
+    page = tab.open()
+    dialog = page.locator("#key-dialog")
+    dialog.wait_for(state="visible")
+    page.fill("#api-key", "wrong-key")
+    page.click("#key-form button")
+    page.wait_for_selector("#key-error:not([hidden])")  # refused: asked again, saying so
+    page.fill("#api-key", KEY)
+    page.click("#key-form button")
+    file_id = upload_through_page(page, media["cat_rocket"])
+    first = search_through_page(page, "a cat").first
+    assert first.get_attribute("data-asset-id") == file_id
+    images_loaded(page, "#results img")  # thumbnails come through fetch with the key
+
+    page.reload()  # the key is kept for the session: no dialog the second time
+    page.wait_for_selector("body[data-ready=true]")
+    assert not dialog.is_visible()
+    assert page.locator("#file-list li", has_text="cat_rocket.mp4").count() == 1
+    assert not tab.errors, tab.errors
+    assert not [u for u in tab.requests if KEY in u]  # the key never travels in a URL
+    tab.close()
+
+
+def test_the_page_shell_is_public_but_the_api_is_not(keyed_server: RtviServer) -> None:
+    assert httpx.get(keyed_server.url + "/ui").status_code == 200
+    assert httpx.get(keyed_server.url + "/ui/assets/app.js").status_code == 200
+    assert httpx.get(keyed_server.url + "/v1/search/chunks", params={"asset_id": "x"}).status_code == 401
+    # A path that merely starts like the shell's is not let through.
+    assert httpx.get(keyed_server.url + "/ui/assets/../../v1/files?purpose=vision").status_code in (401, 404)
+
+
+def test_api_docs_render_offline(browser: Any, ui_server: RtviServer) -> None:
+    tab = Page(browser, ui_server)
+    # Offline: anything not served by the service itself fails.
+    tab.context.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(ui_server.url) else route.abort(),
+    )
+    page = tab.open("/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)  # operations rendered
+    assert "RTVI Embed Microservice API" in page.locator(".swagger-ui .info .title").inner_text()
+    assert page.locator(".swagger-ui .opblock-summary-path", has_text="/v1/search").count() >= 1
+    assert not tab.foreign_requests(), tab.foreign_requests()
+    tab.close()
