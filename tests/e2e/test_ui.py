@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_vlm import ALERT
 from tests.servers import RtviServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -170,4 +171,31 @@ def test_api_docs_render_offline(browser: Any, ui_server: RtviServer) -> None:
     assert "RTVI Embed Microservice API" in page.locator(".swagger-ui .info .title").inner_text()
     assert page.locator(".swagger-ui .opblock-summary-path", has_text="/v1/search").count() >= 1
     assert not tab.foreign_requests(), tab.foreign_requests()
+    tab.close()
+
+
+@pytest.fixture(scope="module")
+def vlm_ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
+    srv = RtviServer(tmp_path_factory.mktemp("ui-vlm") / "assets", service="vlm").start()
+    yield srv
+    srv.stop()
+
+
+def test_on_the_vlm_service_captions_and_alerts_fill_the_timeline(
+    browser: Any, vlm_ui_server: RtviServer, media: dict[str, Path]
+) -> None:
+    tab = Page(browser, vlm_ui_server)
+    page = tab.open()
+    page.wait_for_selector("body[data-ready=true]")
+    page.fill("#prompt", ALERT)
+    file_id = upload_through_page(page, media["cat_rocket"])
+    cards = page.locator("#timeline figure.chunk")
+    assert cards.count() == 2
+    first, second = (cards.nth(i) for i in range(2))
+    assert "cat" in first.locator(".caption").inner_text()
+    assert "alert" in str(first.get_attribute("class")) and "alert" not in str(second.get_attribute("class"))
+    images_loaded(page, "#timeline img")
+    best = search_through_page(page, "Anomaly Detected: Yes, a cat").first  # captions are what is searched
+    assert (best.get_attribute("data-asset-id"), best.get_attribute("data-start-time")) == (file_id, "0.0")
+    assert not tab.errors, tab.errors
     tab.close()

@@ -141,6 +141,7 @@ class ServiceCore:
         """Load the model stage (in a thread); a failure is kept for health and the error bus."""
         try:
             start = time.perf_counter()
+            log.info("loading the model; /v1/ready answers 200 once it is loaded")
             stage = await asyncio.to_thread(load_stage, self)
             await stage.start()
         except Exception as exc:
