@@ -22,6 +22,7 @@ import pytest
 from rtvi.core.bus.schema import ext_pb2
 from rtvi.core.bus.schema import schema_pb2 as nv
 from tests.conftest import upload
+from tests.e2e.test_cli import as_json, ok, rtvi
 from tests.kafka_redis import TansuBroker, consume
 from tests.media_factory import loudest_hz, make_clip, make_clip_from_images, scene_photos
 from tests.metrics_scrape import SPEC_METRICS, VLM_ONLY_METRICS, Scrape, exported_families
@@ -208,6 +209,20 @@ def test_captions_stream_as_sse_with_usage_last(offline: RtviServer, media: dict
     assert final["usage"]["completion_tokens"] == sum(
         e["chunk_responses"][0]["output_tokens"] for e in (first, second)
     )
+
+
+def test_the_cli_prints_captions_as_they_arrive(offline: RtviServer, media: dict[str, Path]) -> None:
+    """`rtvi caption FILE --prompt ...`: one line per chunk for people, one document with --json."""
+    shown = ok(rtvi("caption", media["cat_rocket"], "--prompt", "Describe", url=offline.url, key=None))
+    lines = shown.splitlines()
+    assert [line.split("]")[0] for line in lines] == ["[0.0-10.0", "[10.0-20.0"]
+    assert "cat" in lines[0] and "cat" not in lines[1]
+    doc = as_json(
+        rtvi("caption", media["cat_rocket"], "--prompt", ALERT, "--json", url=offline.url, key=None)
+    )
+    assert doc["source"] == "cat_rocket.mp4" and doc["prompt"] == ALERT
+    assert [c["chunk_id"] for c in doc["chunks"]] == [0, 1]
+    assert doc["chunks"][0]["content"].startswith("Anomaly Detected: Yes")
 
 
 def test_caption_requests_are_validated(offline: RtviServer, media: dict[str, Path]) -> None:
