@@ -98,6 +98,7 @@ MediaOpt = Annotated[
     MediaKind | None,
     typer.Option("--media-type", help="video or image (default: from the file's extension)."),
 ]
+SourceArg = Annotated[str, typer.Argument(help="A file, an http(s):// or s3:// URL, or an rtsp:// stream.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk", help="Chunk duration in seconds (0: the whole file).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model id (default: the service's model).")]
 
@@ -275,6 +276,36 @@ def _generate(
     return request_id
 
 
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What `embed` and `caption` are asked to run: a source, its media type, a model (None: the
+    service's), the generate path (also where a live run is stopped) and the verb shown while it runs."""
+
+    source: str
+    media: MediaKind | None
+    model: str | None
+    path: str
+    verb: str
+
+
+def _run_generation(
+    opts: Options,
+    job: Generation,
+    start: Callable[[RtviClient, str, str], Events],
+    on_chunk: Callable[[Target, int, Json], None],
+) -> tuple[Target, str, str | None]:
+    """Resolve the model, bring the source to the service, start the generation with
+    start(client, asset id, model id) and drive it. -> (target, model id, request id)."""
+    with _session(opts) as client:
+        model_id = job.model or client.default_model()  # first: a wrong URL or key fails before an upload
+        target = _target(client, job.source, job.media)
+        events = start(client, target.id, model_id)
+        request_id = _generate(
+            client, target, events, job.path, job.verb, lambda i, chunk: on_chunk(target, i, chunk)
+        )
+    return target, model_id, request_id
+
+
 # --- client commands ---------------------------------------------------------------------------------
 @app.command()
 def upload(
@@ -296,7 +327,7 @@ def upload(
 
 @app.command()
 def embed(
-    source: Annotated[str, typer.Argument(help="A file, an http(s):// or s3:// URL, or an rtsp:// stream.")],
+    source: SourceArg,
     chunk: ChunkOpt = 10,
     model: ModelOpt = None,
     media_type: MediaOpt = None,
@@ -311,21 +342,22 @@ def embed(
 
     opts = Options(url, api_key, as_json)
     chunks: list[Json] = []
-    with _session(opts) as client:
-        model_id = model or client.default_model()  # first: a wrong URL or key fails before an upload
-        target = _target(client, source, media_type)
 
-        def on_chunk(index: int, chunk_: Json) -> None:
-            row = {"chunk_idx": index, **chunk_}
-            if target.live and opts.json:
-                _print_json({"id": target.id, **row})  # JSON Lines: one chunk per line, as they come
-            elif target.live:
-                print(_embed_line(row), flush=True)
-            else:
-                chunks.append(row)
+    def on_chunk(target: Target, index: int, chunk_: Json) -> None:
+        row = {"chunk_idx": index, **chunk_}
+        if target.live and opts.json:
+            _print_json({"id": target.id, **row})  # JSON Lines: one chunk per line, as they come
+        elif target.live:
+            print(_embed_line(row), flush=True)
+        else:
+            chunks.append(row)
 
-        events = client.embed(target.id, model_id, chunk)
-        request_id = _generate(client, target, events, EMBED_PATH, "embedding", on_chunk)
+    target, model_id, request_id = _run_generation(
+        opts,
+        Generation(source, media_type, model, EMBED_PATH, "embedding"),
+        lambda client, asset_id, model_id: client.embed(asset_id, model_id, chunk),
+        on_chunk,
+    )
     if target.live:
         return
     if opts.json:
@@ -395,7 +427,7 @@ def search(
 
 @app.command()
 def caption(
-    source: Annotated[str, typer.Argument(help="A file, an http(s):// or s3:// URL, or an rtsp:// stream.")],
+    source: SourceArg,
     prompt: Annotated[str, typer.Option("--prompt", help="What to ask about each chunk.")],
     chunk: ChunkOpt = 10,
     model: ModelOpt = None,
@@ -409,20 +441,21 @@ def caption(
 
     opts = Options(url, api_key, as_json)
     chunks: list[Json] = []
-    with _session(opts) as client:
-        model_id = model or client.default_model()  # first: a wrong URL or key fails before an upload
-        target = _target(client, source, media_type)
 
-        def on_chunk(index: int, chunk_: Json) -> None:
-            if opts.json and target.live:
-                _print_json({"id": target.id, **chunk_})
-            elif opts.json:
-                chunks.append(chunk_)
-            else:
-                print(f"[{_times(chunk_)}] {chunk_.get('content', '')}", flush=True)
+    def on_chunk(target: Target, index: int, chunk_: Json) -> None:
+        if opts.json and target.live:
+            _print_json({"id": target.id, **chunk_})
+        elif opts.json:
+            chunks.append(chunk_)
+        else:
+            print(f"[{_times(chunk_)}] {chunk_.get('content', '')}", flush=True)
 
-        events = client.caption(target.id, model_id, prompt, chunk)
-        request_id = _generate(client, target, events, CAPTION_PATH, "captioning", on_chunk)
+    target, model_id, request_id = _run_generation(
+        opts,
+        Generation(source, media_type, model, CAPTION_PATH, "captioning"),
+        lambda client, asset_id, model_id: client.caption(asset_id, model_id, prompt, chunk),
+        on_chunk,
+    )
     if opts.json and not target.live:
         _print_json(
             {
