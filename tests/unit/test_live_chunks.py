@@ -81,6 +81,38 @@ def test_keyframe_pick_decodes_only_the_keyframe_nearest_each_target_within_its_
     assert done[0][1] == [1 * 30, 2 * 30, 3 * 30, 4 * 30, 6 * 30, 7 * 30, 8 * 30, 9 * 30]
 
 
+def decode_times(times: list[float], keys: set[int]) -> tuple[dict[str, float], list[list[int]]]:
+    """Keyframe-pick 10 s chunks of 8 frames. -> (stream time at which each decode was asked, frames)."""
+    p = planner(10, 0, 8, "keyframe")
+    src = Frames(times, keys)
+    when: dict[str, float] = {}
+    chunks = []
+    for i, t in enumerate(times):
+        src.seen = i + 1
+        asked = len(src.decoded)
+        chunks += [d.frames for d in p.advance(t, i in keys, src)]
+        when.update((d, t) for d in src.decoded[asked:])
+    return when, chunks
+
+
+def test_a_regular_gop_has_each_keyframe_chosen_as_it_arrives() -> None:
+    # GOP 1 s at 30 fps. Waiting for certainty, the keyframe at 9 s (target 9.375 s) would be chosen at
+    # 9.75 s; once three equal intervals show the rhythm, the next keyframe is known to come at 10 s, so
+    # 9 s is chosen on arrival, and its model work can end before the chunk does. Same choices.
+    times = [i / 30 for i in range(30 * 11)]
+    when, chunks = decode_times(times, {i for i in range(len(times)) if i % 30 == 0})
+    assert chunks == [[1 * 30, 2 * 30, 3 * 30, 4 * 30, 6 * 30, 7 * 30, 8 * 30, 9 * 30]]
+    assert when["key 270"] == 9.0 and when["key 120"] == 4.0 and when["key 90"] == 3.0
+
+
+def test_an_irregular_gop_waits_until_no_nearer_keyframe_can_come() -> None:
+    keys = {0, 25, 45, 90, 120, 150, 165, 210, 240, 270, 300}  # intervals of 0.5 to 1.5 s
+    times = [i / 30 for i in range(30 * 11)]
+    when, chunks = decode_times(times, keys)
+    assert chunks[0][-1] == 270
+    assert when["key 270"] >= 9.75  # 9.375 + (9.375 - 9.0): a keyframe before then would be nearer
+
+
 def test_keyframe_pick_falls_back_to_exact_when_a_part_has_no_keyframe() -> None:
     # A keyframe every 3 s; parts of 0.5 s: most parts have none and take the frame nearest their centre.
     times = [i / 10 for i in range(61)]

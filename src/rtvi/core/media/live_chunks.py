@@ -17,7 +17,13 @@ what it takes:
 * ``keyframe`` (the default): the keyframe nearest the target within its part, when the part has one;
   only that frame is decoded. The time error is at most half a part (``duration / n / 2``: 0.625 s for
   8 frames per 10 s) and is reported, since every chunk carries the true time of each frame. A part
-  without a keyframe (a GOP longer than a part) falls back to ``exact``.
+  without a keyframe (a GOP longer than a part) falls back to ``exact``. When the stream's keyframes
+  come at a regular interval (the last ``GOP_INTERVALS`` agree within ``GOP_TOLERANCE``), a keyframe is
+  chosen the moment it arrives if the next one is due no nearer to the target: the frame's model work
+  then starts up to half a part before the target instead of up to half a part after it, which is what
+  lets sixteen aligned cameras finish a chunk's last frame before the chunk ends. Under a regular GOP
+  the choice is the same as waiting would make; a keyframe that breaks the rhythm (a scene cut) may
+  leave a nearer one unchosen, still within the part.
 * ``exact``: the frame nearest the target; its GOP is decoded from the keyframe up to the target and
   no further (non-reference frames well before the target are skipped).
 
@@ -45,6 +51,10 @@ FramePick = Literal["keyframe", "exact"]
 # arrive after the later frames they refer to) is in the source.
 SETTLE_S = 0.2
 _MAX_KEYS = 512
+# Keyframe intervals that agree within this share of the newest make a regular GOP (its next keyframe
+# is predictable); this many of the newest intervals are compared.
+GOP_TOLERANCE = 0.05
+GOP_INTERVALS = 3
 
 
 class FrameSource(Protocol[P_co]):
@@ -146,9 +156,10 @@ class LiveChunkPlanner(Generic[P, F]):
             if len(self._keys) > _MAX_KEYS:
                 del self._keys[: _MAX_KEYS // 2]
         self._open_windows_until(now)
-        # No target is decided before the stream reaches it, so only the due ones are looked at (this
-        # runs for every packet).
-        due = bisect.bisect_right(self._targets, (now, math.inf, math.inf))
+        # Only the due targets are looked at (this runs for every packet): those the stream has reached
+        # and, when a keyframe arrives, those whose part it may fall in (see _predictably_nearest).
+        horizon = now + self.half_part_s if key and self.pick == "keyframe" else now
+        due = bisect.bisect_right(self._targets, (horizon, math.inf, math.inf))
         self._targets[:due] = [t for t in self._targets[:due] if not self._decide(t, now, source)]
         done: list[CompletedWindow[F]] = []
         for index in sorted(self._open):
@@ -176,7 +187,9 @@ class LiveChunkPlanner(Generic[P, F]):
             after = self._keys[i] if i < len(self._keys) and self._keys[i] < at + h else None
             if after is not None and (before is None or after - at < at - before):
                 key_time: float | None = after
-            elif before is not None and (after is not None or now >= at + (at - before)):
+            elif before is not None and (
+                after is not None or now >= at + (at - before) or self._predictably_nearest(before, at)
+            ):
                 key_time = before  # no keyframe that could still come is nearer
             else:
                 key_time = None
@@ -196,6 +209,18 @@ class LiveChunkPlanner(Generic[P, F]):
             slot.times[k] = chosen[0]
         slot.missing -= 1
         return True
+
+    def _predictably_nearest(self, key_time: float, at: float) -> bool:
+        """Whether the newest keyframe stays the nearest to `at` because the next one, at the stream's
+        regular GOP interval, is due no nearer (the earliest it may come counts)."""
+        keys = self._keys
+        if len(keys) <= GOP_INTERVALS or key_time != keys[-1]:
+            return False
+        gaps = [b - a for a, b in zip(keys[-GOP_INTERVALS - 1 : -1], keys[-GOP_INTERVALS:], strict=True)]
+        gop = gaps[-1]
+        if any(abs(g - gop) > GOP_TOLERANCE * gop for g in gaps):
+            return False
+        return key_time + gop * (1 - GOP_TOLERANCE) - at >= at - key_time
 
     def _open_windows_until(self, t: float) -> None:
         assert self._origin is not None
