@@ -193,21 +193,21 @@ def _upload(client: RtviClient, path: Path, media: MediaKind | None) -> Json:
 
 
 def _stream_description(url: str) -> str:
-    """A description the service accepts (letters, digits, `_ . - " ' ,` and space) from a URL."""
+    """A description the service accepts, made from a URL's host and path."""
     from urllib.parse import urlsplit
 
+    from rtvi.naming import STREAM_TEXT_CHARS
+
     parts = urlsplit(url)
-    return (
-        re.sub(r"[^A-Za-z0-9_.\-\"' ,]", " ", f"{parts.hostname or ''}{parts.path}").strip()[:256] or "rtsp"
-    )
+    described = re.sub(rf"[^{STREAM_TEXT_CHARS}]", " ", f"{parts.hostname or ''}{parts.path}")
+    return described.strip()[:256] or "rtsp"
 
 
 def _public(url: str) -> str:
-    """An RTSP URL without its credentials, as the service stores it."""
-    from urllib.parse import urlsplit
+    """An RTSP URL without its credentials, exactly as the service stores and lists it."""
+    from rtvi.core.media.live import public_url  # loads PyAV: only for commands on a camera
 
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return public_url(url)
 
 
 def _target(client: RtviClient, source: str, media: MediaKind | None) -> Target:
@@ -215,9 +215,10 @@ def _target(client: RtviClient, source: str, media: MediaKind | None) -> Target:
     unless one with this URL already is (so running a camera twice does not register it twice)."""
     scheme = source.partition("://")[0].lower() if "://" in source else ""
     if scheme == "rtsp":
-        known = [s for s in client.streams() if s.get("liveStreamUrl") == _public(source)]
+        public = _public(source)
+        known = [s for s in client.streams() if s.get("liveStreamUrl") == public]
         stream_id = known[0]["id"] if known else client.add_stream(source, _stream_description(source))
-        return Target(stream_id, _public(source), live=True)
+        return Target(stream_id, public, live=True)
     if scheme in ("http", "https", "s3"):
         with _stderr().status(f"the service is fetching {source}"):
             record = client.register_url(source, media.value if media else None)

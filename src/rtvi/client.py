@@ -18,14 +18,15 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from rtvi.naming import UPLOAD_NAME_CHARS
+
 Json = dict[str, Any]
 Events = Generator[Json, None, None]  # a generate request's SSE events; close() hangs up
 MediaType = Literal["video", "image"]
 EMBED_PATH = "/v1/generate_video_embeddings"
 CAPTION_PATH = "/v1/generate_captions"
 DONE = "[DONE]"
-# Uploaded file names the service accepts (spec §2.1): letters, digits, `_`, `.`, `-` and space.
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.\- ]")
+_UNSAFE_NAME = re.compile(rf"[^{UPLOAD_NAME_CHARS}]")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.test_search import wait_indexed
 from tests.rtsp_server import RtspServer, gst_available
 from tests.servers import RTVI, RtviServer, free_port
 
@@ -67,32 +69,36 @@ def scenes(keyed: RtviServer, media: dict[str, Path]) -> dict[str, Any]:
     return as_json(rtvi("embed", media["three_scenes"], "--chunk", "10", "--json", url=keyed.url))
 
 
-def wait_indexed(url: str, asset_id: str, chunks: int) -> None:
-    """Index writes are asynchronous (they never hold up results)."""
-    headers = {"Authorization": f"Bearer {KEY}"}
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        body = {"query": "anything", "top_k": 100, "asset_ids": [asset_id]}
-        if len(httpx.post(url + "/v1/search", json=body, headers=headers).json()["data"]) >= chunks:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{asset_id}: fewer than {chunks} chunks indexed")
+@pytest.fixture(scope="module")
+def api(keyed: RtviServer) -> Iterator[httpx.Client]:
+    """Plain HTTP to the keyed service, for what the tests check behind the CLI's back."""
+    with httpx.Client(base_url=keyed.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+        yield c
 
 
-def test_upload_shows_progress_and_prints_the_id(keyed: RtviServer, media: dict[str, Path]) -> None:
+def test_upload_shows_progress_and_prints_the_id(
+    keyed: RtviServer, api: httpx.Client, media: dict[str, Path]
+) -> None:
     clip = media["cat_rocket"]
     result = rtvi("upload", clip, url=keyed.url)
     file_id, name, size, unit = ok(result).split()
     assert (name, int(size), unit) == ("cat_rocket.mp4", clip.stat().st_size, "bytes")
     assert "uploading cat_rocket.mp4" in result.stderr and "100%" in result.stderr  # the bar's last frame
-    listed = httpx.get(
-        keyed.url + "/v1/files", params={"purpose": "vision"}, headers={"Authorization": f"Bearer {KEY}"}
-    )
+    listed = api.get("/v1/files", params={"purpose": "vision"})
     assert {"id": file_id, "filename": "cat_rocket.mp4"}.items() <= {
         f["id"]: f for f in listed.json()["data"]
     }[file_id].items()
     record = as_json(rtvi("upload", media["cat_jpg"], "--json", url=keyed.url))
     assert record["media_type"] == "image" and record["filename"] == "cat.jpg"  # told by the extension
+
+
+@pytest.fixture(scope="module")
+def model_dim(api: httpx.Client, scenes: dict[str, Any]) -> int:
+    vector = api.post(
+        "/v1/generate_text_embeddings", json={"text_input": ["a cat"], "model": scenes["model"]}
+    )
+    assert vector.status_code == 200, vector.text
+    return len(vector.json()["data"][0]["embeddings"])
 
 
 def test_embed_json_lists_every_chunk(scenes: dict[str, Any], model_dim: int) -> None:
@@ -106,44 +112,42 @@ def test_embed_json_lists_every_chunk(scenes: dict[str, Any], model_dim: int) ->
     assert all(len(c["embeddings"]) == model_dim for c in chunks)
 
 
-@pytest.fixture(scope="module")
-def model_dim(keyed: RtviServer) -> int:
-    vector = httpx.post(
-        keyed.url + "/v1/generate_text_embeddings",
-        json={"text_input": ["a cat"], "model": _model(keyed)},
-        headers={"Authorization": f"Bearer {KEY}"},
-    )
-    assert vector.status_code == 200, vector.text
-    return len(vector.json()["data"][0]["embeddings"])
-
-
-def _model(srv: RtviServer) -> str:
-    models = httpx.get(srv.url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()
-    return str(models["data"][0]["id"])
-
-
-def test_search_prints_the_moment(keyed: RtviServer, scenes: dict[str, Any]) -> None:
-    wait_indexed(keyed.url, scenes["id"], 3)
+def test_search_prints_the_moment(keyed: RtviServer, api: httpx.Client, scenes: dict[str, Any]) -> None:
+    wait_indexed(api, scenes["id"], 3)
     hits = as_json(rtvi("search", "a rocket", "--top", "2", "--asset", scenes["id"], "--json", url=keyed.url))
     assert len(hits) == 2
     assert (hits[0]["asset_id"], hits[0]["start_time"], hits[0]["end_time"]) == (scenes["id"], "10.0", "20.0")
     assert hits[0]["score"] >= hits[1]["score"]
-    # The table a person reads: rank 1 is the rocket's moment in the file, by name.
+    # The table a person reads: rank 1 is the coffee's moment in the file, by name.
     table = ok(rtvi("search", "a cup of coffee", "--top", "3", url=keyed.url))
     first = next(line for line in table.splitlines() if line.strip("│ ").startswith("1 "))
     assert "three_scenes.mp4" in first and "20.0-30.0" in first, table
 
 
-def test_reindex_re_embeds_every_stored_file(keyed: RtviServer, scenes: dict[str, Any]) -> None:
+def test_reindex_re_embeds_every_stored_file(
+    keyed: RtviServer, api: httpx.Client, scenes: dict[str, Any]
+) -> None:
+    written_before = index_writes(api)
     result = as_json(rtvi("reindex", "--chunk", "10", "--json", url=keyed.url))
     files = {f["id"]: f for f in result["files"]}
     assert result["failed"] == [] and result["model"] == scenes["model"]
     assert files[scenes["id"]]["chunks"] == 3
     assert all(f["chunks"] == 1 for f in files.values() if f["media_type"] == "image")
-    # Re-embedding the same file with the same chunking does not duplicate its hits.
-    wait_indexed(keyed.url, scenes["id"], 3)
+    # Re-embedding the same file with the same chunking does not duplicate its hits (once the index has
+    # written every re-embedded chunk: its writes are asynchronous).
+    reembedded = sum(f["chunks"] for f in result["files"])
+    deadline = time.monotonic() + 20
+    while index_writes(api) < written_before + reembedded:
+        assert time.monotonic() < deadline, "the index did not write the re-embedded chunks"
+        time.sleep(0.1)
     hits = as_json(rtvi("search", "a cat", "--top", "100", "--asset", scenes["id"], "--json", url=keyed.url))
     assert sorted(h["chunk_idx"] for h in hits) == [0, 1, 2]
+
+
+def index_writes(api: httpx.Client) -> float:
+    """Chunks the search index has written so far (its counter on /v1/metrics)."""
+    families = text_string_to_metric_families(api.get("/v1/metrics").text)
+    return sum(s.value for f in families for s in f.samples if s.name == "rtvi_index_chunks_written_total")
 
 
 def test_failures_are_one_line_without_a_traceback(keyed: RtviServer, tmp_path: Path) -> None:

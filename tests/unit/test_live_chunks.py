@@ -105,6 +105,14 @@ def test_a_regular_gop_has_each_keyframe_chosen_as_it_arrives() -> None:
     assert when["key 270"] == 9.0 and when["key 120"] == 4.0 and when["key 90"] == 3.0
 
 
+def test_a_keyframe_chosen_early_that_cannot_be_decoded_waits_for_the_exact_frame() -> None:
+    # Every decode fails (lost): the exact frame is asked for only once its packets have arrived
+    # (Frames.nearest asserts that), never for a target the stream has not reached.
+    times = [i / 30 for i in range(30 * 11)]
+    done, src = run(planner(10, 0, 8, "keyframe"), times, key_every=30, lost=True)
+    assert done == [] and any(d.startswith("exact") for d in src.decoded)
+
+
 def test_an_irregular_gop_waits_until_no_nearer_keyframe_can_come() -> None:
     keys = {0, 25, 45, 90, 120, 150, 165, 210, 240, 270, 300}  # intervals of 0.5 to 1.5 s
     times = [i / 30 for i in range(30 * 11)]
@@ -202,3 +210,4 @@ def test_credentials_move_out_of_the_url_and_back() -> None:
     assert with_credentials(url, user, password) == "rtsp://ad%40min:p%3Ass@cam.local:554/stream?x=1"
     assert split_credentials("rtsp://cam.local/s") == ("rtsp://cam.local/s", "", "")
     assert with_credentials("rtsp://cam.local/s", "", "") == "rtsp://cam.local/s"
+

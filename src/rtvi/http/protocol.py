@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from rtvi.core.media.times import parse_iso
+from rtvi.naming import STREAM_TEXT_CHARS
 
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$"
 
@@ -140,8 +141,7 @@ class ModelList(BaseModel):
 # --- live streams (spec §3) ------------------------------------------------------------------------
 STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
 StreamId = Annotated[str, StringConstraints(pattern=STREAM_ID_PATTERN)]
-# description, username, password: letters, digits, _ . - " ' space and comma.
-StreamText = Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_.\-\"' ,]*$")]
+StreamText = Annotated[str, StringConstraints(max_length=256, pattern=rf"^[{STREAM_TEXT_CHARS}]*$")]
 Text256 = Annotated[str, StringConstraints(max_length=256)]
 Coordinate = Annotated[float, Field(ge=-1e6, le=1e6)]
 

@@ -197,6 +197,8 @@ class LiveChunkPlanner(Generic[P, F]):
                 frame = source.keyframe(key_time)
                 if frame is not None:
                     chosen = (key_time, frame)
+                elif now < at:
+                    return False  # chosen ahead of the stream but not decodable: the exact frame needs `at`
             elif now < max(at + h, exact_after):
                 return False  # a keyframe may still come within the part
         elif now < exact_after:
