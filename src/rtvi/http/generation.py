@@ -165,6 +165,8 @@ class GenerationRequest(Generic[Out]):
             return
         ids = {"rtvi.request_id": self.request_id, "rtvi.asset_id": ",".join(a.id for a in self.assets)}
         trace.get_current_span().set_attributes(ids)  # the request's span
+        for asset in self.assets:  # an S3 asset is fetched into the local cache off the event loop
+            await self.core.store.local_media(asset)
         if self.is_video:
             self.file_job = self.core.file_job(
                 self.processor,
@@ -174,7 +176,7 @@ class GenerationRequest(Generic[Out]):
                 span_attributes=ids,
             )
         else:
-            paths = [self.core.store.media_path(a) for a in self.assets]
+            paths = [await self.core.store.local_media(a) for a in self.assets]
             self.file_job = self.core.file_job(
                 self.processor, images=paths, received_at=self.received_at, span_attributes=ids
             )

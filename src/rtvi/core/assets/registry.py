@@ -1,14 +1,16 @@
-"""The asset registry: one SQLite table under the storage directory, so registrations survive a restart.
+"""The asset registry: two tables in SQLite (default, one machine: `<storage>/registry.sqlite3`) or in
+PostgreSQL (RTVI_DATABASE_URL=postgresql://..., shared by replicas), through one SQLAlchemy Core code
+path; the schema is versioned by Alembic migrations (`migrations/`), applied at start-up.
 
 Files (uploads and registered server paths) and live streams are both assets; live streams keep their
 connection details in `meta`. Use counts (an asset being processed cannot be deleted) and id
-reservations (ids are claimed before any slow ingest) live in memory: they describe running work.
+reservations (ids are claimed before any slow ingest) live in memory: they describe this replica's
+running work. Two replicas claiming one id meet at the primary key: the second insert is a Conflict.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -18,30 +20,60 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from rtvi.core.assets.migrations import upgrade
 from rtvi.core.assets.secrets import SecretBox
 from rtvi.errors import Conflict, InUse, Unavailable
 
 AssetKind = Literal["file", "live"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS assets (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    media_type TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    path TEXT NOT NULL,
-    owns_dir INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    creation_time TEXT,
-    sensor_name TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    meta TEXT NOT NULL
-);
-"""
-
-
+# The newest schema (migrations/versions make it); the queries below are written against these.
+_metadata = sa.MetaData()
+_assets = sa.Table(
+    "assets",
+    _metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("media_type", sa.Text, nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("owns_dir", sa.Boolean, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("creation_time", sa.Text),
+    sa.Column("sensor_name", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("meta", sa.Text, nullable=False),
+)
 # Ids removed by the storage policy, so a later request hears why its asset is gone (spec §2.4).
-_EVICTED_SCHEMA = "CREATE TABLE IF NOT EXISTS evicted (id TEXT PRIMARY KEY, evicted_at REAL NOT NULL)"
+_evicted = sa.Table(
+    "evicted",
+    _metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("evicted_at", sa.Double, nullable=False),
+)
+
+
+def database_url(configured: str, sqlite_path: Path) -> str:
+    """RTVI_DATABASE_URL, with postgresql:// meaning psycopg 3; empty -> the SQLite file."""
+    if not configured:
+        return f"sqlite:///{sqlite_path}"
+    url = make_url(configured)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"RTVI_DATABASE_URL: use sqlite:/// or postgresql://, not {url.drivername}://")
+    return url.render_as_string(hide_password=False)
+
+
+def _sqlite_file(url: sa.URL) -> None:
+    """The registry holds camera URLs and (sealed) credentials: its file is the service user's only."""
+    if url.database and url.database != ":memory:":
+        path = Path(url.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
 
 
 @dataclass(slots=True)
@@ -68,74 +100,71 @@ SECRET_META_KEYS = ("username", "password")
 
 
 class AssetRegistry:
-    def __init__(self, db_path: Path, secrets: SecretBox | None = None) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, url: str, secrets: SecretBox | None = None) -> None:
         self._secrets = secrets
-        # The registry holds camera URLs and (sealed) credentials: readable by the service's user only.
-        db_path.touch(mode=0o600, exist_ok=True)
-        db_path.chmod(0o600)
-        # One connection guarded by a lock: writes are rare and tiny; WAL keeps readers cheap.
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._db.execute(_EVICTED_SCHEMA)
+        parsed = make_url(url)
+        self.backend = parsed.get_backend_name()
+        if self.backend == "sqlite":
+            _sqlite_file(parsed)
+        # pool_pre_ping: a PostgreSQL restart or failover costs one failed checkout, not failed requests.
+        self._engine = sa.create_engine(parsed, pool_pre_ping=self.backend != "sqlite")
+        if self.backend == "sqlite":
+            # WAL keeps readers cheap next to the rare, tiny writes.
+            sa.event.listen(self._engine, "connect", lambda conn, _: conn.execute("PRAGMA journal_mode=WAL"))
+        with self._engine.connect() as conn:
+            upgrade(conn)
         self._lock = threading.RLock()
-        self._reserved: set[str] = set()
+        self._reserved: dict[str, str] = {}  # id -> the Conflict code a duplicate gets
         self._in_use: Counter[str] = Counter()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._engine.dispose()
+
+    def _read(self, query: sa.Executable) -> list[sa.Row[Any]]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(query))
 
     # --- reads ----------------------------------------------------------------------------------
     def get(self, asset_id: str) -> Asset | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
-        return self._row_to_asset(row) if row else None
+        rows = self._read(sa.select(_assets).where(_assets.c.id == asset_id))
+        return self._row_to_asset(rows[0]) if rows else None
 
     def list_assets(self, kind: AssetKind | None = None) -> list[Asset]:
-        with self._lock:
-            if kind is None:
-                rows = self._db.execute("SELECT * FROM assets ORDER BY created_at").fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT * FROM assets WHERE kind = ? ORDER BY created_at", (kind,)
-                ).fetchall()
-        return [self._row_to_asset(r) for r in rows]
+        query = sa.select(_assets).order_by(_assets.c.created_at)
+        if kind is not None:
+            query = query.where(_assets.c.kind == kind)
+        return [self._row_to_asset(r) for r in self._read(query)]
 
     def stored_bytes(self) -> int:
-        """What the assets with their own directory (uploads, downloads) hold on disk."""
-        with self._lock:
-            return int(
-                self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM assets WHERE owns_dir").fetchone()[0]
-            )
+        """What the assets with their own directory (uploads, downloads) hold in the store."""
+        total = sa.func.coalesce(sa.func.sum(_assets.c.bytes), 0)
+        return int(self._read(sa.select(total).where(_assets.c.owns_dir))[0][0])
 
     def evictable(self) -> list[Asset]:
         """Assets the storage policy may remove, oldest first: those with their own directory (never
-        path registrations or live streams) that no request is using."""
+        path registrations or live streams) that no request here is using."""
+        rows = self._read(sa.select(_assets).where(_assets.c.owns_dir).order_by(_assets.c.created_at))
         with self._lock:
-            rows = self._db.execute("SELECT * FROM assets WHERE owns_dir ORDER BY created_at").fetchall()
             return [a for a in map(self._row_to_asset, rows) if self._in_use[a.id] <= 0]
 
     def was_evicted(self, asset_id: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM evicted WHERE id = ?", (asset_id,)).fetchone() is not None
+        return bool(self._read(sa.select(_evicted.c.id).where(_evicted.c.id == asset_id)))
 
     def evicted_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM evicted").fetchone()[0])
+        return int(self._read(sa.select(sa.func.count()).select_from(_evicted))[0][0])
 
     def evict(self, asset_id: str) -> None:
         """Remove a registration for the storage policy and remember why (InUse if a request holds it)."""
         with self._lock:
             if self._in_use[asset_id] > 0:
                 raise InUse(asset_id)
-            self._db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
-            self._db.execute("INSERT OR REPLACE INTO evicted VALUES (?, ?)", (asset_id, time.time()))
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(_assets).where(_assets.c.id == asset_id))
+                conn.execute(sa.delete(_evicted).where(_evicted.c.id == asset_id))
+                conn.execute(sa.insert(_evicted).values(id=asset_id, evicted_at=time.time()))
 
     def ids(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT id FROM assets")}
+        return {r[0] for r in self._read(sa.select(_assets.c.id))}
 
     # --- writes ---------------------------------------------------------------------------------
     @contextmanager
@@ -143,50 +172,52 @@ class AssetRegistry:
         """Claim an id for the duration of an ingest; a concurrent or existing claim is a Conflict."""
         with self._lock:
             if asset_id in self._reserved or self.get(asset_id) is not None:
-                noun = "Stream" if duplicate_code == "DuplicateStreamId" else "Asset"
-                raise Conflict(f"{noun} with id '{asset_id}' already exists", duplicate_code)
-            self._reserved.add(asset_id)
+                raise _duplicate(asset_id, duplicate_code)
+            self._reserved[asset_id] = duplicate_code
         try:
             yield
         finally:
             with self._lock:
-                self._reserved.discard(asset_id)
+                self._reserved.pop(asset_id, None)
 
     def add(self, asset: Asset) -> None:
-        d = asdict(asset)
-        d["owns_dir"] = int(asset.owns_dir)
-        d["meta"] = self._dump_meta(asset.meta)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO assets VALUES (:id, :kind, :media_type, :filename, :path, :owns_dir, :bytes,"
-                " :creation_time, :sensor_name, :created_at, :meta)",
-                d,
-            )
+        row = asdict(asset)
+        row["meta"] = self._dump_meta(asset.meta)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(_assets).values(**row))
+        except sa.exc.IntegrityError:  # another replica took the id while this one ingested
+            with self._lock:
+                code = self._reserved.get(asset.id, "DuplicateAssetId")
+            raise _duplicate(asset.id, code) from None
 
     def update_meta(self, asset_id: str, meta: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("UPDATE assets SET meta = ? WHERE id = ?", (self._dump_meta(meta), asset_id))
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(_assets).where(_assets.c.id == asset_id).values(meta=self._dump_meta(meta))
+            )
 
     def remove(self, asset_id: str) -> None:
         with self._lock:
             if self._in_use[asset_id] > 0:
                 raise InUse(asset_id)
-            self._db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(_assets).where(_assets.c.id == asset_id))
 
-    def _row_to_asset(self, row: tuple[Any, ...]) -> Asset:
-        (id_, kind, media_type, filename, path, owns_dir, nbytes, ctime, sensor, created_at, meta) = row
+    def _row_to_asset(self, row: sa.Row[Any]) -> Asset:
+        m = row._mapping
         return Asset(
-            id=id_,
-            kind=kind,
-            media_type=media_type,
-            filename=filename,
-            path=path,
-            owns_dir=bool(owns_dir),
-            bytes=nbytes,
-            creation_time=ctime,
-            sensor_name=sensor,
-            created_at=created_at,
-            meta=self._load_meta(meta),
+            id=m["id"],
+            kind=m["kind"],
+            media_type=m["media_type"],
+            filename=m["filename"],
+            path=m["path"],
+            owns_dir=bool(m["owns_dir"]),
+            bytes=m["bytes"],
+            creation_time=m["creation_time"],
+            sensor_name=m["sensor_name"],
+            created_at=m["created_at"],
+            meta=self._load_meta(m["meta"]),
         )
 
     def _dump_meta(self, meta: dict[str, Any]) -> str:
@@ -221,6 +252,11 @@ class AssetRegistry:
     def in_use(self, asset_id: str) -> bool:
         with self._lock:
             return self._in_use[asset_id] > 0
+
+
+def _duplicate(asset_id: str, code: str) -> Conflict:
+    noun = "Stream" if code == "DuplicateStreamId" else "Asset"
+    return Conflict(f"{noun} with id '{asset_id}' already exists", code)
 
 
 def _map_secrets(meta: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from rtvi.core.assets.registry import Asset, AssetRegistry
+from rtvi.core.assets.registry import Asset, AssetRegistry, database_url
 from rtvi.core.assets.remote import DownloadObserver, RemoteFetcher
+from rtvi.core.assets.s3blobs import S3Blobs
 from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.storage import AssetStorage
 from rtvi.core.media.probe import probe
@@ -29,11 +30,12 @@ from rtvi.errors import (
     MalformedRequest,
     NoSuchResource,
 )
+from rtvi.naming import UPLOAD_NAME_CHARS
 from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
 AGED_OUT = "{} already deleted because of age out policy"  # spec §2.4, for an evicted id
-UPLOAD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_. \-]{1,256}$")
+UPLOAD_NAME_PATTERN = re.compile(rf"^[{UPLOAD_NAME_CHARS}]{{1,256}}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +53,26 @@ class AssetStore:
         self.settings = settings
         self.storage = AssetStorage(settings.asset_storage_dir)
         secrets = SecretBox.from_settings(settings.secret_key, self.storage.root / "secret.key")
-        self.registry = AssetRegistry(self.storage.db_path, secrets)
+        self.registry = AssetRegistry(database_url(settings.database_url, self.storage.db_path), secrets)
+        if self.registry.backend != "sqlite" and not settings.secret_key:
+            log.warning(
+                "RTVI_DATABASE_URL is a shared database but RTVI_SECRET_KEY is not set: camera credentials"
+                " sealed here cannot be opened by other replicas; give every replica the same key"
+            )
         self.fetcher = RemoteFetcher(settings, on_download)
-        self.storage.cleanup(self.registry.ids())
+        known = self.registry.ids()
+        self.storage.cleanup(known)
+        self.blobs: S3Blobs | None = None
+        if settings.asset_store:
+            self.blobs = S3Blobs(
+                settings.asset_store,
+                settings.s3_endpoint_url,
+                self.storage.root / "cache",
+                int(settings.asset_cache_gb * 2**30),
+                self.registry.in_use,
+            )
+            self.blobs.check()
+            self.blobs.sweep(known, settings.asset_orphan_grace_s)
         # Called with an asset's id once it is deleted or evicted (the search index forgets it).
         self.on_removed: list[Callable[[str], None]] = []
 
@@ -94,10 +113,17 @@ class AssetStore:
 
     def media_path(self, asset: Asset) -> Path:
         """The file to open for a file asset. A path registration is checked against the allowlist
-        again at every open: the file may have been swapped for a symlink since it was registered."""
+        again at every open: the file may have been swapped for a symlink since it was registered. An
+        asset in S3 is downloaded into the cache first: this blocks, so async code uses local_media."""
+        if self.blobs is not None and asset.path.startswith("s3://"):
+            return self.blobs.local(asset.id, asset.path)
         if asset.owns_dir:
             return Path(asset.path)
         return self._allowed_server_path(asset.path)
+
+    async def local_media(self, asset: Asset) -> Path:
+        """media_path off the event loop (an S3 asset may need its download)."""
+        return await asyncio.to_thread(self.media_path, asset)
 
     # --- ingest ---------------------------------------------------------------------------------
     @contextmanager
@@ -122,10 +148,21 @@ class AssetStore:
             final_tmp_path = staged.parent / name
             os.rename(staged, final_tmp_path)
             info = await self._verify(final_tmp_path, new.media_type)
+            if self.blobs is not None:
+                # The object first, then the row: a crash in between leaves an object that sweep removes.
+                url = await asyncio.to_thread(self.blobs.put, asset_id, final_tmp_path)
+                asset = self._asset(asset_id, new, name, url, size, info, owns_dir=True)
+                try:
+                    self.make_room(size)
+                    self.registry.add(asset)
+                except BaseException:
+                    await asyncio.to_thread(self.blobs.delete, asset_id)
+                    raise
+                return asset
             # No await from here to the registry row: the room made is not taken by a concurrent upload.
             self.make_room(size)
             final_dir = self.storage.commit(staged.parent, asset_id)
-            asset = self._asset(asset_id, new, name, final_dir / name, size, info, owns_dir=True)
+            asset = self._asset(asset_id, new, name, str(final_dir / name), size, info, owns_dir=True)
             try:
                 self.registry.add(asset)
             except Exception:
@@ -173,20 +210,20 @@ class AssetStore:
         with self.registry.reserve(asset_id):
             path = self._allowed_server_path(filename)
             info = await self._verify(path, new.media_type)
-            asset = self._asset(asset_id, new, filename, path, path.stat().st_size, info, owns_dir=False)
+            asset = self._asset(asset_id, new, filename, str(path), path.stat().st_size, info, owns_dir=False)
             self.registry.add(asset)
         return asset
 
     @staticmethod
     def _asset(
-        asset_id: str, new: NewFile, name: str, path: Path, size: int, info: MediaInfo | None, owns_dir: bool
+        asset_id: str, new: NewFile, name: str, path: str, size: int, info: MediaInfo | None, owns_dir: bool
     ) -> Asset:
         return Asset(
             id=asset_id,
             kind="file",
             media_type=new.media_type,
             filename=name,
-            path=str(path),
+            path=path,
             owns_dir=owns_dir,
             bytes=size,
             creation_time=new.creation_time,
@@ -265,7 +302,7 @@ class AssetStore:
             self.registry.evict(asset.id)
         except InUse:
             return  # taken by a request since it was listed: it stays
-        self.storage.remove_asset_dir(asset.id)
+        self._remove_blob(asset)
         self.removed(asset.id)
         log.info("asset %s (%d bytes) evicted: %s", asset.id, asset.bytes, why)
 
@@ -291,8 +328,14 @@ class AssetStore:
             raise self._missing(asset_id, f"No such file {asset_id}", evicted="File {} already deleted")
         self.registry.remove(asset_id)  # InUse while a request uses it
         if asset.owns_dir:
-            self.storage.remove_asset_dir(asset_id)
+            self._remove_blob(asset)
         self.removed(asset_id)
+
+    def _remove_blob(self, asset: Asset) -> None:
+        if self.blobs is not None and asset.path.startswith("s3://"):
+            self.blobs.delete(asset.id)
+        else:
+            self.storage.remove_asset_dir(asset.id)
 
     def removed(self, asset_id: str) -> None:
         """Tell the `on_removed` listeners; one failing does not stop the others or the caller."""

@@ -116,7 +116,7 @@ async def file_info(file_id: UUID, core: ServiceCore = Depends(get_core)) -> Fil
 @router.get("/{file_id}/content", response_class=FileResponse)
 async def file_content(file_id: UUID, core: ServiceCore = Depends(get_core)) -> FileResponse:
     asset = core.store.get_file(str(file_id))
-    path = core.store.media_path(asset)
+    path = await core.store.local_media(asset)
     # A video or image type lets a browser's <video> play it; anything else stays opaque bytes. Always
     # an attachment, never sniffed: an uploaded page must not run as this origin's (the web page's) code.
     guessed = mimetypes.guess_type(asset.filename)[0] or ""
