@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -168,6 +169,21 @@ class Settings(BaseSettings):
     database_url: str = Field("", validation_alias="RTVI_DATABASE_URL", repr=False)
     skip_media_verification: bool = Field(False, validation_alias="VSS_SKIP_INPUT_MEDIA_VERIFICATION")
 
+    # --- scale-out (docs/scale-out.md) ------------------------------------------------------------
+    # Kafka brokers that share live streams among the replicas of a service; empty = this process runs
+    # every auto-started stream itself.
+    cluster_bootstrap: str = Field("", validation_alias="RTVI_CLUSTER_BOOTSTRAP")
+    # Empty = rtvi-<service>-streams; one per service (its replicas form one consumer group on it).
+    cluster_topic: str = Field("", validation_alias="RTVI_CLUSTER_TOPIC")
+    # Partitions of a new stream topic: the most replicas that can share the cameras.
+    cluster_partitions: int = Field(12, validation_alias="RTVI_CLUSTER_PARTITIONS", ge=1)
+    # How long a silent replica keeps its cameras before the others take them (most of the failover time).
+    cluster_session_timeout_ms: int = Field(
+        10_000, validation_alias="RTVI_CLUSTER_SESSION_TIMEOUT_MS", ge=1000
+    )
+    # Names this process in the results' rtvi-replica header and the logs; empty = <hostname>-<pid>.
+    replica_id: str = Field("", validation_alias="RTVI_REPLICA_ID")
+
     # --- live streams (RTSP) --------------------------------------------------------------------
     rtsp_timeout_ms: int = Field(2000, validation_alias="RTVI_RTSP_TIMEOUT", ge=100)
     rtsp_reconnection_interval_s: float = Field(5, validation_alias="RTVI_RTSP_RECONNECTION_INTERVAL", ge=0)
@@ -297,6 +313,10 @@ class Settings(BaseSettings):
         except Exception:  # pragma: no cover - torch import problems fall back to the CPU default
             pass
         return 4
+
+
+def replica_name(settings: Settings) -> str:
+    return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def service_source_name(service: str) -> str:

@@ -87,7 +87,11 @@ def _decode(msgs: list) -> list[nv.VisionLLM]:  # type: ignore[type-arg]
 
 
 def test_file_chunks_arrive_as_vision_llm(
-    bus_client: httpx.Client, broker: TansuBroker, media: dict[str, Path], bus_model: str
+    bus_server: RtviServer,
+    bus_client: httpx.Client,
+    broker: TansuBroker,
+    media: dict[str, Path],
+    bus_model: str,
 ) -> None:
     fid = upload(bus_client, media["clip35"], creation_time=CREATION_TIME, sensor_name="dock-cam").json()[
         "id"
@@ -100,7 +104,11 @@ def test_file_chunks_arrive_as_vision_llm(
     request_id = body["id"]
     msgs = consume(broker.bootstrap, TOPIC, want=4, key_prefix=f"{request_id}:".encode())
     assert sorted(m.key() for m in msgs) == [f"{request_id}:{i}".encode() for i in range(4)]
-    assert all(m.headers() == [("message_type", b"vision_llm")] for m in msgs)
+    # The reference's message_type header, and which replica wrote it (hostname-pid unless RTVI_REPLICA_ID).
+    assert all([k for k, _ in m.headers() or []] == ["message_type", "rtvi-replica"] for m in msgs)
+    assert all(dict(m.headers() or [])["message_type"] == b"vision_llm" for m in msgs)
+    assert bus_server.proc is not None
+    assert all(dict(m.headers() or [])["rtvi-replica"].endswith(b"-%d" % bus_server.proc.pid) for m in msgs)
     decoded = _decode(msgs)
     for i, (v, chunk) in enumerate(zip(decoded, chunks, strict=True)):
         assert v.version == bus_model

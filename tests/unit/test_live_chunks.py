@@ -211,3 +211,15 @@ def test_credentials_move_out_of_the_url_and_back() -> None:
     assert split_credentials("rtsp://cam.local/s") == ("rtsp://cam.local/s", "", "")
     assert with_credentials("rtsp://cam.local/s", "", "") == "rtsp://cam.local/s"
 
+
+def test_an_epoch_grid_cuts_and_numbers_windows_alike_wherever_the_stream_is_joined() -> None:
+    """Two replicas that join one camera at different moments (a take-over) cut the same windows with the
+    same indices: multiples of the step since the Unix epoch."""
+    base = 1_700_000_000.0  # a wall-clock time, a multiple of 2
+    times = [base + 0.3 + i / 10 for i in range(80)]
+    early, _ = run(LiveChunkPlanner(2, 0, 4, identity, "exact", epoch_grid=True), times, key_every=5)
+    late, _ = run(LiveChunkPlanner(2, 0, 4, identity, "exact", epoch_grid=True), times[25:], key_every=5)
+    first = int(base / 2) + 1  # the stream starts at base + 0.3: the first whole window starts at base + 2
+    assert [(w.index, w.start_s) for w, _ in early] == [(first + k, base + 2 + 2 * k) for k in range(3)]
+    assert [(w.index, w.start_s) for w, _ in late] == [(first + k, base + 2 + 2 * k) for k in (1, 2)]
+    assert [len(frames) for _, frames in late] == [4, 4]

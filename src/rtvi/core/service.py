@@ -26,6 +26,7 @@ from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
+from rtvi.core.cluster import StreamOwnership
 from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
 from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk
 from rtvi.core.media.chunks import ChunkParams
@@ -39,7 +40,7 @@ from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.streams import LiveStreams
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import Unavailable
-from rtvi.settings import Settings
+from rtvi.settings import Settings, replica_name
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,29 @@ class ServiceCore:
         self.model_loaded_at = time.time()
         log.info("model %s loaded in %.1f s", stage.model.id, time.perf_counter() - start)
         self.streams.starter = stage
+        if self.settings.cluster_bootstrap:
+            await self._join_cluster()
         self.streams.resume_auto_started()
+
+    async def _join_cluster(self) -> None:
+        s = self.settings
+        topic = s.cluster_topic or f"rtvi-{self.config.name}-streams"
+        ownership = StreamOwnership(
+            s.cluster_bootstrap,
+            topic,
+            group=f"{topic}-owners",
+            partitions=s.cluster_partitions,
+            session_timeout_ms=s.cluster_session_timeout_ms,
+            start=self.streams.start_owned,
+            stop=self.streams.stop_owned,
+        )
+        try:
+            await self.streams.join_cluster(ownership)
+        except Exception as exc:  # the service still serves files; its cameras wait for a healthy broker
+            log.exception("could not join the cluster on %s", s.cluster_bootstrap)
+            self.report_error("", f"Could not join the cluster: {exc}")
+        else:
+            log.info("replica %s joined the cluster (topic %s)", replica_name(s), topic)
 
     async def open_index(
         self,
@@ -237,6 +260,7 @@ class ServiceCore:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.streams.leave_cluster()  # first: the others take this replica's cameras at once
         await self.live.shutdown()
         if self.stage is not None:
             await self.stage.stop()

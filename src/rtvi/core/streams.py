@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
+from rtvi.core.cluster import StreamOwnership
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.live import probe_rtsp, redact, split_credentials, with_credentials
 from rtvi.core.media.types import MediaError
@@ -32,6 +34,13 @@ log = logging.getLogger(__name__)
 PROBE_FAILED = "Could not connect to the RTSP URL or there is no video stream from the RTSP URL"
 PROBE_ATTEMPTS = 3
 PROBE_RETRY_PAUSE_S = 0.5  # doubled after each failed try
+# Namespace of the request ids of cluster-run streams: uuid5(stream id @ registration time).
+_REQUEST_IDS = uuid.UUID("6f1d3c2e-5b8a-4e47-9c1d-2a7b9e4f0c11")
+
+
+def _cluster_request_id(asset: Asset) -> str:
+    """The same on every replica, new for a stream registered again under the same id."""
+    return str(uuid.uuid5(_REQUEST_IDS, f"{asset.id}@{asset.created_at!r}"))
 
 
 class LiveStarter(Protocol):
@@ -75,6 +84,9 @@ class LiveStreams:
         self.report_error = report_error
         # Set once the model has loaded: who runs the inference auto-started streams ask for.
         self.starter: LiveStarter | None = None
+        # With RTVI_CLUSTER_BOOTSTRAP: which replica runs which auto-started stream (join_cluster).
+        self.ownership: StreamOwnership | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def list(self) -> list[Asset]:
         return self.store.registry.list_assets("live")
@@ -158,6 +170,7 @@ class LiveStreams:
         await self.live.stop(asset.id, drain_timeout_s)
         drained = time.perf_counter()
         self.store.registry.remove(asset.id)
+        await self._announce(asset.id, run=False)
         self.store.removed(asset.id)
         self.metrics.observe_stream_delete(time.perf_counter() - start, drained - start)
         log.info("live stream %s deleted", stream_id)
@@ -178,24 +191,42 @@ class LiveStreams:
             return
         if asset.meta.pop("auto_start", None) is not None:
             self.store.registry.update_meta(asset.id, asset.meta)
+            await self._announce(asset.id, run=False)
 
     def auto_start(self, asset: Asset) -> bool:
         """Start the inference a CV registration asked for (meta.auto_start: its metadata), when the
-        loaded stage takes it (spec §3.4). A failure never fails the registration: it is reported."""
-        request = asset.meta.get("auto_start")
-        starter = self.starter
-        if not request or starter is None:
+        loaded stage takes it (spec §3.4): here, or, in a cluster, on the replica that owns the stream
+        (announced on the cluster topic). A failure never fails the registration: it is reported."""
+        if self.ownership is None:
+            return self.run_here(asset)
+        if not asset.meta.get("auto_start") or self._processor(asset) is None:
             return False
         try:
-            processor = starter.live_processor(asset, request)
+            self.ownership.announce(asset.id, run=True)
+        except Exception as exc:
+            log.warning("stream %s: inference not announced to the cluster: %s", asset.id, exc)
+            self.report_error(asset.id, f"Failed to start inference: {exc}")
+            return False
+        return True
+
+    def run_here(self, asset: Asset, *, cluster: bool = False) -> bool:
+        """Start an auto-started stream's inference in this process. In a cluster its request id and
+        chunk windows do not depend on the replica, so a take-over repeats the same chunk keys."""
+        request = asset.meta.get("auto_start")
+        if not request:
+            return False
+        try:
+            processor = self._processor(asset)
             if processor is None:
-                log.info("stream %s: its metadata does not start %s inference", asset.id, starter.model.id)
                 return False
             params = ChunkParams(
                 float(request["chunk_duration"]), float(request.get("chunk_overlap_duration") or 0)
             )
             params.require_live()
-            self.live.start(asset, params, processor, persistent=True)
+            request_id = _cluster_request_id(asset) if cluster else None
+            self.live.start(
+                asset, params, processor, persistent=True, request_id=request_id, epoch_grid=cluster
+            )
         except Exception as exc:  # spec §3.4: a failure to start inference does not fail the request
             message = exc.message if isinstance(exc, RtviError) else str(exc)
             log.warning("stream %s: inference not started: %s", asset.id, message)
@@ -203,8 +234,54 @@ class LiveStreams:
             return False
         return True
 
+    def _processor(self, asset: Asset) -> ChunkProcessor[Any] | None:
+        starter, request = self.starter, asset.meta.get("auto_start")
+        if starter is None or not request:
+            return None
+        processor = starter.live_processor(asset, request)
+        if processor is None:
+            log.info("stream %s: its metadata does not start %s inference", asset.id, starter.model.id)
+        return processor
+
     def resume_auto_started(self) -> None:
-        """After the model loads: resume the inference of every stream that had it auto-started."""
+        """After the model loads: resume the inference of every stream that had it auto-started (in a
+        cluster, the streams this replica is assigned start as the assignment arrives)."""
+        if self.ownership is not None:
+            return
         for asset in self.list():
             if asset.meta.get("auto_start") and self.auto_start(asset):
                 log.info("stream %s: auto-started inference resumed", asset.id)
+
+    # --- cluster (core/cluster.py) ---------------------------------------------------------------
+    async def join_cluster(self, ownership: StreamOwnership) -> None:
+        """Take part in the stream ownership of the service's replicas (after the model loaded)."""
+        self._loop = asyncio.get_running_loop()
+        self.ownership = ownership
+        await asyncio.to_thread(ownership.start)
+
+    async def leave_cluster(self) -> None:
+        if self.ownership is not None:
+            await asyncio.to_thread(self.ownership.close)
+
+    def start_owned(self, stream_id: str) -> None:
+        """Ownership hook (consumer thread): this replica now runs `stream_id`."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_owned, stream_id)
+
+    def stop_owned(self, stream_id: str) -> None:
+        """Ownership hook (consumer thread): `stream_id` stopped, or went to another replica."""
+        if self._loop is not None and not self._loop.is_closed():
+            drain = self.settings.stream_delete_drain_timeout_s
+            asyncio.run_coroutine_threadsafe(self.live.stop(stream_id, drain), self._loop)
+
+    def _start_owned(self, stream_id: str) -> None:
+        asset = self.store.registry.get(stream_id)
+        if asset is None or not asset.is_live:
+            log.warning("cluster: stream %s is announced but not registered; not started", stream_id)
+            return
+        if self.run_here(asset, cluster=True):
+            log.info("cluster: stream %s runs here", stream_id)
+
+    async def _announce(self, stream_id: str, run: bool) -> None:
+        if self.ownership is not None:
+            await asyncio.to_thread(self.ownership.announce, stream_id, run)

@@ -29,7 +29,7 @@ from rtvi.core.bus.messages import (
 )
 from rtvi.core.bus.redis import RedisItem, RedisSink
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.settings import Settings, service_source_name
+from rtvi.settings import Settings, replica_name, service_source_name
 
 log = logging.getLogger(__name__)
 BusName = Literal["kafka", "redis"]
@@ -72,6 +72,10 @@ class MessagePublisher:
         self.build_result = build_result
         self.build_incident = build_incident
         self.source = service_source_name(service)
+        # Which replica wrote a message (a header, outside the protobuf clients parse): with scale-out,
+        # a camera's chunks can be traced to the replica that decoded them.
+        replica: Headers = [("rtvi-replica", replica_name(settings).encode())]
+        self._headers = {kind: [*headers, *replica] for kind, headers in _HEADERS.items()}
         topics = topics or BusTopics.for_service(service)
         self._lock = threading.Lock()
         self._kafka: KafkaSink | None = None
@@ -181,7 +185,7 @@ class MessagePublisher:
     def _send(self, bus: BusName, topic: str, payload: bytes, key: bytes, kind: MessageKind) -> bool:
         sink = self._sink(bus)
         if isinstance(sink, KafkaSink):
-            return sink.produce(topic, payload, key=key, headers=_HEADERS[kind], kind=kind)
+            return sink.produce(topic, payload, key=key, headers=self._headers[kind], kind=kind)
         return sink.send(RedisItem("xadd", topic, payload, kind))
 
     def publish_error(self, stream_id: str, event: str, type: ErrorType = "functional") -> bool:

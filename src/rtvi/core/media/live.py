@@ -379,6 +379,7 @@ class LiveChunker:
         emit: Callable[[LiveEvent], None],
         pick: FramePick = "keyframe",
         announce_picks: bool = False,
+        epoch_grid: bool = False,
     ) -> None:
         self.size = size
         self.emit = emit
@@ -386,7 +387,7 @@ class LiveChunker:
         self.announce_picks = announce_picks
         self._decode_s = 0.0  # spent decoding and converting for the chunk being filled
         self.planner: LiveChunkPlanner[av.video.frame.VideoFrame, Frame] = LiveChunkPlanner(
-            duration_s, overlap_s, frames_per_chunk, self._to_rgb, pick
+            duration_s, overlap_s, frames_per_chunk, self._to_rgb, pick, epoch_grid=epoch_grid
         )
 
     def _to_rgb(self, frame: av.video.frame.VideoFrame) -> Frame:

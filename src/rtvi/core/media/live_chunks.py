@@ -104,6 +104,7 @@ class LiveChunkPlanner(Generic[P, F]):
         convert: Callable[[P], F],
         pick: FramePick = "keyframe",
         settle_s: float = SETTLE_S,
+        epoch_grid: bool = False,
     ) -> None:
         ChunkParams(duration_s, overlap_s).require_live()
         if n < 1:
@@ -114,6 +115,9 @@ class LiveChunkPlanner(Generic[P, F]):
         self.half_part_s = duration_s / n / 2
         self.pick = pick
         self.settle_s = settle_s
+        # Windows on multiples of the step since the Unix epoch, numbered by that multiple: every replica
+        # that runs a camera cuts and numbers its chunks alike (the same request_id:chunk_idx keys).
+        self.epoch_grid = epoch_grid
         self._convert = convert
         self._origin: float | None = None
         self._now = float("-inf")
@@ -150,6 +154,10 @@ class LiveChunkPlanner(Generic[P, F]):
             if not key:
                 return []
             self._origin = t
+            if self.epoch_grid:
+                multiple = math.ceil(t / self.step_s - 1e-9)
+                self._origin = multiple * self.step_s
+                self._origin_index = self._next_index = max(multiple, self._next_index)
         now = self._now = max(self._now, t)  # packets come in decoding order; B-frames step back
         if key and (not self._keys or t > self._keys[-1]):
             self._keys.append(t)

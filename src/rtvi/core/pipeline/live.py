@@ -125,6 +125,8 @@ class LiveJob(Generic[Out]):
         params: ChunkParams,
         processor: ChunkProcessor[Out],
         persistent: bool,
+        request_id: str | None = None,
+        epoch_grid: bool = False,
     ) -> None:
         self.manager = manager
         self.asset = asset
@@ -132,7 +134,7 @@ class LiveJob(Generic[Out]):
         self.params = params.require_live()
         self.processor = processor
         self.persistent = persistent
-        self.request_id = str(uuid.uuid4())
+        self.request_id = request_id or str(uuid.uuid4())
         self.created = time.time()
         self.subscribers: list[Subscription[Out]] = []
         # Destinations other than SSE readers (Kafka): called with every result, on the event loop.
@@ -154,6 +156,7 @@ class LiveJob(Generic[Out]):
             self._emit_threadsafe,
             manager.settings.live_frame_pick,
             announce_picks=sampling.early is not None,
+            epoch_grid=epoch_grid,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -299,16 +302,32 @@ class LiveManager:
         return dict(self._decoders)
 
     def start(
-        self, asset: Asset, params: ChunkParams, processor: ChunkProcessor[Out], persistent: bool = False
+        self,
+        asset: Asset,
+        params: ChunkParams,
+        processor: ChunkProcessor[Out],
+        persistent: bool = False,
+        *,
+        request_id: str | None = None,
+        epoch_grid: bool = False,
     ) -> LiveJob[Out]:
-        """Run `processor` on the stream, or re-attach to the job already running it (same key)."""
+        """Run `processor` on the stream, or re-attach to the job already running it (same key).
+        `request_id` and `epoch_grid` make its chunk keys the same on whichever replica runs it."""
         key = (asset.id, processor.key)
         existing = self._jobs.get(key)
         if existing is not None and not existing.ended:
             existing.persistent = existing.persistent or persistent
             job: LiveJob[Out] = existing
             return job
-        job = LiveJob(manager=self, asset=asset, params=params, processor=processor, persistent=persistent)
+        job = LiveJob(
+            manager=self,
+            asset=asset,
+            params=params,
+            processor=processor,
+            persistent=persistent,
+            request_id=request_id,
+            epoch_grid=epoch_grid,
+        )
         self._jobs[key] = job
         job.start(self._decoder(asset))
         self.metrics.active_live_streams.set(len(self.jobs()))

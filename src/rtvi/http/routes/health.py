@@ -15,6 +15,7 @@ from rtvi.core.service import ServiceCore
 from rtvi.errors import Unavailable
 from rtvi.http.deps import get_core
 from rtvi.http.protocol import ModelCard, ModelList
+from rtvi.settings import replica_name
 
 router = APIRouter(tags=["Health and info"])
 API_VERSION = "3.1.0"
@@ -36,7 +37,16 @@ def _checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
         "active_jobs": len(core.live.jobs()),
         "decoders": len(core.live.decoders()),
     }
-    return {"model": model, "storage": storage, "live": live}
+    checks = {"model": model, "storage": storage, "live": live}
+    ownership = core.streams.ownership
+    if ownership is not None:  # which cameras this replica decodes (docs/scale-out.md)
+        checks["cluster"] = {
+            "healthy": True,  # a lost broker shows in the bus checks; the cameras here keep running
+            "replica": replica_name(core.settings),
+            "partitions": ownership.assigned_partitions(),
+            "streams": sorted(ownership.owned()),
+        }
+    return checks
 
 
 async def _informational_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:

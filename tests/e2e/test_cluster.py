@@ -1,0 +1,114 @@
+"""Live stream ownership over Kafka (docs/scale-out.md): three `rtvi serve embed` replicas on one tansu
+broker and one PostgreSQL share six cameras, each decoded by exactly one replica; kill -9 one replica and
+its cameras produce chunks again on the others within the documented window, with no chunk key of the
+cameras that did not move lost."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster_stack import ResultsTail, cluster_env, cluster_state, wait_for
+from tests.e2e.test_streams import cv_body
+from tests.kafka_redis import TansuBroker
+from tests.postgres_server import PostgresServer
+from tests.rtsp_server import RtspServer
+from tests.servers import RtviServer, free_port
+
+CAMERAS = [f"dock-{i}" for i in range(6)]
+CHUNK_S = 2
+SESSION_TIMEOUT_MS = 3000
+# Documented failover window (docs/scale-out.md): the session timeout, a rebalance, the camera's RTSP
+# open and one chunk, with room for this 2-core machine running 3 replicas and a camera server.
+FAILOVER_WINDOW_S = 25
+RESULTS = "cluster-results"
+
+
+@pytest.fixture()
+def camera(tmp_path: Path) -> Iterator[RtspServer]:
+    """One RTSP camera server; the six cameras are six registrations of it (one session each)."""
+    cam = RtspServer(free_port(), tmp_path).start()
+    yield cam
+    cam.kill()
+
+
+@pytest.fixture()
+def replicas(tmp_path: Path, postgres: PostgresServer, broker: TansuBroker) -> Iterator[list[RtviServer]]:
+    database = postgres.create_database(f"cluster{uuid.uuid4().hex[:8]}")
+    env = cluster_env(database, broker.bootstrap, RESULTS, SESSION_TIMEOUT_MS)
+    servers = [RtviServer(tmp_path / f"r{i}-assets", {**env, "RTVI_REPLICA_ID": f"r{i}"}) for i in range(3)]
+    try:
+        for srv in servers:
+            srv.start(wait_ready=False)
+        for srv in servers:
+            srv.wait("/v1/ready", 300)
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def test_replicas_share_cameras_and_take_over_a_dead_ones(
+    replicas: list[RtviServer], broker: TansuBroker, camera: RtspServer
+) -> None:
+    # The group settles: every partition is assigned, to every replica some.
+    def spread() -> bool:
+        owned = [cluster_state(r)["partitions"] for r in replicas]
+        return sum(map(len, owned)) == 6 and all(owned)
+
+    wait_for(spread, 60, "the partitions spread over the three replicas")
+    model = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
+    for i, cam in enumerate(CAMERAS):  # registered on any replica: they all share the registry
+        body = cv_body(cam, camera.url, metadata={"model": model, "chunk_duration": CHUNK_S})
+        r = httpx.post(replicas[i % 3].url + "/v1/stream/add", json=body, timeout=60)
+        assert r.json()["inference"] is True, r.text
+
+    tail = ResultsTail(broker.bootstrap, RESULTS)
+    try:
+        wait_for(lambda: {c.camera for c in tail.chunks} == set(CAMERAS), 90, "every camera's first chunk")
+        steady = time.time()
+        time.sleep(4 * CHUNK_S)
+        # Each camera is decoded by exactly one replica, the one that says it owns it.
+        by_camera: dict[str, set[str]] = defaultdict(set)
+        for c in tail.since(steady):
+            by_camera[c.camera].add(c.replica)
+        assert set(by_camera) == set(CAMERAS)
+        assert all(len(owners) == 1 for owners in by_camera.values()), by_camera
+        owner = {cam: next(iter(owners)) for cam, owners in by_camera.items()}
+        for i, srv in enumerate(replicas):
+            assert set(cluster_state(srv)["streams"]) == {c for c, r in owner.items() if r == f"r{i}"}
+
+        victim_id = max(set(owner.values()), key=lambda r: sum(v == r for v in owner.values()))
+        victim = replicas[int(victim_id[1:])]
+        moved = {c for c, r in owner.items() if r == victim_id}
+        assert victim.proc is not None
+        victim.proc.kill()
+        killed = time.time()
+
+        # Its cameras come back on the survivors within the window.
+        def taken_over() -> bool:
+            return moved <= {c.camera for c in tail.since(killed) if c.replica != victim_id}
+
+        wait_for(taken_over, FAILOVER_WINDOW_S + 30, "the dead replica's cameras on the survivors")
+        failover = max(
+            min(c.received for c in tail.since(killed) if c.camera == cam and c.replica != victim_id)
+            for cam in moved
+        )
+        assert failover - killed <= FAILOVER_WINDOW_S, f"failover took {failover - killed:.1f} s"
+        time.sleep(2 * CHUNK_S)
+        survivors = [r for r in replicas if r is not victim]
+        after = {c for srv in survivors for c in cluster_state(srv)["streams"]}
+        assert after == set(CAMERAS)
+
+        # No chunk key lost outside the failover window: a camera that stayed has every index.
+        for cam in set(CAMERAS) - moved:
+            seen = sorted({c.index for c in tail.chunks if c.camera == cam})
+            assert seen == list(range(seen[0], seen[-1] + 1)), (cam, seen)
+    finally:
+        tail.close()
