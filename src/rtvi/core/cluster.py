@@ -118,7 +118,7 @@ class StreamOwnership:
         except Exception:
             log.exception("the ownership consumer failed; this replica stops its streams")
         finally:
-            self._release(list(self._owned))
+            self._release(None)
             consumer.close()  # leaves the group: a rebalance hands the partitions to the others
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -133,8 +133,10 @@ class StreamOwnership:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._release([p.partition for p in partitions])
 
-    def _release(self, partitions: list[int]) -> None:
+    def _release(self, partitions: list[int] | None) -> None:
+        """Stop the streams of `partitions` (None: of every partition held) and let them go."""
         with self._lock:
+            partitions = list(self._owned) if partitions is None else partitions
             streams = [s for p in partitions for s in self._owned.pop(p, set())]
         for stream_id in streams:
             self._stop(stream_id)

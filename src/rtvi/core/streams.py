@@ -193,7 +193,7 @@ class LiveStreams:
             self.store.registry.update_meta(asset.id, asset.meta)
             await self._announce(asset.id, run=False)
 
-    def auto_start(self, asset: Asset) -> bool:
+    async def auto_start(self, asset: Asset) -> bool:
         """Start the inference a CV registration asked for (meta.auto_start: its metadata), when the
         loaded stage takes it (spec §3.4): here, or, in a cluster, on the replica that owns the stream
         (announced on the cluster topic). A failure never fails the registration: it is reported."""
@@ -202,7 +202,7 @@ class LiveStreams:
         if not asset.meta.get("auto_start") or self._processor(asset) is None:
             return False
         try:
-            self.ownership.announce(asset.id, run=True)
+            await self._announce(asset.id, run=True)
         except Exception as exc:
             log.warning("stream %s: inference not announced to the cluster: %s", asset.id, exc)
             self.report_error(asset.id, f"Failed to start inference: {exc}")
@@ -249,13 +249,15 @@ class LiveStreams:
         if self.ownership is not None:
             return
         for asset in self.list():
-            if asset.meta.get("auto_start") and self.auto_start(asset):
+            if asset.meta.get("auto_start") and self.run_here(asset):
                 log.info("stream %s: auto-started inference resumed", asset.id)
 
     # --- cluster (core/cluster.py) ---------------------------------------------------------------
     async def join_cluster(self, ownership: StreamOwnership) -> None:
         """Take part in the stream ownership of the service's replicas (after the model loaded)."""
         self._loop = asyncio.get_running_loop()
+        # Set before start: should the broker be away, this replica must still not resume every stream
+        # on its own (the others run them); it then holds no partition, so no camera.
         self.ownership = ownership
         await asyncio.to_thread(ownership.start)
 

@@ -165,8 +165,9 @@ class GenerationRequest(Generic[Out]):
             return
         ids = {"rtvi.request_id": self.request_id, "rtvi.asset_id": ",".join(a.id for a in self.assets)}
         trace.get_current_span().set_attributes(ids)  # the request's span
-        for asset in self.assets:  # an S3 asset is fetched into the local cache off the event loop
-            await self.core.store.local_media(asset)
+        # Once per asset, off the event loop: an S3 asset is fetched into the local cache here (the video
+        # job's own media_path is then a cache hit).
+        paths = [await self.core.store.local_media(a) for a in self.assets]
         if self.is_video:
             self.file_job = self.core.file_job(
                 self.processor,
@@ -176,7 +177,6 @@ class GenerationRequest(Generic[Out]):
                 span_attributes=ids,
             )
         else:
-            paths = [await self.core.store.local_media(a) for a in self.assets]
             self.file_job = self.core.file_job(
                 self.processor, images=paths, received_at=self.received_at, span_attributes=ids
             )

@@ -115,8 +115,8 @@ class AssetStore:
         """The file to open for a file asset. A path registration is checked against the allowlist
         again at every open: the file may have been swapped for a symlink since it was registered. An
         asset in S3 is downloaded into the cache first: this blocks, so async code uses local_media."""
-        if self.blobs is not None and asset.path.startswith("s3://"):
-            return self.blobs.local(asset.id, asset.path)
+        if (blobs := self._s3_of(asset)) is not None:
+            return blobs.local(asset.id, asset.path)
         if asset.owns_dir:
             return Path(asset.path)
         return self._allowed_server_path(asset.path)
@@ -331,9 +331,13 @@ class AssetStore:
             self._remove_blob(asset)
         self.removed(asset_id)
 
+    def _s3_of(self, asset: Asset) -> S3Blobs | None:
+        """The S3 store that holds the asset's blob; None for one on local disk."""
+        return self.blobs if self.blobs is not None and asset.path.startswith("s3://") else None
+
     def _remove_blob(self, asset: Asset) -> None:
-        if self.blobs is not None and asset.path.startswith("s3://"):
-            self.blobs.delete(asset.id)
+        if (blobs := self._s3_of(asset)) is not None:
+            blobs.delete(asset.id)
         else:
             self.storage.remove_asset_dir(asset.id)
 

@@ -289,7 +289,7 @@ async def cv_add(
     except RtviError as exc:
         core.report_error(req.camera_id, f"Failed to add camera {url}: {exc.message}")
         raise
-    started = core.streams.auto_start(asset)
+    started = await core.streams.auto_start(asset)
     return StreamAddResponse(
         camera_id=req.camera_id,
         asset_id=asset.id,
