@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from rtvi.core.index.chunks import ChunkIndex, IndexedChunk, SearchFilter  # noqa: E402
+from rtvi.core.index.chunks import IndexedChunk, SearchFilter, SqliteChunkIndex  # noqa: E402
 
 DIM = 384
 QUERIES = 200
@@ -70,7 +70,7 @@ def level(n: int, rng: np.random.Generator) -> dict[str, float]:
     queries = rng.standard_normal((QUERIES, DIM), dtype=np.float32)
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        index = ChunkIndex(Path(tmp), "bench", DIM)
+        index = SqliteChunkIndex(Path(tmp), "bench", DIM)
         start = time.perf_counter()
         for i in range(0, n, BATCH):
             index.upsert(chunks(vectors[i : i + BATCH], i))

@@ -10,6 +10,7 @@ import pytest
 
 from tests.kafka_redis import RedisServer, TansuBroker
 from tests.media_factory import make_clip, make_clip_from_images, make_image
+from tests.milvus_server import MilvusServer
 from tests.postgres_server import PostgresServer
 from tests.servers import RtviServer
 
@@ -95,6 +96,16 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """One real PostgreSQL for the run; tests take a fresh database each (create_database)."""
     server = PostgresServer(tmp_path_factory.mktemp("postgres") / "postgres.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """One real Milvus server (Milvus Lite's gRPC server) for the run; tests use their own collections."""
+    root = tmp_path_factory.mktemp("milvus")
+    server = MilvusServer(root / "milvus.log", root / "data")
     server.start()
     yield server
     server.stop()

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     onnx_runtime: bool = Field(True, validation_alias="RTVI_ONNX_RUNTIME")
     # Every embedded chunk into the search index (POST /v1/search); false: no index, search answers 503.
     search_index: bool = Field(True, validation_alias="RTVI_SEARCH_INDEX")
+    # The index on Milvus (http://host:19530, or a Milvus Lite file), shared by replicas; empty: SQLite
+    # under ASSET_STORAGE_DIR/index. The token ("user:password" or an API key) is never logged.
+    milvus_uri: str = Field("", validation_alias="MILVUS_URI", repr=False)
+    milvus_token: str = Field("", validation_alias="MILVUS_TOKEN", repr=False)
 
     # --- VLM service (spec §4.7, §6.4, §8) -------------------------------------------------------
     # An OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI): with VLM_MODEL_TO_USE=openai-compat, or

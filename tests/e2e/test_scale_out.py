@@ -1,5 +1,6 @@
-"""Shared state for replicas (docs/scale-out.md): the registry on a real PostgreSQL and asset blobs on a
-real S3 server (moto), with two `rtvi serve embed` processes sharing them as replicas would."""
+"""Shared state for replicas (docs/scale-out.md): the registry on a real PostgreSQL, asset blobs on a real
+S3 server (moto) and the search index on a real Milvus server, with two `rtvi serve embed` processes
+sharing them as replicas would."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import upload
+from tests.e2e.test_search import search
 from tests.media_factory import make_clip
+from tests.milvus_server import MilvusServer
 from tests.postgres_server import PASSWORD, PostgresServer
 from tests.remote_servers import S3_ENV, MotoS3, SlowProxy
 from tests.servers import RtviServer
@@ -65,10 +68,10 @@ def _embed(srv: RtviServer, file_id: str) -> httpx.Response:
     return httpx.post(srv.url + "/v1/generate_video_embeddings", json=body, timeout=120)
 
 
-def test_two_replicas_share_one_registry_and_one_bucket(
-    tmp_path: Path, postgres: PostgresServer, s3: MotoS3, clip: Path
+def test_two_replicas_share_one_registry_one_bucket_and_one_index(
+    tmp_path: Path, postgres: PostgresServer, s3: MotoS3, milvus: MilvusServer, clip: Path
 ) -> None:
-    env = _shared_env(postgres.create_database("replicas"), s3.endpoint)
+    env = _shared_env(postgres.create_database("replicas"), s3.endpoint, MILVUS_URI=milvus.uri)
     a = RtviServer(tmp_path / "a-assets", env).start(wait_ready=False)
     b = RtviServer(tmp_path / "b-assets", env).start(wait_ready=False)
     try:
@@ -89,6 +92,23 @@ def test_two_replicas_share_one_registry_and_one_bucket(
             [(c["start_time"], c["end_time"]) for c in r.json()["chunk_responses"]] for r in (on_a, on_b)
         )
         assert times_a == times_b and len(times_b) == 3
+
+        # One index: the chunks both embedded are one entry each (same key), found from either replica,
+        # with the thumbnail the other wrote.
+        def indexed(srv: RtviServer) -> list[dict[str, str]]:
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                return search(c, query="a loading dock", top_k=100, asset_ids=[file_id])
+
+        deadline = time.monotonic() + 30
+        while len(indexed(a)) < 3:
+            assert time.monotonic() < deadline, "the chunks never reached the index"
+            time.sleep(0.2)
+        hits_a, hits_b = indexed(a), indexed(b)
+        assert len(hits_b) == 3 and hits_a == hits_b
+        thumbnail = httpx.get(b.url + hits_b[0]["thumbnail_url"])
+        assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\xff\xd8")
+        health = httpx.get(a.url + "/v1/ready?detailed=true").json()["checks"]["search_index"]
+        assert health["backend"] == "milvus" and health["chunks"] >= 3
         assert httpx.get(f"{b.url}/v1/files/{file_id}/content").content == clip.read_bytes()
         assert (b.storage / "cache" / file_id / "dock.mp4").is_file()
 
@@ -96,6 +116,7 @@ def test_two_replicas_share_one_registry_and_one_bucket(
         assert httpx.delete(f"{b.url}/v1/files/{file_id}").status_code == 200
         assert httpx.get(f"{a.url}/v1/files/{file_id}").status_code == 400
         assert _objects(s3) == []
+        assert indexed(a) == [] and httpx.get(a.url + hits_b[0]["thumbnail_url"]).status_code == 400
         for srv in (a, b):
             assert PASSWORD not in srv.log_tail(10**7), "the database password reached a log"
     finally:

@@ -1,13 +1,31 @@
-"""The chunk index on its own: cosine ranking, dedup by key, collections kept apart, a restart keeps the
-entries, removing an owner removes its rows and thumbnails."""
+"""The chunk index on its own, on SQLite (the default) and on a real Milvus server (MILVUS_URI): cosine
+ranking, dedup by key, collections kept apart, a reopen keeps the entries, removing an owner removes its
+rows and thumbnails, filters hold against hostile owner ids, timelines come in time order."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from rtvi.core.index.chunks import ChunkIndex, IndexedChunk, SearchFilter
+from rtvi.core.index.chunks import ChunkIndex, IndexedChunk, SearchFilter, SqliteChunkIndex, open_chunk_index
+
+OpenIndex = Callable[[str, int], ChunkIndex]
+
+
+@pytest.fixture(params=["sqlite", "milvus"])
+def open_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenIndex]:
+    """Opens one collection (model id, dimension) of a fresh index on either backend."""
+    uri = request.getfixturevalue("milvus").uri if request.param == "milvus" else ""
+    run = uuid.uuid4().hex[:8]  # the Milvus server is shared by the session: collections of this test
+
+    def open_(model: str, dim: int) -> ChunkIndex:
+        return open_chunk_index(tmp_path, f"{model}-{run}", dim, milvus_uri=uri)
+
+    yield open_
 
 
 def chunk(owner: str, i: int, vector: np.ndarray, *, live: bool = False, thumb: bool = True) -> IndexedChunk:
@@ -19,19 +37,19 @@ def chunk(owner: str, i: int, vector: np.ndarray, *, live: bool = False, thumb: 
         chunk_idx=i,
         start_s=10.0 * i,
         end_s=10.0 * i + 10,
-        abs_start=None,
-        abs_end=None,
+        abs_start=1e9 + 10 * i if live else None,
+        abs_end=1e9 + 10 * i + 10 if live else None,
         start_time=str(10.0 * i),
         end_time=str(10.0 * i + 10),
         vector=vector.astype(np.float32),
-        thumbnail_jpeg=b"\xff\xd8jpeg" if thumb else None,
+        thumbnail_jpeg=b"\xff\xd8jpeg-" + f"{owner}-{i}".encode() if thumb else None,
     )
 
 
-def test_ranking_dedup_collections_restart_and_removal(tmp_path: Path) -> None:
+def test_ranking_dedup_collections_reopen_and_removal(open_index: OpenIndex) -> None:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((20, 8)).astype(np.float32)
-    index = ChunkIndex(tmp_path, "model-a", 8)
+    index = open_index("model-a", 8)
     index.upsert([chunk("a", i, vectors[i]) for i in range(10)])
     index.upsert([chunk("b", i, vectors[10 + i], live=True) for i in range(10)])
     hits = index.search(vectors[3] * 5, 3)  # scale does not matter: cosine
@@ -42,24 +60,54 @@ def test_ranking_dedup_collections_restart_and_removal(tmp_path: Path) -> None:
     index.upsert([chunk("a", 3, vectors[15])])
     assert len(index) == 20
     assert {(h.owner_id, h.chunk_idx) for h in index.search(vectors[15], 2)} == {("a", 3), ("b", 5)}
-    assert ("a", 3) not in {(h.owner_id, h.chunk_idx) for h in index.search(vectors[3], 1)}
+    assert index.search(vectors[3], 1)[0].score < 0.99  # the old vector is gone
     assert {h.owner_id for h in index.search(vectors[3], 20, SearchFilter(stream_ids=["b"]))} == {"b"}
+    assert {h.owner_id for h in index.search(vectors[3], 20, SearchFilter(asset_ids=["b"]))} == set()
     assert index.search(vectors[3], 5, SearchFilter(offset_from=25, offset_to=35))[0].chunk_idx in (2, 3)
-    thumb = index.thumbnail(hits[0].entry_id)
-    assert thumb is not None and thumb.read_bytes() == b"\xff\xd8jpeg"
+    window = index.search(vectors[3], 20, SearchFilter(abs_from=1e9 + 25, abs_to=1e9 + 45))
+    assert {(h.owner_id, h.chunk_idx) for h in window} == {("b", 2), ("b", 3), ("b", 4)}
+    assert index.thumbnail(hits[0].entry_id) == b"\xff\xd8jpeg-a-3"
+    # A timeline: the latest chunks of one owner, in time order.
+    assert [h.chunk_idx for h in index.latest("b", 4)] == [6, 7, 8, 9]
     index.close()
 
-    # Another model's collection in the same directory sees none of it; a reopen sees all of it.
-    other = ChunkIndex(tmp_path, "model-b", 8)
+    # Another model's collection sees none of it; a reopen sees all of it.
+    other = open_index("model-b", 8)
     assert len(other) == 0 and other.search(vectors[3], 5) == []
     other.close()
-    again = ChunkIndex(tmp_path, "model-a", 8)
+    again = open_index("model-a", 8)
     assert len(again) == 20
     assert again.remove_owner("a") == 10
     assert len(again) == 10 and {h.owner_id for h in again.search(vectors[3], 20)} == {"b"}
-    # Removal moves vectors within the matrix: each remaining one is still found as itself.
+    # Each remaining vector is still found as itself (the SQLite index moves them within its matrix).
     for i in range(10):
         best = again.search(vectors[10 + i], 1)[0]
         assert (best.owner_id, best.chunk_idx) == ("b", i) and abs(best.score - 1) < 1e-5
-    assert again.thumbnail(hits[0].entry_id) is None and not thumb.exists()
+    assert again.thumbnail(hits[0].entry_id) is None
     again.close()
+
+
+def test_hostile_owner_ids_select_only_themselves(open_index: OpenIndex) -> None:
+    """Stream ids are client-chosen: one made to look like a filter must match nothing but itself."""
+    rng = np.random.default_rng(1)
+    hostile = ['x" or live == true or owner_id == "', "x') OR 1=1 --", 'back\\slash "quote"', "é\nü"]
+    index = open_index("model-h", 4)
+    index.upsert([chunk("plain", 0, rng.standard_normal(4), live=True)])
+    index.upsert([chunk(owner, 0, rng.standard_normal(4), live=True) for owner in hostile])
+    for owner in hostile:
+        hits = index.search(rng.standard_normal(4).astype(np.float32), 10, SearchFilter(stream_ids=[owner]))
+        assert [h.owner_id for h in hits] == [owner]
+        assert [h.owner_id for h in index.latest(owner, 10)] == [owner]
+    assert index.remove_owner(hostile[0]) == 1
+    assert len(index) == len(hostile)
+    index.close()
+
+
+def test_sqlite_removal_deletes_thumbnail_files(tmp_path: Path) -> None:
+    index = SqliteChunkIndex(tmp_path, "model-t", 4)
+    index.upsert([chunk("a", 0, np.ones(4))])
+    files = list((tmp_path / "thumbnails").rglob("*.jpg"))
+    assert len(files) == 1
+    index.remove_owner("a")
+    assert not any(f.exists() for f in files)
+    index.close()

@@ -24,13 +24,15 @@ from opentelemetry.trace import Tracer
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
+from rtvi.core.bus.feed import FeedReader, ReadResult, ResultsFeed
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
 from rtvi.core.cluster import StreamOwnership
-from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
+from rtvi.core.index.chunks import IndexedChunk, open_chunk_index
 from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.hwaccel import decode_accel
+from rtvi.core.media.live import public_url
 from rtvi.core.media.times import unix_to_iso
 from rtvi.core.media.types import MediaInfo
 from rtvi.core.models.info import ModelInfo
@@ -81,6 +83,9 @@ class CoreConfig:
     build_result: ResultMessage  # a chunk's output -> its nv.VisionLLM message
     failure_message: str  # what a failed generation says first on the error bus
     build_incident: IncidentMessage | None = None  # a chunk's output -> the nv.Incident it raises
+    # nv.VisionLLM -> the chunk's output (build_result's inverse): SSE of cluster-run streams, read back
+    # from the results topic on any replica (bus/feed.py).
+    read_result: ReadResult | None = None
 
 
 class ServiceCore:
@@ -111,6 +116,7 @@ class ServiceCore:
         self.indexer: ChunkIndexer | None = None
         self._index_entry_of: IndexEntryOf | None = None
         self.query_vector: QueryVector | None = None
+        self.feed: ResultsFeed | None = None  # with RTVI_CLUSTER_BOOTSTRAP and a Kafka results bus
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -178,6 +184,31 @@ class ServiceCore:
             self.report_error("", f"Could not join the cluster: {exc}")
         else:
             log.info("replica %s joined the cluster (topic %s)", replica_name(s), topic)
+        publisher = self.publisher
+        if publisher is not None and publisher.results_bus == "kafka" and self.config.read_result is not None:
+            self.feed = ResultsFeed(
+                {"bootstrap.servers": s.kafka_bootstrap_servers},
+                publisher.results_topic,
+                self.config.read_result,
+            )
+        else:
+            log.warning("no Kafka results bus: SSE readers of a cluster-run stream are served where it runs")
+
+    def cluster_request_id(self, asset: Asset, processor: ChunkProcessor[Any]) -> str | None:
+        """The request id of a cluster-run stream whose own inference computes what `processor` does:
+        its readers are served from the results topic (the replica that decodes it may be another, and
+        may change). None: the request runs here."""
+        return self.streams.cluster_request_id(asset, processor) if self.feed is not None else None
+
+    def cluster_reader(self, asset: Asset, request_id: str) -> FeedReader[Any]:
+        """A reader of a cluster-run stream's chunks from the results topic (call on the event loop)."""
+        assert self.feed is not None, "cluster_request_id first"
+        return self.feed.subscribe(
+            request_id,
+            maxsize=self.settings.live_subscriber_queue,
+            running=lambda: self.streams.runs_in_cluster(asset.id),
+            on_drop=lambda: self.metrics.live_dropped.labels(reason="slow_consumer").inc(),
+        )
 
     async def open_index(
         self,
@@ -192,13 +223,22 @@ class ServiceCore:
         Loading the collection's vectors reads them all from disk: in a thread, not on the event loop."""
         if not self.settings.search_index or self.indexer is not None:
             return
-        index = await asyncio.to_thread(ChunkIndex, self.store.storage.root / "index", model_id, dim)
+        s = self.settings
+        index = await asyncio.to_thread(
+            open_chunk_index,
+            self.store.storage.root / "index",
+            model_id,
+            dim,
+            milvus_uri=s.milvus_uri,
+            milvus_token=s.milvus_token,
+        )
         self.indexer = ChunkIndexer(index, self.metrics, embed_captions=embed_captions).start()
         self._index_entry_of = entry_of
         self.query_vector = query_vector
         self.live.observers.append(self._index_live)
         self.store.on_removed.append(self.indexer.remove_owner)
-        log.info("search index: %d chunk(s) of %s (%d-d)", len(index), model_id, dim)
+        where = f"on Milvus {public_url(s.milvus_uri)}" if s.milvus_uri else "in SQLite"
+        log.info("search index %s: %d chunk(s) of %s (%d-d)", where, len(index), model_id, dim)
 
     def index_file_chunk(
         self, asset: Asset, r: ChunkResult[Any], time: Callable[[float], str], base_ts: float | None
@@ -261,6 +301,8 @@ class ServiceCore:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.streams.leave_cluster()  # first: the others take this replica's cameras at once
+        if self.feed is not None:
+            await asyncio.to_thread(self.feed.close)
         await self.live.shutdown()
         if self.stage is not None:
             await self.stage.stop()

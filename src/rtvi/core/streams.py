@@ -261,6 +261,22 @@ class LiveStreams:
         self.ownership = ownership
         await asyncio.to_thread(ownership.start)
 
+    def cluster_request_id(self, asset: Asset, processor: ChunkProcessor[Any]) -> str | None:
+        """The request id a cluster-run stream's chunks carry, when `processor` computes what its own
+        inference does (same key); else None."""
+        if self.ownership is None or not asset.is_live:
+            return None
+        try:
+            own = self._processor(asset)
+        except RtviError:  # its metadata asks for an inference it cannot have: nothing runs
+            return None
+        return _cluster_request_id(asset) if own is not None and own.key == processor.key else None
+
+    def runs_in_cluster(self, stream_id: str) -> bool:
+        """Whether the stream is still registered with its own inference (not deleted, not stopped)."""
+        asset = self.store.registry.get(stream_id)
+        return asset is not None and bool(asset.meta.get("auto_start"))
+
     async def leave_cluster(self) -> None:
         if self.ownership is not None:
             await asyncio.to_thread(self.ownership.close)

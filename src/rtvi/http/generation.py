@@ -111,6 +111,7 @@ class GenerationRequest(Generic[Out]):
         self.is_video = self.assets[0].media_type == "video"
         self.file_job: FileJob[Out] | None = None
         self.live_job: LiveJob[Out] | None = None
+        self.cluster_run = False  # a cluster-run stream: its chunks come from the results topic
         self.processor: ChunkProcessor[Out] = processor(self) if callable(processor) else processor
 
     @classmethod
@@ -158,6 +159,10 @@ class GenerationRequest(Generic[Out]):
 
     async def _prepare(self) -> None:
         if self.is_live:
+            request_id = self.core.cluster_request_id(self.assets[0], self.processor)
+            if request_id is not None:
+                self.cluster_run, self.request_id = True, request_id
+                return
             job = self.core.live.start(self.assets[0], self.chunk_params().require_live(), self.processor)
             self.live_job = job
             self.request_id = job.request_id
@@ -212,8 +217,12 @@ class GenerationRequest(Generic[Out]):
 
     # --- results ------------------------------------------------------------------------------
     async def results(self) -> AsyncIterator[ChunkResult[Out]]:
+        # Subscribing here, not in the route, so a response that is never sent leaves no reader.
+        if self.cluster_run:
+            async for r in self.core.cluster_reader(self.assets[0], self.request_id).results():
+                yield r
+            return
         if self.live_job is not None:
-            # Subscribing here, not in the route, so a response that is never sent leaves no reader.
             async for r in self.live_job.subscribe().results():
                 yield r
             return

@@ -137,6 +137,27 @@ def vision_llm_envelope(ctx: ChunkContext) -> tuple[nv.VisionLLM, nv.Query]:
     return msg, query
 
 
+def chunk_result_of(msg: nv.VisionLLM, output: Any) -> ChunkResult[Any]:
+    """A chunk read back from its nv.VisionLLM (the inverse of `vision_llm_envelope` and
+    `chunk_context`, for live chunks: their times are Unix seconds), with the service's `output`."""
+    info = msg.info
+
+    def seconds(field: str, scale: float = 1e-3) -> float:
+        return float(info.get(field) or 0) * scale
+
+    return ChunkResult(
+        index=int(info["chunkIdx"]),
+        start_s=msg.timestamp.ToMicroseconds() / 1e6,
+        end_s=msg.end.ToMicroseconds() / 1e6,
+        output=output,
+        frame_count=int(info.get("frameCount") or 0),
+        decode_latency_s=seconds("decodeLatencyMs"),
+        inference_latency_s=seconds("vlmLatencyMs"),
+        queue_time_s=seconds("queueTimeS", 1.0),
+        chunk_latency_s=seconds("chunkLatencyMs"),
+    )
+
+
 def error_json(stream_id: str, event: str, type_: ErrorType, source: str, now: float | None = None) -> bytes:
     """The §6.5 error message: {streamId, timestamp (UTC ms Z), type, source, event}."""
     ts = format_iso(datetime.fromtimestamp(time.time() if now is None else now, tz=UTC))

@@ -7,7 +7,9 @@ measures it against numpy on a bare matrix). Filters select row ids in SQLite an
 scored. Vectors are unit-normalised on the way in, so the inner product is the cosine.
 
 A collection is one model id and dimension: vectors of two models never mix, and a new MODEL_PATH starts
-an empty collection (`rtvi reindex` fills it again). Why not Milvus Lite: docs/search.md.
+an empty collection (`rtvi reindex` fills it again). Why SQLite and not Milvus Lite on one machine:
+docs/search.md. With MILVUS_URI the same interface (`ChunkIndex`) is served by a Milvus server that every
+replica shares (milvus.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -142,6 +145,55 @@ _HIT_COLUMNS = (
 )
 
 
+class ChunkIndex(Protocol):
+    """One collection (model id + dimension) of the index, whatever holds it. Thread-safe."""
+
+    collection: str
+
+    def __len__(self) -> int: ...
+
+    def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        """Add chunks, replacing an entry with the same owner and key."""
+        ...
+
+    def remove_owner(self, owner_id: str) -> int:
+        """Forget every chunk of a file or stream (all collections) and its thumbnails. -> entries removed."""
+        ...
+
+    def search(
+        self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
+    ) -> list[Hit]:
+        """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
+        ...
+
+    def latest(self, owner_id: str, limit: int) -> list[Hit]:
+        """The `limit` latest chunks of a file or stream, in time order (a timeline; score 0)."""
+        ...
+
+    def thumbnail(self, entry: str) -> bytes | None:
+        """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_chunk_index(
+    root: Path, model_id: str, dim: int, *, milvus_uri: str = "", milvus_token: str = ""
+) -> ChunkIndex:
+    """The collection of `model_id` and `dim`: on Milvus when `milvus_uri` is set, else in SQLite under
+    `root`. Blocks (reads or connects): call it off the event loop."""
+    if milvus_uri:
+        from rtvi.core.index.milvus import MilvusChunkIndex  # pymilvus is imported only when used
+
+        return MilvusChunkIndex(milvus_uri, model_id, dim, token=milvus_token)
+    return SqliteChunkIndex(root, model_id, dim)
+
+
+def entry_id(collection: str, owner_id: str, key: str) -> str:
+    """An entry's public id (it names the thumbnail): the same chunk gets the same id on any replica."""
+    return hashlib.sha256(f"{collection}\n{owner_id}\n{key}".encode()).hexdigest()[:32]
+
+
 class _Vectors:
     """Unit vectors by row id, as one growing float32 matrix. Removal moves the last vector into the gap,
     so the first `len` rows are always the live ones."""
@@ -193,8 +245,8 @@ class _Vectors:
         return [(int(ids[i]), float(scores[i])) for i in best]
 
 
-class ChunkIndex:
-    """One collection (model id + dimension) of the index under `root`. Thread-safe."""
+class SqliteChunkIndex:
+    """One collection (model id + dimension) of the index in SQLite under `root`. Thread-safe."""
 
     def __init__(self, root: Path, model_id: str, dim: int) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -226,15 +278,15 @@ class ChunkIndex:
             return
         if any(c.vector is None for c in chunks):
             raise ValueError("every chunk needs its vector before it is written")
-        matrix = np.stack([_unit(c.vector, self.dim) for c in chunks if c.vector is not None])
+        matrix = np.stack([unit_vector(c.vector, self.dim) for c in chunks if c.vector is not None])
         with self._lock:
             written: list[int] = []
             replaced: list[int] = []
             self._db.execute("BEGIN")
             try:
                 for c, vector in zip(chunks, matrix, strict=True):
-                    entry_id = self._entry_id(c.owner_id, c.key)
-                    old = self._db.execute("SELECT id FROM chunks WHERE entry_id = ?", (entry_id,)).fetchone()
+                    entry = entry_id(self.collection, c.owner_id, c.key)
+                    old = self._db.execute("SELECT id FROM chunks WHERE entry_id = ?", (entry,)).fetchone()
                     if old is not None:
                         replaced.append(old[0])
                         self._db.execute("DELETE FROM chunks WHERE id = ?", (old[0],))
@@ -245,7 +297,7 @@ class ChunkIndex:
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             self.collection,
-                            entry_id,
+                            entry,
                             c.owner_id,
                             int(c.live),
                             c.source,
@@ -264,7 +316,7 @@ class ChunkIndex:
                     assert cur.lastrowid is not None
                     written.append(cur.lastrowid)
                     if c.thumbnail_jpeg is not None:
-                        atomic_write(self._thumbnail_file(c.owner_id, entry_id), c.thumbnail_jpeg)
+                        atomic_write(self._thumbnail_file(c.owner_id, entry), c.thumbnail_jpeg)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -295,7 +347,7 @@ class ChunkIndex:
         self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
     ) -> list[Hit]:
         """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
-        vector = _unit(query, self.dim)
+        vector = unit_vector(query, self.dim)
         sql, args = where.clause() if where is not None else ("", [])
         with self._lock:
             among = None
@@ -326,33 +378,30 @@ class ChunkIndex:
             ).fetchall()
         return [_hit(row, 0.0) for row in reversed(rows)]
 
-    def thumbnail(self, entry_id: str) -> Path | None:
-        """The JPEG file of an entry, or None (unknown entry, or indexed without one)."""
+    def thumbnail(self, entry: str) -> bytes | None:
+        """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT owner_id FROM chunks WHERE entry_id = ? AND thumbnail = 1", (entry_id,)
+                "SELECT owner_id FROM chunks WHERE entry_id = ? AND thumbnail = 1", (entry,)
             ).fetchone()
         if row is None:
             return None
-        path = self._thumbnail_file(row[0], entry_id)
-        return path if path.is_file() else None
+        path = self._thumbnail_file(row[0], entry)
+        return path.read_bytes() if path.is_file() else None
 
     # --- names --------------------------------------------------------------------------------------
-    def _entry_id(self, owner_id: str, key: str) -> str:
-        return hashlib.sha256(f"{self.collection}\n{owner_id}\n{key}".encode()).hexdigest()[:32]
-
     def _owner_dir(self, owner_id: str) -> Path:
         # Hashed: stream ids are client-chosen and may not be safe file names.
         return self.root / "thumbnails" / hashlib.sha256(owner_id.encode()).hexdigest()[:32]
 
-    def _thumbnail_file(self, owner_id: str, entry_id: str) -> Path:
-        return self._owner_dir(owner_id) / f"{entry_id}.jpg"
+    def _thumbnail_file(self, owner_id: str, entry: str) -> Path:
+        return self._owner_dir(owner_id) / f"{entry}.jpg"
 
 
 def _hit(row: Sequence[object], score: float) -> Hit:
-    entry_id, owner_id, live, source, chunk_idx, start_s, end_s, start_time, end_time, caption, thumb = row
+    entry, owner_id, live, source, chunk_idx, start_s, end_s, start_time, end_time, caption, thumb = row
     return Hit(
-        str(entry_id),
+        str(entry),
         str(owner_id),
         bool(live),
         str(source),
@@ -367,7 +416,7 @@ def _hit(row: Sequence[object], score: float) -> Hit:
     )
 
 
-def _unit(vector: npt.NDArray[np.float32], dim: int) -> npt.NDArray[np.float32]:
+def unit_vector(vector: npt.NDArray[np.float32], dim: int) -> npt.NDArray[np.float32]:
     v = np.asarray(vector, dtype=np.float32).reshape(-1)
     if v.shape[0] != dim:
         raise ValueError(f"a {v.shape[0]}-d vector for a {dim}-d index")

@@ -45,6 +45,8 @@ def _checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
             "replica": replica_name(core.settings),
             "partitions": ownership.assigned_partitions(),
             "streams": sorted(ownership.owned()),
+            # SSE readers here of cluster-run streams, served from the results topic
+            "feed_readers": core.feed.readers() if core.feed is not None else 0,
         }
     return checks
 
@@ -55,10 +57,18 @@ async def _informational_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
     bring it back, and generate requests do not need the index."""
     checks = await asyncio.to_thread(core.publisher.checks) if core.publisher is not None else {}
     if core.indexer is not None:
-        index = core.indexer
-        checks["search_index"] = {"healthy": index.error is None, "chunks": len(index.index)}
-        if index.error is not None:
-            checks["search_index"]["error"] = index.error
+        indexer = core.indexer
+        check: dict[str, Any] = {
+            "healthy": indexer.error is None,
+            "backend": "milvus" if core.settings.milvus_uri else "sqlite",
+        }
+        try:  # on Milvus, a request to the server
+            check["chunks"] = await asyncio.to_thread(len, indexer.index)
+        except Exception as exc:
+            check.update(healthy=False, error=f"{type(exc).__name__}: {exc}")
+        if indexer.error is not None:
+            check["error"] = indexer.error
+        checks["search_index"] = check
     return checks
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
 from rtvi.core.index.chunks import ChunkIndex, Hit, SearchFilter
 from rtvi.core.service import ServiceCore
@@ -106,10 +106,15 @@ def _rendered(h: Hit) -> SearchHit:
     )
 
 
-@router.get("/thumbnails/{entry_id}", response_class=FileResponse)
-async def thumbnail(entry_id: str, core: ServiceCore = Depends(get_core)) -> FileResponse:
+@router.get(
+    "/thumbnails/{entry_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}}
+)
+async def thumbnail(entry_id: str, core: ServiceCore = Depends(get_core)) -> Response:
     """A search hit's thumbnail (image/jpeg)."""
-    path = _index(core).thumbnail(entry_id) if len(entry_id) == 32 and entry_id.isalnum() else None
-    if path is None:
+    index = _index(core)
+    well_formed = len(entry_id) == 32 and entry_id.isalnum()
+    jpeg = await asyncio.to_thread(index.thumbnail, entry_id) if well_formed else None
+    if jpeg is None:
         raise NoSuchResource(entry_id, f"No such thumbnail {entry_id[:64]}")
-    return FileResponse(path, media_type="image/jpeg")
+    # Entries are keyed by their content's place (owner, chunk): a re-index may replace the image.
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})

@@ -38,3 +38,8 @@ def text_context(
         requested_model=requested_model,
         text=text,
     )
+
+
+def read_vision_llm(msg: nv.VisionLLM) -> npt.NDArray[np.float32]:
+    """A chunk's vector read back from its nv.VisionLLM (the results feed: SSE from any replica)."""
+    return np.asarray(msg.llm.visionEmbeddings[0].vector, dtype=np.float32)

@@ -7,7 +7,7 @@ from rtvi.core.service import CoreConfig, ServiceCore
 from rtvi.http.routes import search
 from rtvi.http.spec import ServiceSpec
 from rtvi.services.embed import routes
-from rtvi.services.embed.messages import build_vision_llm
+from rtvi.services.embed.messages import build_vision_llm, read_vision_llm
 from rtvi.services.embed.models.registry import load_embedder
 from rtvi.services.embed.serving import VIDEO_FAILED, EmbedServing
 
@@ -15,6 +15,7 @@ CORE = CoreConfig(
     name="embed",
     topics=BusTopics("mdx-embed", "mdx-embed-errors"),
     build_result=build_vision_llm,
+    read_result=read_vision_llm,
     failure_message=VIDEO_FAILED.rstrip("."),
 )
 

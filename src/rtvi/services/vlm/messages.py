@@ -110,6 +110,33 @@ def build_vision_llm(ctx: ChunkContext, caption: Caption) -> nv.VisionLLM:
     return msg
 
 
+def read_vision_llm(msg: nv.VisionLLM) -> Caption:
+    """A chunk's caption read back from its nv.VisionLLM (the results feed: SSE from any replica). The
+    message does not carry where incidents are placed: a reader renders captions, not incidents."""
+    query, info = msg.llm.queries[0], msg.info
+    task = CaptionTask(
+        prompt=query.prompts["user"],
+        system_prompt=query.prompts["system"],
+        place=Place("", "", 0.0, 0.0, 0.0, 0.0, 0.0),
+        module=AnalyticsModule("", "", ""),
+        enable_reasoning=msg.llm.info["enableReasoning"] == "true",
+    )
+    answer = Answer(
+        content=query.response,
+        reasoning=info.get("reasoning", ""),
+        format_error=info.get("responseFormatError", ""),
+        alert=info.get("incidentDetected") == "true",
+        trigger="",
+    )
+    return Caption(
+        task=task,
+        answer=answer,
+        input_tokens=int(info.get("inputTokens") or 0),
+        output_tokens=int(info.get("outputTokens") or 0),
+        error=info.get("error", ""),
+    )
+
+
 def build_incident(ctx: ChunkContext, caption: Caption, vision: nv.VisionLLM) -> ext_pb2.Incident | None:
     """The nv.Incident of an alerting chunk (spec §6.4), else None; times, frame ids and llm are those of
     the chunk's VisionLLM message."""

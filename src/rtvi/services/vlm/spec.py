@@ -8,7 +8,7 @@ from rtvi.core.service import CoreConfig, ServiceCore
 from rtvi.http.routes import search
 from rtvi.http.spec import ServiceSpec
 from rtvi.services.vlm import routes
-from rtvi.services.vlm.messages import build_incident, build_vision_llm
+from rtvi.services.vlm.messages import build_incident, build_vision_llm, read_vision_llm
 from rtvi.services.vlm.models.registry import load_vlm
 from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing
 
@@ -17,6 +17,7 @@ CORE = CoreConfig(
     topics=BusTopics("mdx-vlm-captions", "mdx-vlm-errors"),
     build_result=build_vision_llm,
     build_incident=build_incident,
+    read_result=read_vision_llm,
     failure_message=CAPTIONS_FAILED.rstrip("."),
 )
 

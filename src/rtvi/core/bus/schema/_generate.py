@@ -8,36 +8,38 @@ only the protobuf runtime, never protoc.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[3]  # the directory holding the rtvi package
 PROTOS = ("schema.proto", "ext.proto")
 PACKAGE = "rtvi.core.bus.schema"
+# The protos are compiled under their package path, so the descriptor pool knows them as
+# rtvi/core/bus/schema/schema.proto: a bare "schema.proto" clashes with other libraries' (pymilvus has one).
+PROTO_DIR = PACKAGE.replace(".", "/")
 
 
 def generate(out_dir: Path) -> list[Path]:
     """Compile the protos into out_dir; returns the files written."""
+    import tempfile
     from importlib.resources import files
 
     from grpc_tools import protoc
 
     well_known = str(files("grpc_tools") / "_proto")
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{HERE}", f"-I{well_known}", f"--python_out={out_dir}", f"--pyi_out={out_dir}"]
-    if protoc.main([*args, *PROTOS]) != 0:
-        raise RuntimeError("protoc failed")
     written: list[Path] = []
-    for proto in PROTOS:
-        for suffix in ("_pb2.py", "_pb2.pyi"):
-            path = out_dir / proto.replace(".proto", suffix)
-            # protoc writes `import schema_pb2` (a top-level module); ours lives in a package.
-            text = re.sub(
-                r"^import (\w+_pb2) as", rf"from {PACKAGE} import \1 as", path.read_text(), flags=re.MULTILINE
-            )
-            path.write_text(text)
-            written.append(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["protoc", f"-I{SRC}", f"-I{well_known}", f"--python_out={tmp}", f"--pyi_out={tmp}"]
+        if protoc.main([*args, *(f"{PROTO_DIR}/{p}" for p in PROTOS)]) != 0:
+            raise RuntimeError("protoc failed")
+        for proto in PROTOS:
+            for suffix in ("_pb2.py", "_pb2.pyi"):
+                name = proto.replace(".proto", suffix)
+                path = out_dir / name
+                path.write_text((Path(tmp) / PROTO_DIR / name).read_text())
+                written.append(path)
     return written
 
 

@@ -1,0 +1,248 @@
+"""The chunk index on Milvus (MILVUS_URI, issue 13): one index that every replica writes and searches.
+
+Same interface and behaviour as the SQLite index (chunks.py): one collection per model id and dimension,
+entries keyed by owner and chunk, exact cosine on unit vectors (a FLAT index with the inner product),
+filters by owner and time window. Thumbnails are kept in the entry (base64 JPEG), so any replica serves
+any thumbnail. Collections are created with Strong consistency: a chunk written by one replica is found
+by a search on another as soon as the write returns.
+
+Owner ids are client-chosen (stream ids), so filters never carry them: each entry also holds the SHA-256
+of its owner (`owner_key`, hex), and filters compare hashes. A filter expression is thus built only from
+hex digests, booleans and numbers, and cannot be bent by a hostile id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pymilvus import DataType, MilvusClient
+
+from rtvi.core.index.chunks import Hit, IndexedChunk, SearchFilter, entry_id, unit_vector
+
+log = logging.getLogger(__name__)
+
+COLLECTION_PREFIX = "rtvi_chunks_"
+# VARCHAR limits (bytes). A thumbnail is ~10-30 KB of JPEG; one that does not fit is left out.
+_MAX_THUMBNAIL_B64 = 65_535
+_MAX_TEXT = 4_096  # sources and owner ids are cut to this many bytes
+_MAX_CAPTION = 16_384  # captions are indexed up to 4,000 characters (4 bytes each at most)
+_HIT_FIELDS = [
+    "owner_id",
+    "live",
+    "source",
+    "chunk_idx",
+    "start_s",
+    "end_s",
+    "start_time",
+    "end_time",
+    "caption",
+    "has_thumbnail",
+]
+_PAGE = 1_000  # rows per page when a timeline scans an owner's entries
+
+
+def collection_name(model_id: str, dim: int) -> str:
+    """A Milvus collection name (letters, digits, underscores) for one model id and dimension."""
+    slug = re.sub(r"[^A-Za-z0-9_]", "_", model_id)[:64]
+    digest = hashlib.sha256(f"{model_id}:{dim}".encode()).hexdigest()[:8]
+    return f"{COLLECTION_PREFIX}{slug}_{dim}_{digest}"
+
+
+def owner_key(owner_id: str) -> str:
+    return hashlib.sha256(owner_id.encode()).hexdigest()[:32]
+
+
+def filter_expression(where: SearchFilter) -> str:
+    """A SearchFilter as a Milvus boolean expression (hex digests, booleans and numbers only)."""
+    parts: list[str] = []
+    owners: list[str] = []
+    for live, ids in ((False, where.asset_ids), (True, where.stream_ids)):
+        if ids:
+            keys = ", ".join(f'"{owner_key(i)}"' for i in ids)
+            owners.append(f"(live == {str(live).lower()} and owner_key in [{keys}])")
+    if owners:
+        parts.append("(" + " or ".join(owners) + ")")
+    # A chunk matches when it overlaps the window.
+    if where.abs_from is not None or where.abs_to is not None:
+        parts.append("abs_start is not null")
+    if where.abs_from is not None:
+        parts.append(f"abs_end > {float(where.abs_from)!r}")
+    if where.abs_to is not None:
+        parts.append(f"abs_start < {float(where.abs_to)!r}")
+    if where.offset_from is not None or where.offset_to is not None:
+        parts.append("live == false")
+    if where.offset_from is not None:
+        parts.append(f"end_s > {float(where.offset_from)!r}")
+    if where.offset_to is not None:
+        parts.append(f"start_s < {float(where.offset_to)!r}")
+    return " and ".join(parts)
+
+
+class MilvusChunkIndex:
+    """One collection (model id + dimension) on a Milvus server, or a Milvus Lite file."""
+
+    def __init__(self, uri: str, model_id: str, dim: int, token: str = "") -> None:
+        self.collection = f"{model_id}:{dim}"
+        self.dim = dim
+        self.name = collection_name(model_id, dim)
+        self._client = MilvusClient(uri=uri, token=token)
+        if self._client.has_collection(self.name):
+            self._client.load_collection(self.name)
+        else:
+            self._create()
+
+    def _create(self) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("entry_id", DataType.VARCHAR, max_length=32, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("owner_key", DataType.VARCHAR, max_length=32)
+        schema.add_field("owner_id", DataType.VARCHAR, max_length=_MAX_TEXT)
+        schema.add_field("live", DataType.BOOL)
+        schema.add_field("source", DataType.VARCHAR, max_length=_MAX_TEXT)
+        schema.add_field("chunk_idx", DataType.INT64)
+        schema.add_field("start_s", DataType.DOUBLE)
+        schema.add_field("end_s", DataType.DOUBLE)
+        schema.add_field("abs_start", DataType.DOUBLE, nullable=True)
+        schema.add_field("abs_end", DataType.DOUBLE, nullable=True)
+        schema.add_field("start_time", DataType.VARCHAR, max_length=64)
+        schema.add_field("end_time", DataType.VARCHAR, max_length=64)
+        schema.add_field("caption", DataType.VARCHAR, max_length=_MAX_CAPTION, nullable=True)
+        schema.add_field("has_thumbnail", DataType.BOOL)
+        schema.add_field("thumbnail", DataType.VARCHAR, max_length=_MAX_THUMBNAIL_B64)
+        index = self._client.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="IP")
+        index.add_index("owner_key", index_type="INVERTED")  # timelines and deletes select by owner
+        self._client.create_collection(
+            self.name, schema=schema, index_params=index, consistency_level="Strong"
+        )
+        log.info("search index: collection %s created on Milvus", self.name)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __len__(self) -> int:
+        rows = self._client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    # --- writes -------------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        """Add chunks, replacing an entry with the same owner and key (one upsert request)."""
+        if not chunks:
+            return
+        rows = [self._row(c) for c in chunks]
+        self._client.upsert(self.name, rows)
+
+    def _row(self, c: IndexedChunk) -> dict[str, Any]:
+        if c.vector is None:
+            raise ValueError("every chunk needs its vector before it is written")
+        thumbnail = base64.b64encode(c.thumbnail_jpeg).decode() if c.thumbnail_jpeg is not None else ""
+        if len(thumbnail) > _MAX_THUMBNAIL_B64:
+            thumbnail = ""
+        return {
+            "entry_id": entry_id(self.collection, c.owner_id, c.key),
+            "vector": unit_vector(c.vector, self.dim).tolist(),
+            "owner_key": owner_key(c.owner_id),
+            "owner_id": _cut(c.owner_id, _MAX_TEXT),
+            "live": c.live,
+            "source": _cut(c.source, _MAX_TEXT),
+            "chunk_idx": c.chunk_idx,
+            "start_s": c.start_s,
+            "end_s": c.end_s,
+            "abs_start": c.abs_start,
+            "abs_end": c.abs_end,
+            "start_time": c.start_time,
+            "end_time": c.end_time,
+            "caption": None if c.caption is None else _cut(c.caption, _MAX_CAPTION),
+            "has_thumbnail": bool(thumbnail),
+            "thumbnail": thumbnail,
+        }
+
+    def remove_owner(self, owner_id: str) -> int:
+        """Forget every chunk of a file or stream, in every rtvi collection. -> entries removed."""
+        removed = 0
+        expression = f'owner_key == "{owner_key(owner_id)}"'
+        for name in self._client.list_collections():
+            if name.startswith(COLLECTION_PREFIX):
+                result = self._client.delete(name, filter=expression)
+                # A Milvus server answers {"delete_count": n}; Milvus Lite the deleted ids.
+                removed += int(result["delete_count"]) if isinstance(result, dict) else len(result)
+        return removed
+
+    # --- reads --------------------------------------------------------------------------------------
+    def search(
+        self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
+    ) -> list[Hit]:
+        """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
+        found = self._client.search(
+            self.name,
+            [unit_vector(query, self.dim).tolist()],
+            limit=top_k,
+            filter=filter_expression(where) if where is not None else "",
+            output_fields=_HIT_FIELDS,
+            search_params={"metric_type": "IP"},
+        )
+        return [_hit(str(h["entry_id"]), h["entity"], float(h["distance"])) for h in found[0]]
+
+    def latest(self, owner_id: str, limit: int) -> list[Hit]:
+        """The `limit` latest chunks of a file or stream, in time order (a timeline; score 0). Milvus
+        queries have no ORDER BY: the owner's (id, time) pairs are scanned page by page, keeping the
+        newest `limit`, and only those rows are read in full."""
+        pages = self._client.query_iterator(
+            self.name,
+            batch_size=_PAGE,
+            filter=f'owner_key == "{owner_key(owner_id)}"',
+            output_fields=["entry_id", "start_s", "chunk_idx"],
+        )
+        newest: list[tuple[float, int, str]] = []
+        try:
+            while page := pages.next():
+                for row in page:
+                    item = (float(row["start_s"]), int(row["chunk_idx"]), str(row["entry_id"]))
+                    if len(newest) < limit:
+                        heapq.heappush(newest, item)
+                    elif item > newest[0]:
+                        heapq.heapreplace(newest, item)
+        finally:
+            pages.close()
+        if not newest:
+            return []
+        rows = self._client.get(self.name, ids=[e for _, _, e in newest], output_fields=_HIT_FIELDS)
+        by_id = {str(r["entry_id"]): r for r in rows}
+        return [_hit(e, by_id[e], 0.0) for _, _, e in sorted(newest) if e in by_id]
+
+    def thumbnail(self, entry: str) -> bytes | None:
+        """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
+        rows = self._client.get(self.name, ids=[entry], output_fields=["thumbnail"])
+        encoded = str(rows[0]["thumbnail"]) if rows else ""
+        return base64.b64decode(encoded) if encoded else None
+
+
+def _hit(entry: str, row: dict[str, Any], score: float) -> Hit:
+    caption = row.get("caption")
+    return Hit(
+        entry_id=entry,
+        owner_id=str(row["owner_id"]),
+        live=bool(row["live"]),
+        source=str(row["source"]),
+        chunk_idx=int(row["chunk_idx"]),
+        start_s=float(row["start_s"]),
+        end_s=float(row["end_s"]),
+        start_time=str(row["start_time"]),
+        end_time=str(row["end_time"]),
+        caption=None if caption is None else str(caption),
+        has_thumbnail=bool(row["has_thumbnail"]),
+        score=score,
+    )
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, on a character boundary."""
+    return text.encode()[:max_bytes].decode(errors="ignore")
