@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster_stack import ResultsTail, cluster_env, cluster_state, wait_for  # noqa: E402
+from tests.cluster_stack import ResultsTail, cluster_env, spread, wait_for  # noqa: E402
 from tests.kafka_redis import TansuBroker  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
@@ -35,11 +35,6 @@ from tests.servers import RtviServer, free_port  # noqa: E402
 CAMERAS = [f"cam-{i}" for i in range(6)]
 SESSION_TIMEOUT_MS = 3000
 RESULTS = "bench-results"
-
-
-def spread(replicas: list[RtviServer]) -> bool:
-    owned = [cluster_state(r)["partitions"] for r in replicas]
-    return sum(map(len, owned)) == 6 and all(owned)
 
 
 def main(rounds: int) -> None:

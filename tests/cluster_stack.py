@@ -40,6 +40,7 @@ class Chunk:
     camera: str
     index: int
     replica: str
+    end: float = 0.0  # the chunk's end (Unix seconds): received - end is how late it came
 
 
 class ResultsTail:
@@ -70,7 +71,7 @@ class ResultsTail:
             headers = dict(m.headers() or [])
             index = int((m.key() or b"").decode().rsplit(":", 1)[1])
             replica = headers.get("rtvi-replica", b"").decode()
-            self.chunks.append(Chunk(time.time(), v.sensor.id, index, replica))
+            self.chunks.append(Chunk(time.time(), v.sensor.id, index, replica, v.end.ToMicroseconds() / 1e6))
 
     def since(self, t: float) -> list[Chunk]:
         return [c for c in list(self.chunks) if c.received >= t]
@@ -86,6 +87,12 @@ def cluster_state(srv: RtviServer) -> dict[str, list[str]]:
         "checks"
     ]
     return checks["cluster"]
+
+
+def spread(replicas: list[RtviServer], partitions: int = 6) -> bool:
+    """Every partition of the stream topic is assigned, and every replica holds some."""
+    owned = [cluster_state(r)["partitions"] for r in replicas]
+    return sum(map(len, owned)) == partitions and all(owned)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

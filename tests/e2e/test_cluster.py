@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster_stack import ResultsTail, cluster_env, cluster_state, wait_for
+from tests.cluster_stack import ResultsTail, cluster_env, cluster_state, spread, wait_for
 from tests.e2e.test_streams import chunk_times, cv_body
 from tests.kafka_redis import TansuBroker
 from tests.postgres_server import PostgresServer
@@ -62,11 +62,7 @@ def test_replicas_share_cameras_and_take_over_a_dead_ones(
     replicas: list[RtviServer], broker: TansuBroker, camera: RtspServer
 ) -> None:
     # The group settles: every partition is assigned, to every replica some.
-    def spread() -> bool:
-        owned = [cluster_state(r)["partitions"] for r in replicas]
-        return sum(map(len, owned)) == 6 and all(owned)
-
-    wait_for(spread, 60, "the partitions spread over the three replicas")
+    wait_for(lambda: spread(replicas), 60, "the partitions spread over the three replicas")
     model = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
     for i, cam in enumerate(CAMERAS):  # registered on any replica: they all share the registry
         body = cv_body(cam, camera.url, metadata={"model": model, "chunk_duration": CHUNK_S})
