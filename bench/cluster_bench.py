@@ -20,13 +20,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster_stack import ResultsTail, cluster_env, spread, wait_for  # noqa: E402
+from tests.cluster_stack import (  # noqa: E402
+    ResultsTail,
+    add_cameras,
+    cluster_env,
+    spread,
+    start_replicas,
+    wait_for,
+)
 from tests.kafka_redis import TansuBroker  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
@@ -48,19 +54,8 @@ def main(rounds: int) -> None:
         r.storage.parent.mkdir(parents=True)
     tail: ResultsTail | None = None
     try:
-        for r in replicas:
-            r.start(wait_ready=False)
-        for r in replicas:
-            r.wait("/v1/ready", 300)
-        wait_for(lambda: spread(replicas), 60, "partitions spread")
-        model = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
-        for cam in CAMERAS:
-            body = {
-                "key": "sensor",
-                "value": {"camera_id": cam, "camera_url": camera.url, "change": "camera_add",
-                          "metadata": {"model": model, "chunk_duration": 2}},
-            }  # fmt: skip
-            assert httpx.post(replicas[0].url + "/v1/stream/add", json=body, timeout=60).json()["inference"]
+        model = start_replicas(replicas)
+        add_cameras(replicas[0], camera.url, CAMERAS, model, 2)
         tail = ResultsTail(broker.bootstrap, RESULTS)
         wait_for(lambda: {c.camera for c in tail.chunks} == set(CAMERAS), 90, "first chunks")
         failovers: list[float] = []

@@ -23,13 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster_stack import ResultsTail, cluster_env, spread, wait_for  # noqa: E402
+from tests.cluster_stack import ResultsTail, add_cameras, cluster_env, start_replicas, wait_for  # noqa: E402
 from tests.kafka_redis import TansuBroker  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
@@ -62,18 +61,8 @@ def measure(
     try:
         for r in replicas:
             r.storage.parent.mkdir(parents=True)
-            r.start(wait_ready=False)
-        for r in replicas:
-            r.wait("/v1/ready", 300)
-        wait_for(lambda: spread(replicas), 90, "partitions spread")
-        model = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
-        for cam in CAMERAS:
-            body = {
-                "key": "sensor",
-                "value": {"camera_id": cam, "camera_url": camera.url, "change": "camera_add",
-                          "metadata": {"model": model, "chunk_duration": CHUNK_S}},
-            }  # fmt: skip
-            assert httpx.post(replicas[0].url + "/v1/stream/add", json=body, timeout=60).json()["inference"]
+        model = start_replicas(replicas)
+        add_cameras(replicas[0], camera.url, CAMERAS, model, CHUNK_S)
         tail = ResultsTail(broker.bootstrap, results)
         wait_for(lambda: {c.camera for c in tail.chunks} == set(CAMERAS), 120, "first chunks")
         time.sleep(SETTLE_S)

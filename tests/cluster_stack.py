@@ -95,6 +95,29 @@ def spread(replicas: list[RtviServer], partitions: int = 6) -> bool:
     return sum(map(len, owned)) == partitions and all(owned)
 
 
+def start_replicas(replicas: list[RtviServer], timeout: float = 300) -> str:
+    """Start the replicas side by side; once every one is ready and the partitions have spread, -> the
+    model id they serve."""
+    for r in replicas:
+        r.start(wait_ready=False)
+    for r in replicas:
+        r.wait("/v1/ready", timeout)
+    wait_for(lambda: spread(replicas), 90, "the partitions spread over the replicas")
+    model: str = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
+    return model
+
+
+def add_cameras(srv: RtviServer, camera_url: str, cameras: list[str], model: str, chunk_s: int) -> None:
+    """CV registrations whose metadata starts embedding inference (spec §3.4): cluster-run streams."""
+    for cam in cameras:
+        body = {
+            "key": "sensor",
+            "value": {"camera_id": cam, "camera_url": camera_url, "change": "camera_add",
+                      "metadata": {"model": model, "chunk_duration": chunk_s}},
+        }  # fmt: skip
+        assert httpx.post(srv.url + "/v1/stream/add", json=body, timeout=60).json()["inference"]
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -70,20 +70,22 @@ def filter_expression(where: SearchFilter) -> str:
             owners.append(f"(live == {str(live).lower()} and owner_key in [{keys}])")
     if owners:
         parts.append("(" + " or ".join(owners) + ")")
-    # A chunk matches when it overlaps the window.
-    if where.abs_from is not None or where.abs_to is not None:
-        parts.append("abs_start is not null")
-    if where.abs_from is not None:
-        parts.append(f"abs_end > {float(where.abs_from)!r}")
-    if where.abs_to is not None:
-        parts.append(f"abs_start < {float(where.abs_to)!r}")
-    if where.offset_from is not None or where.offset_to is not None:
-        parts.append("live == false")
-    if where.offset_from is not None:
-        parts.append(f"end_s > {float(where.offset_from)!r}")
-    if where.offset_to is not None:
-        parts.append(f"start_s < {float(where.offset_to)!r}")
+    parts += _overlaps("abs_start is not null", "abs_start", "abs_end", where.abs_from, where.abs_to)
+    parts += _overlaps("live == false", "start_s", "end_s", where.offset_from, where.offset_to)
     return " and ".join(parts)
+
+
+def _overlaps(guard: str, start: str, end: str, lo: float | None, hi: float | None) -> list[str]:
+    """Terms matching a chunk [start, end) that overlaps the window (lo, hi), either bound optional;
+    `guard` says which chunks have such times. No window: no terms."""
+    if lo is None and hi is None:
+        return []
+    terms = [guard]
+    if lo is not None:
+        terms.append(f"{end} > {float(lo)!r}")
+    if hi is not None:
+        terms.append(f"{start} < {float(hi)!r}")
+    return terms
 
 
 class MilvusChunkIndex:
