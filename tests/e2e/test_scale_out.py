@@ -83,6 +83,8 @@ def test_two_replicas_share_one_registry_one_bucket_and_one_index(
         # The blob is in the bucket under its id, not on either replica's disk.
         assert _objects(s3) == [f"{PREFIX}/{file_id}/dock.mp4"]
         assert list((a.storage / "files").iterdir()) == []
+        # The uploader kept its verified file as its cached copy: nothing to download back.
+        assert (a.storage / "cache" / file_id / "dock.mp4").read_bytes() == clip.read_bytes()
 
         # The other replica lists it, embeds it (through its own cache) and serves its bytes.
         assert [f["id"] for f in _listed(b)] == [file_id]

@@ -234,12 +234,14 @@ class LiveStreams:
             return False
         return True
 
-    def _processor(self, asset: Asset) -> ChunkProcessor[Any] | None:
+    def _processor(self, asset: Asset, *, quiet: bool = False) -> ChunkProcessor[Any] | None:
+        """The processor of the stream's own inference (its CV metadata), or None. `quiet`: a lookup,
+        not a start (every live SSE request in a cluster asks), so nothing is logged."""
         starter, request = self.starter, asset.meta.get("auto_start")
         if starter is None or not request:
             return None
         processor = starter.live_processor(asset, request)
-        if processor is None:
+        if processor is None and not quiet:
             log.info("stream %s: its metadata does not start %s inference", asset.id, starter.model.id)
         return processor
 
@@ -267,7 +269,7 @@ class LiveStreams:
         if self.ownership is None or not asset.is_live:
             return None
         try:
-            own = self._processor(asset)
+            own = self._processor(asset, quiet=True)
         except RtviError:  # its metadata asks for an inference it cannot have: nothing runs
             return None
         return _cluster_request_id(asset) if own is not None and own.key == processor.key else None
@@ -287,10 +289,15 @@ class LiveStreams:
             self._loop.call_soon_threadsafe(self._start_owned, stream_id)
 
     def stop_owned(self, stream_id: str) -> None:
-        """Ownership hook (consumer thread): `stream_id` stopped, or went to another replica."""
+        """Ownership hook (consumer thread): `stream_id` stopped, or went to another replica. Only its
+        cluster-run job stops: a local reader's job on the same camera (another prompt) is not the
+        cluster's. A stream deleted (on any replica) has every job here stopped."""
         if self._loop is not None and not self._loop.is_closed():
+            asset = self.store.registry.get(stream_id)
+            request_id = _cluster_request_id(asset) if asset is not None else None
             drain = self.settings.stream_delete_drain_timeout_s
-            asyncio.run_coroutine_threadsafe(self.live.stop(stream_id, drain), self._loop)
+            stop = self.live.stop(stream_id, drain, request_id=request_id)
+            asyncio.run_coroutine_threadsafe(stop, self._loop)
 
     def _start_owned(self, stream_id: str) -> None:
         asset = self.store.registry.get(stream_id)

@@ -77,7 +77,9 @@ class S3Blobs:
 
     # --- write ----------------------------------------------------------------------------------
     def put(self, asset_id: str, file: Path) -> str:
-        """Upload a verified file as the asset's one object. -> its s3:// URL (the registry's path)."""
+        """Upload a verified file as the asset's one object, then keep the file as this replica's cached
+        copy (a request that follows the upload reads it without downloading it back). -> its s3:// URL
+        (the registry's path)."""
         from boto3.s3.transfer import TransferConfig
 
         key = self.where.key(asset_id, file.name)
@@ -86,6 +88,10 @@ class S3Blobs:
         # buffers could still complete after this process died, leaving an object without a row.
         always_multipart = TransferConfig(multipart_threshold=1)
         self._s3.upload_file(str(file), self.where.bucket, key, Config=always_multipart)
+        entry = self._cache_entry(asset_id)
+        entry.mkdir(mode=0o700, exist_ok=True)
+        shutil.move(file, entry / file.name)  # a rename: the staging directory is on the same disk
+        self.trim(keep=asset_id)
         return self.where.url(key)
 
     def delete(self, asset_id: str) -> None:

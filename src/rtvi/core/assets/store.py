@@ -150,6 +150,7 @@ class AssetStore:
             info = await self._verify(final_tmp_path, new.media_type)
             if self.blobs is not None:
                 # The object first, then the row: a crash in between leaves an object that sweep removes.
+                # The staged file becomes the cached copy (its staging directory is then discarded).
                 url = await asyncio.to_thread(self.blobs.put, asset_id, final_tmp_path)
                 asset = self._asset(asset_id, new, name, url, size, info, owns_dir=True)
                 try:

@@ -30,7 +30,7 @@ from rtvi.core.index.chunks import Hit, IndexedChunk, SearchFilter, entry_id, un
 log = logging.getLogger(__name__)
 
 COLLECTION_PREFIX = "rtvi_chunks_"
-# VARCHAR limits (bytes). A thumbnail is ~10-30 KB of JPEG; one that does not fit is left out.
+# VARCHAR limits (bytes). A thumbnail whose base64 does not fit is left out of its entry.
 _MAX_THUMBNAIL_B64 = 65_535
 _MAX_TEXT = 4_096  # sources and owner ids are cut to this many bytes
 _MAX_CAPTION = 16_384  # captions are indexed up to 4,000 characters (4 bytes each at most)

@@ -1,4 +1,7 @@
-"""The assets and evicted tables. Databases made before migrations existed already have them: kept."""
+"""The assets and evicted tables. Databases made before migrations existed already have them: kept.
+
+The columns are written out here, not taken from registry.py: a migration is a frozen step, and the
+registry's tables describe only the newest schema (they change with later migrations, this must not)."""
 
 import sqlalchemy as sa
 from alembic import op
