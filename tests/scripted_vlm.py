@@ -67,6 +67,7 @@ def build_app(log_path: Path, delay_s: float = 0.0) -> Any:
             "guided_choice": body.get("guided_choice"),
             "audio": [p["input_audio"]["data"] for p in parts if p.get("type") == "input_audio"],
             "stream": bool(body.get("stream")),
+            "authorization": request.headers.get("authorization"),
         }
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -55,12 +56,14 @@ def serve(
     import uvicorn
 
     from rtvi.http.app import build_app
+    from rtvi.reference_env import warn_without_effect
     from rtvi.settings import Settings
 
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper() or "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    warn_without_effect(os.environ)
     application = build_app(services.load_spec(service), settings)
     uvicorn.run(
         application,

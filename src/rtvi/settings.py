@@ -44,7 +44,11 @@ class HostAllowlist:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=True, extra="ignore")
+    # An empty variable means the default, for every setting: the reference's compose files pass
+    # `VAR: "${VAR:-}"`, so an unset host variable arrives as "" (docs/compatibility.md).
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=True, extra="ignore", env_ignore_empty=True
+    )
 
     # --- core -----------------------------------------------------------------------------------
     backend_host: str = Field("127.0.0.1", validation_alias="BACKEND_HOST")
@@ -55,9 +59,10 @@ class Settings(BaseSettings):
     api_key: str = Field("", validation_alias="RTVI_API_KEY")
 
     # --- model ----------------------------------------------------------------------------------
-    # Empty = the bundled offline model (the reference defaults to git:https://huggingface.co/nvidia/
-    # Cosmos-Embed1-448p, which cannot be fetched on an offline machine).
-    model_path: str = Field("", validation_alias="MODEL_PATH")
+    # Empty or "bundled" = the bundled offline model (the reference defaults to git:https://huggingface.co/
+    # nvidia/Cosmos-Embed1-448p, which cannot be fetched on an offline machine). Never logged: a git: URL
+    # may carry a token.
+    model_path: str = Field("", validation_alias="MODEL_PATH", repr=False)
     # Which backend: "custom"/"" = detect from MODEL_PATH; or bundled | clip | cosmos-embed1 | remote.
     model_to_use: str = Field("custom", validation_alias="VLM_MODEL_TO_USE")
     remote_embed_endpoint: str = Field("", validation_alias="REMOTE_EMBED_ENDPOINT")
@@ -70,13 +75,22 @@ class Settings(BaseSettings):
     # Frames of this many chunks (from any number of concurrent requests) go into one model call.
     # 0 = auto (spec: by GPU memory; 4 on CPU).
     batch_size: int = Field(0, validation_alias="VLM_BATCH_SIZE", ge=0)
-    hf_token: str = Field("", validation_alias="HF_TOKEN")
-    ngc_api_key: str = Field("", validation_alias=AliasChoices("NGC_API_KEY", "NVIDIA_API_KEY"))
+    hf_token: str = Field("", validation_alias="HF_TOKEN", repr=False)
+    ngc_api_key: str = Field("", validation_alias=AliasChoices("NGC_API_KEY", "NVIDIA_API_KEY"), repr=False)
+    # The reference's keys for hosted endpoints: the VLM endpoint's key falls back to OPENAI_API_KEY, then
+    # NVIDIA_API_KEY (seed 002's NIM and GPT-4o examples); the remote embedder's to NVIDIA_API_KEY.
+    openai_api_key: str = Field("", validation_alias="OPENAI_API_KEY", repr=False)
+    nvidia_api_key: str = Field("", validation_alias="NVIDIA_API_KEY", repr=False)
     model_cache_dir: Path = Field(
         Path.home() / ".cache" / "rtvi" / "models",
         validation_alias=AliasChoices("NGC_MODEL_CACHE", "MODEL_ROOT_DIR"),
     )
-    trust_remote_code: bool = Field(True, validation_alias="RTVI_TRUST_REMOTE_CODE")
+    # Run Python code shipped with a checkpoint. Unset: refused for VLM checkpoints (the reference's
+    # VLM_TRUST_REMOTE_CODE defaults to false); allowed for a cosmos-embed1 checkpoint, which is nothing
+    # but such code (the reference embed service always runs it).
+    trust_remote_code: bool | None = Field(
+        None, validation_alias=AliasChoices("VLM_TRUST_REMOTE_CODE", "RTVI_TRUST_REMOTE_CODE")
+    )
     device: str = Field("auto", validation_alias="RTVI_DEVICE")  # auto | cpu | cuda | cuda:N
     # The bundled model's person detector (people concepts); off saves its per-frame pass (docs/models.md).
     detect_people: bool = Field(True, validation_alias="RTVI_DETECT_PEOPLE")
@@ -108,6 +122,9 @@ class Settings(BaseSettings):
     )
     vlm_supports_audio: bool = Field(False, validation_alias="VLM_MODEL_SUPPORTS_AUDIO")
     vlm_max_model_len: int = Field(32768, validation_alias="VLM_MAX_MODEL_LEN", ge=256)
+    # The frame size sent to the VLM when a request sets no vlm_input_width/height (0 = as sampled).
+    vlm_input_width: int = Field(0, validation_alias="VLM_INPUT_WIDTH", ge=0, le=4096)
+    vlm_input_height: int = Field(0, validation_alias="VLM_INPUT_HEIGHT", ge=0, le=4096)
     # Chunks captioned at once per model call (local backends) or in flight (endpoint); 0 = auto.
     vlm_concurrency: int = Field(0, validation_alias="NUM_VLM_PROCS", ge=0)
     kafka_incident_topic: str = Field("mdx-vlm-incidents", validation_alias="KAFKA_INCIDENT_TOPIC")
@@ -206,7 +223,8 @@ class Settings(BaseSettings):
     # Per-chunk results as nv.VisionLLM protobuf: MESSAGE_BUS=kafka (or the legacy KAFKA_ENABLED=true)
     # sends them to Kafka; "redis" appends them to a Redis Stream; empty (the runtime default) = off.
     message_bus: Literal["kafka", "redis", ""] = Field("", validation_alias="MESSAGE_BUS")
-    kafka_enabled: bool = Field(False, validation_alias="KAFKA_ENABLED")
+    # Unset: the service's reference default (rt-vlm true as seed 002 says, rt-embed false).
+    kafka_enabled: bool | None = Field(None, validation_alias="KAFKA_ENABLED")
     # Empty = the service's default topic (mdx-embed / mdx-vlm-captions); KAFKA_TOPIC is the legacy name.
     message_bus_topic: str = Field("", validation_alias=AliasChoices("MESSAGE_BUS_TOPIC", "KAFKA_TOPIC"))
     # Empty disables Kafka output with a warning (spec §6.1).
@@ -232,6 +250,8 @@ class Settings(BaseSettings):
     enable_redis_error_messages: bool = Field(False, validation_alias="ENABLE_REDIS_ERROR_MESSAGES")
     # Hardware video decoding of files (NVDEC): auto = when torch sees a CUDA device; falls back to software.
     hwaccel: Literal["auto", "cuda", "none"] = Field("auto", validation_alias="RTVI_HWACCEL")
+    # AV1 files decode in software even when the rest use NVDEC (the reference's switch of the same name).
+    force_sw_av1_decoder: bool = Field(False, validation_alias="FORCE_SW_AV1_DECODER")
     # Traces over OTLP (core/telemetry/tracing.py): true / false; unset = on when an
     # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set. The exporter itself reads the standard OTEL_* variables.
     enable_otel_monitoring: bool | None = Field(None, validation_alias="ENABLE_OTEL_MONITORING")
@@ -271,16 +291,6 @@ class Settings(BaseSettings):
     def _bus_name(cls, v: object) -> object:
         return v.strip().lower() if isinstance(v, str) else v
 
-    @field_validator("max_asset_storage_size_gb", mode="before")
-    @classmethod
-    def _empty_means_no_cap(cls, v: object) -> object:
-        return None if v in ("", None) else v
-
-    @field_validator("rtsp_timeout_ms", mode="before")
-    @classmethod
-    def _empty_means_default(cls, v: object) -> object:
-        return 2000 if v in ("", None) else v
-
     @field_validator("rtsp_allowed_hosts_list")
     @classmethod
     def _hosts_parse(cls, v: str) -> str:
@@ -303,6 +313,18 @@ class Settings(BaseSettings):
     @property
     def allowed_local_dirs(self) -> list[Path]:
         return [Path(os.path.realpath(d.strip())) for d in self.file_url_allowed_dirs.split(",") if d.strip()]
+
+    @property
+    def uses_bundled_model(self) -> bool:
+        """MODEL_PATH empty or `bundled`: the model that ships with rtvi (no download, no GPU)."""
+        return self.model_path.strip().lower() in ("", "bundled")
+
+    @property
+    def endpoint_api_key(self) -> str:
+        """The OpenAI-compatible VLM endpoint's key: VIA_VLM_API_KEY, else OPENAI_API_KEY (the reference
+        compose's placeholder NOAPIKEYSET means none), else NVIDIA_API_KEY."""
+        openai_key = "" if self.openai_api_key == "NOAPIKEYSET" else self.openai_api_key
+        return self.vlm_api_key or openai_key or self.nvidia_api_key
 
     @property
     def auto_batch_size(self) -> int:

@@ -346,8 +346,10 @@ class ServiceCore:
         """A job over a registered video, a video path, or images. A known duration (the asset's probe,
         or `probed` for a path) spares the job a second probe."""
         duration_s, fps = (probed.duration_s, probed.fps) if probed is not None else (None, None)
+        codec = probed.codec if probed is not None else None
         if isinstance(video, Asset):
             duration_s, fps = video.meta.get("duration_s"), video.meta.get("fps")
+            codec = video.meta.get("codec")
             video = self.store.media_path(video)
         return FileJob(
             processor=processor,
@@ -361,7 +363,8 @@ class ServiceCore:
             received_at=received_at,
             tracer=self.tracer,
             span_attributes=span_attributes,
-            hwaccel=self.hwaccel,
+            # FORCE_SW_AV1_DECODER: an AV1 file decodes in software even when the others use NVDEC.
+            hwaccel=None if self.settings.force_sw_av1_decoder and codec == "av1" else self.hwaccel,
         )
 
     def publish_result(

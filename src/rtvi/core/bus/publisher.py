@@ -2,6 +2,7 @@
 
 Routes (spec §6.1):
 - results: MESSAGE_BUS=kafka or KAFKA_ENABLED=true -> Kafka topic MESSAGE_BUS_TOPIC (KAFKA_TOPIC);
+  KAFKA_ENABLED unset -> the service's reference default (BusTopics.kafka_by_default: rt-vlm on);
   MESSAGE_BUS=redis -> Redis Stream of that name (XADD {REDIS_PAYLOAD_KEY: bytes}); else off.
 - errors: ENABLE_REDIS_ERROR_MESSAGES=true or ERROR_BUS=redis -> Redis PUBLISH; ERROR_BUS=kafka, or
   ERROR_BUS empty while results go to Kafka -> Kafka; else logged only.
@@ -42,10 +43,12 @@ _HEADERS: dict[MessageKind, Headers] = {
 
 @dataclass(frozen=True, slots=True)
 class BusTopics:
-    """A service's default topics (MESSAGE_BUS_TOPIC / ERROR_MESSAGE_TOPIC override them)."""
+    """A service's default topics (MESSAGE_BUS_TOPIC / ERROR_MESSAGE_TOPIC override them), and whether its
+    results go to Kafka when neither KAFKA_ENABLED nor MESSAGE_BUS says (seed 002: rt-vlm, true)."""
 
     results: str
     errors: str
+    kafka_by_default: bool = False
 
     @classmethod
     def for_service(cls, service: str) -> BusTopics:
@@ -81,7 +84,15 @@ class MessagePublisher:
         self._kafka: KafkaSink | None = None
         self._redis: RedisSink | None = None
         s = settings
-        results: BusName | None = "kafka" if s.message_bus == "kafka" or s.kafka_enabled else None
+        kafka_enabled = topics.kafka_by_default if s.kafka_enabled is None else s.kafka_enabled
+        results: BusName | None = "kafka" if s.message_bus == "kafka" or kafka_enabled else None
+        if s.kafka_enabled is None and not s.message_bus and kafka_enabled:
+            log.warning(
+                "KAFKA_ENABLED is unset: results go to Kafka at %s, the reference's default for this "
+                "service; without a broker they wait in a bounded queue (KAFKA_ASYNC_SEND_QUEUE_MAXSIZE) "
+                "and readiness is unaffected. Set KAFKA_ENABLED=false to run without Kafka",
+                s.kafka_bootstrap_servers or "(no KAFKA_BOOTSTRAP_SERVERS)",
+            )
         if s.message_bus == "redis":
             results = "redis"
         errors: ErrorBusName | None = None

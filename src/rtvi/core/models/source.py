@@ -2,9 +2,14 @@
 
 Accepted forms (spec §8):
   /a/local/dir                          used in place; must exist
-  git:https://huggingface.co/<org>/<name>   huggingface_hub snapshot into MODEL cache (honours HF_HUB_OFFLINE)
+  bundled (or empty)                    the model that ships with rtvi (handled by the services' registries)
+  git:https://huggingface.co/<org>/<name>   huggingface_hub snapshot into the cache (honours HF_HUB_OFFLINE);
+                                        a token in the URL (https://user:<token>@huggingface.co/...) is
+                                        used as HF_TOKEN for that download, never logged
   git:<any other git URL, incl. file://>     `git clone --depth 1` into the cache, reused once cloned
-  ngc:<org>[/<team>]/<model>:<version>       the `ngc` CLI downloads into the cache
+  ngc:<org>[/<team>][/models]/<model>:<version>  the `ngc` CLI downloads into the cache; the
+                                        registry path's "models" segment (seed: ngc:nvidia/tao/models/
+                                        cosmos-embed1:v1.0) is dropped, as the CLI wants org/team/model
 Everything fetched lands under settings.model_cache_dir, at paths built only from sanitised names.
 """
 
@@ -80,7 +85,7 @@ def _resolve_git(url: str, settings: Settings) -> ResolvedModel:
         raise ModelLoadError(f"MODEL_PATH=git:{url!r} is not a git URL")
     parsed = urlparse(url)
     if parsed.scheme in ("https", "http") and (parsed.hostname or "").lower() in _HF_HOSTS:
-        return _resolve_huggingface(parsed.path, settings)
+        return _resolve_huggingface(parsed.path, hf_token_of(url, settings), settings)
     # Only plain transports: git's ext:: / fd:: helpers would run commands taken from the URL.
     local_repo = parsed.scheme == "" and url.startswith("/")
     if parsed.scheme not in _GIT_SCHEMES and not _SCP_LIKE.match(url) and not local_repo:
@@ -109,6 +114,8 @@ def _resolve_git(url: str, settings: Settings) -> ResolvedModel:
             env=env,
             timeout=_CLONE_TIMEOUT_S,
         )
+        if shown != url:  # the clone's .git/config would keep the token in the cache: drop the remote
+            subprocess.run([git, "-C", str(tmp / "repo"), "remote", "remove", "origin"], check=True, env=env)
         os.replace(tmp / "repo", dest)
     except subprocess.CalledProcessError as exc:
         detail = exc.stderr.strip()[-500:].replace(url, shown)
@@ -122,6 +129,13 @@ def _resolve_git(url: str, settings: Settings) -> ResolvedModel:
         shutil.rmtree(tmp, ignore_errors=True)
     _check_no_lfs_pointers(dest, shown)
     return ResolvedModel(path=dest, name=repo_name, source="git")
+
+
+def hf_token_of(url: str, settings: Settings) -> str | None:
+    """The token for a Hugging Face URL: the one inside it (seed 002: git:https://user:<token>@huggingface.co
+    /org/name, for when HF_TOKEN is not set), else HF_TOKEN."""
+    parsed = urlparse(url)
+    return parsed.password or settings.hf_token or None
 
 
 def _redact(url: str) -> str:
@@ -161,7 +175,7 @@ def _hf_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or flag in {"1", "true", "yes", "on"}
 
 
-def _resolve_huggingface(url_path: str, settings: Settings) -> ResolvedModel:
+def _resolve_huggingface(url_path: str, token: str | None, settings: Settings) -> ResolvedModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -180,7 +194,7 @@ def _resolve_huggingface(url_path: str, settings: Settings) -> ResolvedModel:
         path = snapshot_download(
             repo_id,
             cache_dir=cache,
-            token=settings.hf_token or None,
+            token=token,
             local_files_only=offline,
         )
     except LocalEntryNotFoundError as exc:
@@ -203,9 +217,22 @@ def _resolve_huggingface(url_path: str, settings: Settings) -> ResolvedModel:
 
 
 # --- ngc: ----------------------------------------------------------------------------------------
-def _resolve_ngc(spec: str, settings: Settings) -> ResolvedModel:
+def ngc_cli_spec(spec: str) -> str:
+    """The NGC CLI's org[/team]/model:version for a MODEL_PATH=ngc: value; the registry's web path form
+    (org/team/models/model:version, as in seed 001) loses its "models" segment."""
+    parts = spec.split("/")
+    if len(parts) in (3, 4) and parts[-2] == "models":
+        spec = "/".join(parts[:-2] + parts[-1:])
     if not _NGC_SPEC.match(spec):
-        raise ModelLoadError(f"MODEL_PATH=ngc:{spec}: expected ngc:<org>[/<team>]/<model>:<version>")
+        raise ModelLoadError(
+            f"MODEL_PATH=ngc:{spec}: expected ngc:<org>[/<team>]/<model>:<version> "
+            "(e.g. ngc:nim/nvidia/cosmos-reason2-8b:hf-0303 or ngc:nvidia/tao/models/cosmos-embed1:v1.0)"
+        )
+    return spec
+
+
+def _resolve_ngc(spec: str, settings: Settings) -> ResolvedModel:
+    spec = ngc_cli_spec(spec)
     model_name = spec.rsplit("/", 1)[-1].split(":", 1)[0]
     dest = _cache_subdir(settings, "ngc", spec)
     if (dest / _DONE_MARKER).is_file():

@@ -330,7 +330,11 @@ class VlmServing:
             frames = math.ceil(value * length) if length else math.ceil(value)
         else:
             frames = round(value)
-        size = (options.vlm_input_width, options.vlm_input_height) if options.vlm_input_width else None
+        # The request's size, else VLM_INPUT_WIDTH x VLM_INPUT_HEIGHT (both set, or as sampled).
+        width, height = options.vlm_input_width, options.vlm_input_height
+        if not width and self.settings.vlm_input_width and self.settings.vlm_input_height:
+            width, height = self.settings.vlm_input_width, self.settings.vlm_input_height
+        size = (width, height) if width else None
         return FrameSampling(
             max(1, min(frames, MAX_FRAMES_PER_CHUNK)), size, self.vlm.early, audio=options.enable_audio
         )

@@ -14,7 +14,7 @@ from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing
 
 CORE = CoreConfig(
     name="vlm",
-    topics=BusTopics("mdx-vlm-captions", "mdx-vlm-errors"),
+    topics=BusTopics("mdx-vlm-captions", "mdx-vlm-errors", kafka_by_default=True),
     build_result=build_vision_llm,
     build_incident=build_incident,
     read_result=read_vision_llm,

@@ -3,7 +3,7 @@
 Choice, first match wins:
   REMOTE_EMBED_ENDPOINT set                  -> remote (as the reference switches to its CE1 NIM backend)
   VLM_MODEL_TO_USE = bundled | clip | cosmos-embed1 | remote  -> that backend
-  VLM_MODEL_TO_USE = custom / "" and MODEL_PATH empty  -> bundled (the offline default)
+  VLM_MODEL_TO_USE = custom / "" and MODEL_PATH empty or `bundled`  -> bundled (the offline default)
   VLM_MODEL_TO_USE = custom / "" and MODEL_PATH set    -> detected from the checkpoint's config.json
 Backends are imported only when chosen, so the remote one never pays for torch/transformers.
 """
@@ -33,7 +33,7 @@ def load_embedder(settings: Settings) -> Embedder:
         return _load_remote(settings)
     kind = settings.model_to_use.strip().lower()
     if kind in ("", "custom"):
-        if not settings.model_path.strip():
+        if settings.uses_bundled_model:
             return _load_bundled(settings)
         resolved = resolve_model_path(settings)
         return _load_local(detect_embedder_kind(resolved.path), resolved, settings)
@@ -42,7 +42,7 @@ def load_embedder(settings: Settings) -> Embedder:
     if kind == "remote":
         raise ModelLoadError("VLM_MODEL_TO_USE=remote needs REMOTE_EMBED_ENDPOINT")
     if kind in ("clip", "cosmos-embed1"):
-        if not settings.model_path.strip():
+        if settings.uses_bundled_model:
             raise ModelLoadError(
                 f"VLM_MODEL_TO_USE={kind} needs MODEL_PATH (a local dir, git:<url> or ngc:<spec>)"
             )
@@ -88,7 +88,8 @@ def _load_local(kind: str, resolved: ResolvedModel, settings: Settings) -> Embed
     return CosmosEmbed1Embedder(
         resolved.path,
         device=settings.device,
-        trust_remote_code=settings.trust_remote_code,
+        # Unset: allowed, as the reference always runs Cosmos-Embed1's own code (settings.py says why).
+        trust_remote_code=settings.trust_remote_code is not False,
         model_id=_model_id(resolved),
     )
 
@@ -105,7 +106,7 @@ def _load_remote(settings: Settings) -> Embedder:
     return RemoteEmbedder(
         settings.remote_embed_endpoint,
         model_name=settings.remote_embed_model_name,
-        api_key=settings.remote_embed_api_key,
+        api_key=settings.remote_embed_api_key or settings.nvidia_api_key,
         timeout_s=settings.remote_embed_timeout_s,
         batch_size=settings.remote_embed_batch_size,
     )

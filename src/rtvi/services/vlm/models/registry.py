@@ -4,10 +4,14 @@
 |----------------------------------|------------------------------------------------------------------|
 | custom / empty (the default)     | openai-compat when VIA_VLM_ENDPOINT is set, else transformers    |
 |                                  | when MODEL_PATH is set, else the offline label model             |
-| openai-compat, vllm-compatible   | the OpenAI-compatible endpoint VIA_VLM_ENDPOINT                  |
+| openai-compat                    | the OpenAI-compatible endpoint VIA_VLM_ENDPOINT (OpenAI's own    |
+|                                  | API when only OPENAI_API_KEY is set, as seed 002's GPT-4o sample)|
+| vllm-compatible                  | VIA_VLM_ENDPOINT when set; else the local checkpoint MODEL_PATH  |
+|                                  | (the reference runs it in its vLLM; here in transformers)        |
 | transformers, cosmos-reason1/2/3 | the local checkpoint MODEL_PATH (dir, git: or ngc:)              |
 | vllm                             | vLLM in-process on MODEL_PATH (needs the vllm package and a GPU) |
 | offline                          | the offline label model (not a language model)                   |
+MODEL_PATH=bundled means "no checkpoint" (the offline label model unless an endpoint is configured).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
 ENDPOINT_KINDS = ("openai-compat", "vllm-compatible")
+OPENAI_API_URL = "https://api.openai.com/v1"  # the openai client's own default endpoint
 LOCAL_KINDS = ("transformers", "cosmos-reason1", "cosmos-reason2", "cosmos-reason3")
 KINDS = ("custom", *ENDPOINT_KINDS, *LOCAL_KINDS, "vllm", "offline")
 ENDPOINT_CONCURRENCY = 10  # the reference's NUM_VLM_PROCS for openai-compat
@@ -29,19 +34,27 @@ ENDPOINT_CONCURRENCY = 10  # the reference's NUM_VLM_PROCS for openai-compat
 
 def load_vlm(settings: Settings) -> VisionLanguageModel:
     kind = settings.model_to_use.strip().lower()
+    has_checkpoint = not settings.uses_bundled_model
     if kind in ("", "custom"):
         if settings.vlm_endpoint.strip():
             kind = "openai-compat"
-        elif settings.model_path.strip():
+        elif has_checkpoint:
             kind = "transformers"
         else:
             kind = "offline"
+    if kind == "vllm-compatible" and not settings.vlm_endpoint.strip() and has_checkpoint:
+        # Seed 002's Qwen3-VL / Nemotron samples: a local checkpoint the reference serves with its vLLM.
+        log.info(
+            "VLM_MODEL_TO_USE=vllm-compatible with MODEL_PATH: serving the checkpoint with transformers; "
+            "for vLLM's speed run `vllm serve` on it and set VIA_VLM_ENDPOINT"
+        )
+        kind = "transformers"
     if kind in ENDPOINT_KINDS:
         return _load_endpoint(settings)
     if kind == "offline":
         return _load_offline(settings)
     if kind in LOCAL_KINDS or kind == "vllm":
-        if not settings.model_path.strip():
+        if not has_checkpoint:
             raise ModelLoadError(
                 f"VLM_MODEL_TO_USE={kind} needs MODEL_PATH (a local dir, git:<url> or ngc:<spec>)"
             )
@@ -56,13 +69,17 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
 def _load_endpoint(settings: Settings) -> VisionLanguageModel:
     from rtvi.services.vlm.models.openai_compat import OpenAICompatVLM
 
-    if not settings.vlm_endpoint.strip():
+    endpoint = settings.vlm_endpoint.strip()
+    if not endpoint and settings.endpoint_api_key:
+        endpoint = OPENAI_API_URL
+    if not endpoint:
         raise ModelLoadError(
-            "VLM_MODEL_TO_USE=openai-compat needs VIA_VLM_ENDPOINT (e.g. http://host:8000/v1)"
+            f"VLM_MODEL_TO_USE={settings.model_to_use.strip()} needs VIA_VLM_ENDPOINT "
+            "(e.g. http://host:8000/v1), or OPENAI_API_KEY for OpenAI's own API"
         )
     return OpenAICompatVLM.connect(
-        settings.vlm_endpoint.strip(),
-        api_key=settings.vlm_api_key,
+        endpoint,
+        api_key=settings.endpoint_api_key,
         model=settings.vlm_endpoint_model.strip(),
         timeout_s=settings.vlm_endpoint_timeout_s,
         max_retries=settings.vlm_endpoint_max_retries,
@@ -82,12 +99,20 @@ def _load_transformers(settings: Settings) -> VisionLanguageModel:
     from rtvi.services.vlm.models.local import TransformersVLM
 
     resolved = resolve_model_path(settings)
-    return TransformersVLM(
-        resolved.path,
-        model_id=resolved.name.lower(),
-        device=settings.device,
-        trust_remote_code=settings.trust_remote_code,
-    )
+    try:
+        return TransformersVLM(
+            resolved.path,
+            model_id=resolved.name.lower(),
+            device=settings.device,
+            trust_remote_code=bool(settings.trust_remote_code),  # unset: refused, as the reference's default
+        )
+    except ModelLoadError as exc:
+        if settings.trust_remote_code or "trust_remote_code" not in str(exc):
+            raise
+        raise ModelLoadError(
+            f"{resolved.name} ships its own Python code, which runs only with VLM_TRUST_REMOTE_CODE=true "
+            "(false by default, as in the reference)"
+        ) from exc
 
 
 def _vllm_unavailable() -> ModelLoadError:
