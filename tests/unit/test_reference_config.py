@@ -225,3 +225,30 @@ def test_no_broker_costs_a_bounded_queue_and_a_quick_shutdown(caplog: pytest.Log
         assert sink.close() == 5
     assert time.monotonic() - started < 3  # not the 10 s a reachable broker is given
     assert re.search(r"5 messages not delivered", caplog.text)
+
+
+def _variable_rows() -> dict[str, tuple[str, str]]:
+    doc = (Path(__file__).parents[2] / "docs" / "compatibility.md").read_text()
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| (\w+) \| (.*) \|$", doc, re.MULTILINE)
+    return {name: (status, note) for name, status, note in rows}
+
+
+def test_compatibility_table_covers_every_reference_variable() -> None:
+    rows = _variable_rows()
+    for compose in (EMBED_COMPOSE_ENV, VLM_COMPOSE_ENV):
+        missing = set(compose_environment(compose, {})) - set(rows)
+        assert not missing, f"docs/compatibility.md has no row for {sorted(missing)}"
+
+
+def test_compatibility_table_rows_are_true() -> None:
+    for name, (status, note) in _variable_rows().items():
+        if status in ("same", "mapped"):
+            assert name in SETTINGS_VARIABLES, f"{name} is documented as read, but Settings does not read it"
+        elif status == "warned":
+            assert name in NO_EFFECT and NO_EFFECT[name].reason in note, name
+            assert name not in SETTINGS_VARIABLES
+        elif status == "library":
+            assert name in LIBRARY_VARIABLES | {"OTEL_SERVICE_NAME"}, name
+        else:
+            assert status == "compose", f"{name}: unknown status {status!r}"
+            assert name not in NO_EFFECT and (name not in SETTINGS_VARIABLES or name == "BACKEND_PORT"), name
