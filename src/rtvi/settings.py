@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     # Chunks captioned at once per model call (local backends) or in flight (endpoint); 0 = auto.
     vlm_concurrency: int = Field(0, validation_alias="NUM_VLM_PROCS", ge=0)
     kafka_incident_topic: str = Field("mdx-vlm-incidents", validation_alias="KAFKA_INCIDENT_TOPIC")
+    # Incident.info.priority (seed 002's example: "high").
+    incident_priority: str = Field("high", validation_alias="INCIDENT_PRIORITY")
     # Where an incident happened when the stream has no place_* fields (spec §6.4 defaults).
     place_name: str = Field("Dock Entrance-East", validation_alias="PLACE_NAME")
     place_type: str = Field("warehouse-bay", validation_alias="PLACE_TYPE")

@@ -17,6 +17,7 @@ import redis
 
 from rtvi.core.bus.publisher import MessagePublisher
 from rtvi.core.bus.schema import schema_pb2 as nv
+from rtvi.core.media.times import unix_to_iso
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.services.embed.messages import build_vision_llm, text_context
 from rtvi.settings import Settings
@@ -122,7 +123,19 @@ def test_file_chunks_arrive_as_vision_llm(
         assert v.info["requestId"] == request_id and v.info["streamId"] == fid
         assert int(v.info["frameCount"]) == chunk["frame_count"]
         assert v.llm.queries[0].id == f"{request_id}:{i}"
-        assert (v.startFrameId, v.endFrameId) == (f"{i}:start", f"{i}:end")
+        # One nv.Frame per sampled frame, inside the chunk; the frame ids bound the chunk.
+        frames = [f.id for f in v.frames]
+        assert frames == [f"{i}:{k}" for k in range(chunk["frame_count"])]
+        assert (v.startFrameId, v.endFrameId) == (frames[0], frames[-1])
+        assert all(
+            v.timestamp.ToNanoseconds() <= f.timestamp.ToNanoseconds() <= v.end.ToNanoseconds()
+            for f in v.frames
+        )
+        # The reference's sensor.info and query params (spec §6.3).
+        info, params = v.sensor.info, v.llm.queries[0].params
+        assert (info["assetDir"], info["url"]) == (str(Path(info["path"]).parent), "")
+        ntp = (unix_to_iso(v.timestamp.ToMicroseconds() / 1e6), unix_to_iso(v.end.ToMicroseconds() / 1e6))
+        assert (params["startNtp"], params["endNtp"]) == ntp
 
     # The SSE path publishes through the same place.
     with bus_client.stream(

@@ -19,6 +19,7 @@ from rtvi.core.assets.remote import DownloadObserver, RemoteFetcher
 from rtvi.core.assets.s3blobs import S3Blobs
 from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.storage import AssetStorage
+from rtvi.core.bus.messages import shown_url
 from rtvi.core.media.probe import probe
 from rtvi.core.media.types import MediaError, MediaInfo, MediaKind
 from rtvi.errors import (
@@ -46,6 +47,7 @@ class NewFile:
     id: str | None = None
     creation_time: str | None = None
     sensor_name: str = ""
+    source_url: str = ""  # the URL it was fetched from, credentials redacted (kept in meta)
 
 
 class AssetStore:
@@ -181,7 +183,11 @@ class AssetStore:
             return await self.register_path(path, new)
         with self.staging() as tmp:
             fetched = await self.fetcher.fetch(url, tmp, headers)
-            return await self.add_upload(fetched.path, fetched.name, fetched.size, new)
+            # Where it came from, for the messages' sensor.info.url: redacted before it is stored (no
+            # credentials at rest), "" for a data: URI.
+            return await self.add_upload(
+                fetched.path, fetched.name, fetched.size, replace(new, source_url=shown_url(url))
+            )
 
     async def add_request_asset(
         self, url: str, ids: list[str], new: NewFile, headers: Mapping[str, str] | None = None
@@ -229,7 +235,7 @@ class AssetStore:
             bytes=size,
             creation_time=new.creation_time,
             sensor_name=new.sensor_name,
-            meta=_media_meta(info),
+            meta={**_media_meta(info), **({"source_url": new.source_url} if new.source_url else {})},
         )
 
     def _allowed_server_path(self, filename: str) -> Path:

@@ -7,17 +7,21 @@ Pure functions over small typed contexts, so file requests, live streams and tes
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from google.protobuf.message import Message
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.bus.schema import schema_pb2 as nv
-from rtvi.core.media.times import format_iso
+from rtvi.core.media.live import public_url
+from rtvi.core.media.times import format_iso, unix_to_iso
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.results import ChunkResult
 
@@ -26,6 +30,12 @@ ErrorType = Literal["functional", "critical"]
 MESSAGE_TYPE_VISION_LLM = "vision_llm"
 MESSAGE_TYPE_ERROR = "error"
 MESSAGE_TYPE_INCIDENT = "incident"
+# sensor.info keys the reference documents (path, assetDir, url, videoFps): always present, "" when they
+# do not apply (a live stream has no asset directory), so a consumer indexing them never misses a key.
+SENSOR_INFO_KEYS = ("path", "assetDir", "url", "videoFps")
+# Query parameters that carry credentials in signed or token URLs (S3 presigned URLs, CDN tokens, API
+# keys): their values never reach a message. Over-matching only hides a harmless value.
+_SECRET_PARAM = re.compile(r"(?i)token|key|secret|passw|pwd|sig|credential|auth|session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +63,11 @@ class ChunkContext:
     inference_latency_s: float = 0.0
     chunk_latency_s: float = 0.0
     queue_time_s: float = 0.0
-    sensor_info: Mapping[str, str] = field(default_factory=dict)  # path, url, videoFps, ...
+    sensor_info: Mapping[str, str] = field(default_factory=dict)  # path, assetDir, url, videoFps, ...
+    # Unix seconds of each sampled frame (one nv.Frame each); `frame_times_planned`: they are the
+    # sampler's targets, not the decoded frames' own times (see `chunk_context`).
+    frame_times: tuple[float, ...] = ()
+    frame_times_planned: bool = False
     model_owned_by: str = ""
     model_api_type: str = "embedding"  # llm.info.modelApiType: "embedding" or "vlm"
     text: str | None = None  # set for messages about a text input (no sensor)
@@ -83,14 +97,16 @@ def vision_llm_envelope(ctx: ChunkContext) -> tuple[nv.VisionLLM, nv.Query]:
     # Microseconds: a float of Unix seconds holds no more, and nanoseconds would show its rounding noise.
     msg.timestamp.FromMicroseconds(round(ctx.start_ts * 1e6))
     msg.end.FromMicroseconds(round(ctx.end_ts * 1e6))
-    # No per-frame ids are produced: the reference's fallback ids.
-    msg.startFrameId = f"{ctx.chunk_idx}:start"
-    msg.endFrameId = f"{ctx.chunk_idx}:end"
+    _add_frames(msg, ctx)
+    # The first and last frame's ids, as the reference; without frames, its fallback ids.
+    msg.startFrameId = msg.frames[0].id if msg.frames else f"{ctx.chunk_idx}:start"
+    msg.endFrameId = msg.frames[-1].id if msg.frames else f"{ctx.chunk_idx}:end"
     if ctx.text is None:
         sensor = msg.sensor
         sensor.id = ctx.sensor_key
         sensor.type = ctx.sensor_type
         sensor.description = ctx.description
+        sensor.info.update(dict.fromkeys(SENSOR_INFO_KEYS, ""))
         sensor.info.update({k: v for k, v in ctx.sensor_info.items() if v})
         if ctx.camera_id:
             sensor.info["cameraId"] = ctx.camera_id
@@ -109,6 +125,9 @@ def vision_llm_envelope(ctx: ChunkContext) -> tuple[nv.VisionLLM, nv.Query]:
             "streamId": ctx.stream_id,
             "requestId": ctx.request_id,
             "sensorId": ctx.sensor_key,
+            # The chunk's wall-clock range in the API's ISO form (spec §4.2), as the reference's params.
+            "startNtp": unix_to_iso(ctx.start_ts),
+            "endNtp": unix_to_iso(ctx.end_ts),
         }
     )
     if ctx.camera_id:
@@ -135,6 +154,29 @@ def vision_llm_envelope(ctx: ChunkContext) -> tuple[nv.VisionLLM, nv.Query]:
     if ctx.camera_id:
         msg.info["cameraId"] = ctx.camera_id
     return msg, query
+
+
+def _add_frames(msg: nv.VisionLLM, ctx: ChunkContext) -> None:
+    """One nv.Frame per sampled frame: id `<chunkIdx>:<k>` (k-th frame of the chunk, so the ids of a
+    request's messages never collide), its time, the sensor."""
+    source = "planned" if ctx.frame_times_planned else "decoded"
+    for k, ts in enumerate(ctx.frame_times):
+        frame = msg.frames.add(id=f"{ctx.chunk_idx}:{k}", sensorId=ctx.sensor_key if ctx.text is None else "")
+        frame.timestamp.FromMicroseconds(round(ts * 1e6))
+        frame.info.update({"chunkIdx": str(ctx.chunk_idx), "frameIdx": str(k), "timeSource": source})
+
+
+def shown_url(url: str) -> str:
+    """A source URL as a message may carry it: no user-info (camera credentials), no value of a
+    credential-like query parameter; "" for a data: URI (it is the content, not a location)."""
+    if not url or url[:5].lower() == "data:":
+        return ""
+    parts = urlsplit(public_url(url))
+    if not parts.query:
+        return urlunsplit(parts)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(query=query))
 
 
 def chunk_result_of(msg: nv.VisionLLM, output: Any) -> ChunkResult[Any]:
@@ -176,6 +218,7 @@ def chunk_context(
     """What the results bus needs of one chunk (spec §6.3), for files (base_ts + PTS) and live streams
     (chunk times are already Unix seconds: base_ts 0)."""
     fps = asset.meta.get("fps")
+    frame_times, planned = _frame_times(r, base_ts)
     return ChunkContext(
         request_id=request_id,
         chunk_idx=r.index,
@@ -195,5 +238,36 @@ def chunk_context(
         inference_latency_s=r.inference_latency_s,
         chunk_latency_s=r.chunk_latency_s,
         queue_time_s=r.queue_time_s,
-        sensor_info={"path": asset.path, "videoFps": f"{fps:.2f}" if fps else ""},
+        sensor_info=_sensor_info(asset, fps),
+        frame_times=frame_times,
+        frame_times_planned=planned,
     )
+
+
+def _sensor_info(asset: Asset, fps: Any) -> dict[str, str]:
+    """sensor.info's path, assetDir, url and videoFps. A live stream's path and url are its camera URL,
+    never with credentials; a file's assetDir is the directory that holds it (its own directory in the
+    store for uploads and downloads, s3://bucket/prefix/<id> in an S3 store) and its url the URL it was
+    made from, when the asset records one (`source_url` in its meta)."""
+    video_fps = f"{fps:.2f}" if fps else ""
+    if asset.is_live:
+        url = shown_url(asset.path)
+        return {"path": url, "assetDir": "", "url": url, "videoFps": video_fps}
+    return {
+        "path": asset.path,
+        "assetDir": posixpath.dirname(asset.path),
+        "url": shown_url(str(asset.meta.get("source_url") or "")),
+        "videoFps": video_fps,
+    }
+
+
+def _frame_times(r: ChunkResult[Any], base_ts: float) -> tuple[tuple[float, ...], bool]:
+    """The Unix times of a chunk's sampled frames -> (times, planned). A result that carries its frames'
+    PTS (`frame_pts_s`) gives them exactly; otherwise they are the sampler's documented targets, the
+    centres of `frame_count` equal parts of the chunk (media/sampler.py, media/live_chunks.py); the
+    frame picked for a target lies in its part. `frame_pts_s`, when present, is on `start_s`'s clock."""
+    pts = tuple(getattr(r, "frame_pts_s", None) or ())
+    if pts:
+        return tuple(base_ts + t for t in pts), False
+    n, span = r.frame_count, r.end_s - r.start_s
+    return tuple(base_ts + r.start_s + (k + 0.5) * span / n for k in range(n)), True

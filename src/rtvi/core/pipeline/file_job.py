@@ -165,6 +165,7 @@ class FileJob(Generic[Out]):
                     queue_time_s=max(0.0, decode_started - self.received_at),
                     chunk_latency_s=done - decode_started,
                     thumbnail=middle(sampled.frames),
+                    frame_pts_s=tuple(sampled.frame_pts_s),
                 )
                 self.metrics.observe_chunk(result.decode_latency_s, result.chunk_latency_s)
                 yield result

@@ -248,6 +248,7 @@ class LiveJob(Generic[Out]):
                 queue_time_s=max(0.0, infer_start - chunk.end_s),
                 chunk_latency_s=max(0.0, done - chunk.end_s),
                 thumbnail=middle(sampled.frames),
+                frame_pts_s=tuple(sampled.frame_pts_s),
             )
             self.chunks_done += 1
             metrics.observe_live_chunk(result.decode_latency_s, result.chunk_latency_s)

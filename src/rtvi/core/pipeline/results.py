@@ -25,6 +25,7 @@ class ChunkResult(Generic[Out]):
     queue_time_s: float  # from the request's arrival to the start of this chunk's decode
     chunk_latency_s: float  # decode start -> result ready
     thumbnail: Frame | None = None  # one of the chunk's sampled frames (the middle one), for the index
+    frame_pts_s: tuple[float, ...] = ()  # the sampled frames' times, on start_s's clock (message frames[])
 
 
 def middle(frames: Sequence[Frame]) -> Frame | None:

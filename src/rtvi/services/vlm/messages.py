@@ -3,6 +3,7 @@ alert, nv.Incident (spec §6.4). Both carry the same key, `{request_id}:{chunk_i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,14 @@ from rtvi.services.vlm.answers import Answer
 from rtvi.settings import Settings
 
 DEFAULT_ALERT_CATEGORY = "vlm-alert"
+# Incident.info.priority when INCIDENT_PRIORITY is not set: every incident is an anomaly, which the
+# reference's example marks "high".
+DEFAULT_INCIDENT_PRIORITY = "high"
+
+
+def place_slug(name: str) -> str:
+    """A place id from its name (reference example): "Dock Entrance - East" -> "dock-entrance-east"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +36,12 @@ class Place:
     alt: float
     x: float
     y: float
+    id: str = ""  # "" -> the slug of `name` (see `place_slug`)
 
     @classmethod
     def of(cls, meta: Mapping[str, Any], settings: Settings) -> Place:
-        """A stream's place_* fields (spec §3.1), each falling back to its PLACE_* setting."""
+        """A stream's place_* fields (spec §3.1), each falling back to its PLACE_* setting; the id is the
+        stream's place_id when it has one, else derived from the name."""
 
         def pick(key: str, default: Any) -> Any:
             value = meta.get(key)
@@ -45,19 +56,25 @@ class Place:
             alt=float(pick("place_alt", s.place_alt)),
             x=float(pick("place_coordinate_x", s.place_coordinate_x)),
             y=float(pick("place_coordinate_y", s.place_coordinate_y)),
+            id=str(meta.get("place_id") or ""),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsModule:
+    """The detector that raises incidents, and the priority it gives them (Incident.info.priority)."""
+
     id: str
     description: str
     source: str
+    priority: str = DEFAULT_INCIDENT_PRIORITY
 
     @classmethod
     def of(cls, settings: Settings) -> AnalyticsModule:
         s = settings
-        return cls(s.analytics_module_id, s.analytics_module_description, s.analytics_module_source)
+        # getattr: a Settings without the INCIDENT_PRIORITY field gives the default.
+        priority = str(getattr(s, "incident_priority", "") or DEFAULT_INCIDENT_PRIORITY)
+        return cls(s.analytics_module_id, s.analytics_module_description, s.analytics_module_source, priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,7 @@ def build_incident(ctx: ChunkContext, caption: Caption, vision: nv.VisionLLM) ->
     incident.frameIds.extend([vision.startFrameId, vision.endFrameId])
     incident.objectIds.extend(task.object_ids or (ctx.stream_id,))
     place = task.place
+    incident.place.id = place.id or place_slug(place.name)
     incident.place.name, incident.place.type = place.name, place.type
     incident.place.location.lat, incident.place.location.lon = place.lat, place.lon
     incident.place.location.alt = place.alt
@@ -174,6 +192,11 @@ def build_incident(ctx: ChunkContext, caption: Caption, vision: nv.VisionLLM) ->
             "alertCategory": category,
             "triggerPhrase": caption.answer.trigger,
             "verdict": "confirmed",
+            # The reference example's snake_case keys, next to the camelCase ones above (both kept).
+            "request_id": ctx.request_id,
+            "chunk_idx": str(ctx.chunk_idx),
+            "incident_detected": "true",
+            "priority": task.module.priority,
         }
     )
     if caption.answer.reasoning and task.enable_reasoning:
