@@ -15,7 +15,8 @@ from tests.servers import RtviServer
 
 
 def _model(srv: RtviServer) -> dict:  # type: ignore[type-arg]
-    return httpx.get(srv.url + "/v1/models").json()["data"][0]  # type: ignore[no-any-return]
+    """The loaded model as /v1/metadata describes it (id, owned_by, api_type, dimension)."""
+    return httpx.get(srv.url + "/v1/metadata").json()["model"]  # type: ignore[no-any-return]
 
 
 def test_files_survive_a_restart(tmp_path: Path, media: dict[str, Path]) -> None:

@@ -1,11 +1,12 @@
 """Remote ingestion over real servers (spec §2.3): http(s) with the SSRF rules, S3 (moto), data: and
-file:// inputs for generate requests and /v1/files; request assets removed when the request ends; the
-size limit while streaming; a download killed mid-way leaves nothing behind."""
+file:// inputs for generate requests and /v1/files; a generate request's url input kept as an asset the
+client deletes; the size limit while streaming; a download killed mid-way leaves nothing behind."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import shutil
 import sqlite3
 import threading
@@ -100,6 +101,13 @@ def _generate(rtvi: RtviServer, model: str, url: str, **kw: object) -> httpx.Res
     return httpx.post(rtvi.url + "/v1/generate_video_embeddings", json=body, timeout=120)
 
 
+def _delete_input(rtvi: RtviServer, r: httpx.Response) -> None:
+    """What a client does after a url request: delete the asset its input became (the request's id)."""
+    asset_id = json.loads(r.request.content)["id"]
+    deleted = httpx.delete(f"{rtvi.url}/v1/files/{asset_id}")
+    assert deleted.json() == {"id": asset_id, "object": "file", "deleted": True}, deleted.text
+
+
 def _no_assets_left(rtvi: RtviServer) -> None:
     listed = httpx.get(rtvi.url + "/v1/files", params={"purpose": "vision"}).json()["data"]
     assert listed == [] and list((rtvi.storage / "files").iterdir()) == []
@@ -110,7 +118,8 @@ def test_http_from_an_allowed_private_host(rtvi: RtviServer, model: str, lan_htt
     r = _generate(rtvi, model, lan_http.url("clip.mp4"))
     assert r.status_code == 200, r.text
     assert [c["start_time"] for c in r.json()["chunk_responses"]] == ["0.0", "2.0", "4.0"]
-    _no_assets_left(rtvi)  # the request's own asset is gone with the request
+    _delete_input(rtvi, r)
+    _no_assets_left(rtvi)
     added = httpx.post(
         rtvi.url + "/v1/files",
         data={"purpose": "vision", "media_type": "video", "url": lan_http.url("clip.mp4")},
@@ -133,12 +142,15 @@ def test_https_carries_auth_headers_to_the_original_host_only(
     given = _generate(rtvi, model, lan_https.url("clip.mp4"), url_headers={"Authorization": "Bearer given"})
     assert given.status_code == 200, given.text
     assert lan_https.headers[-1]["authorization"] == "Bearer given"  # url_headers win
+    _delete_input(rtvi, r)
+    _delete_input(rtvi, given)
     # Redirected to another origin (plain http): the credentials stay behind.
     hop = _generate(
         rtvi, model, lan_https.url("redirect?to=" + lan_http.url("clip.mp4")), url_headers={"x-api-key": "k"}
     )
     assert hop.status_code == 200, hop.text
     assert "x-api-key" not in lan_http.headers[-1] and "authorization" not in lan_http.headers[-1]
+    _delete_input(rtvi, hop)
     _no_assets_left(rtvi)
 
 
@@ -177,6 +189,7 @@ def test_s3_inputs(rtvi: RtviServer, model: str, served: Path) -> None:
     before = _downloads(rtvi)
     ok = _generate(rtvi, model, "s3://cams/dock/clip.mp4")
     assert ok.status_code == 200 and len(ok.json()["chunk_responses"]) == 3, ok.text
+    _delete_input(rtvi, ok)
     for url in ("s3://cams/dock/missing.mp4", "s3://no-such-bucket/clip.mp4", "s3://cams"):
         r = _generate(rtvi, model, url)
         assert r.status_code == 400 and r.json()["code"] == "InvalidParameters", (url, r.text)
@@ -197,12 +210,15 @@ def test_data_and_file_urls(rtvi: RtviServer, model: str, served: Path, tmp_path
     data = "data:video/mp4;base64," + base64.b64encode((served / "clip.mp4").read_bytes()).decode()
     r = _generate(rtvi, model, data)
     assert r.status_code == 200 and len(r.json()["chunk_responses"]) == 3, r.text
+    _delete_input(rtvi, r)
     png = "data:image/png;base64," + base64.b64encode((served / "still.png").read_bytes()).decode()
     image = _generate(rtvi, model, png, media_type="image")
     assert image.status_code == 200, image.text
     assert [(c["start_time"], c["end_time"]) for c in image.json()["chunk_responses"]] == [("0.0", "0.0")]
+    _delete_input(rtvi, image)
     local = _generate(rtvi, model, f"file://{served / 'clip.mp4'}")
     assert local.status_code == 200 and len(local.json()["chunk_responses"]) == 3, local.text
+    _delete_input(rtvi, local)
     assert (served / "clip.mp4").is_file(), "a file:// input is never deleted, only its registration"
     outside = tmp_path / "outside.mp4"
     shutil.copy(served / "clip.mp4", outside)
@@ -211,9 +227,11 @@ def test_data_and_file_urls(rtvi: RtviServer, model: str, served: Path, tmp_path
     _no_assets_left(rtvi)
 
 
-def test_a_streamed_url_request_removes_its_asset_when_the_reader_leaves(
+def test_a_streamed_url_request_frees_its_asset_when_the_reader_leaves(
     rtvi: RtviServer, model: str, served: Path
 ) -> None:
+    """The reader leaves mid-stream: the work stops and the asset is no longer in use, so the client's
+    DELETE succeeds (not 409 ResourceInUse); a second DELETE is 400 "No such file"."""
     body = {
         "id": str(uuid.uuid4()),
         "model": model,
@@ -225,10 +243,16 @@ def test_a_streamed_url_request_removes_its_asset_when_the_reader_leaves(
         assert r.status_code == 200
         first = next(line for line in r.iter_lines() if line.startswith("data:"))
         assert "chunk_responses" in first
+    assert [
+        f["id"] for f in httpx.get(rtvi.url + "/v1/files", params={"purpose": "vision"}).json()["data"]
+    ] == [body["id"]]
     deadline = time.monotonic() + 10
-    while httpx.get(rtvi.url + "/v1/files", params={"purpose": "vision"}).json()["data"]:
-        assert time.monotonic() < deadline, "the request's asset outlived its reader"
+    while (deleted := httpx.delete(f"{rtvi.url}/v1/files/{body['id']}")).status_code == 409:
+        assert time.monotonic() < deadline, "the request kept its asset in use after its reader left"
         time.sleep(0.2)
+    assert deleted.status_code == 200, deleted.text
+    again = httpx.delete(f"{rtvi.url}/v1/files/{body['id']}")
+    assert again.status_code == 400 and again.json()["message"] == f"No such file {body['id']}"
     _no_assets_left(rtvi)
 
 

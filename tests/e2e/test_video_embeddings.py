@@ -40,7 +40,7 @@ def test_chunks_of_ten_seconds(client: httpx.Client, clip35: str, model_id: str)
     assert body["model"] == model_id and uuid.UUID(body["id"])
     assert body["media_info"] == {"type": "offset", "start_offset": 0, "end_offset": 35}
     assert body["usage"]["total_chunks_processed"] == 4
-    dim = client.get("/v1/models").json()["data"][0]["dimension"]
+    dim = client.get("/v1/metadata").json()["model"]["dimension"]
     for c in body["chunk_responses"]:
         v = np.asarray(c["embeddings"])
         assert v.shape == (dim,) and abs(np.linalg.norm(v) - 1) < 1e-4

@@ -100,7 +100,9 @@ def _caption(c: httpx.Client, model: str, file_id: str, prompt: str, **kw: Any) 
 # --- the offline default ------------------------------------------------------------------------------
 def test_offline_model_names_the_cat_and_the_rocket(offline: RtviServer, media: dict[str, Path]) -> None:
     card = httpx.get(offline.url + "/v1/models").json()["data"][0]
-    assert card["language_model"] is False and "not a language model" in card["owned_by"]
+    assert set(card) == {"id", "created", "object", "owned_by", "api_type"} and card["owned_by"] == "rtvi"
+    model = httpx.get(offline.url + "/v1/metadata").json()["model"]
+    assert model["id"] == card["id"] and model["language_model"] is False and model["api_type"] == "vlm"
     with offline.client() as c:
         fid = upload(c, media["cat_rocket"]).json()["id"]
         r = _caption(c, card["id"], fid, "Describe what is happening", chunk_duration=10)
@@ -251,6 +253,9 @@ def test_caption_requests_are_validated(offline: RtviServer, media: dict[str, Pa
         assert err(enable_audio=True)[:2] == (400, "BadParameters")
         assert err(vlm_input_width=320)[:2] == (400, "BadParameters")
         assert err(unknown_field=1)[0] == 422
+        # choices go with the choice format only (the reference answers 422)
+        status, code, message = err(response_format={"type": "text", "choices": ["Yes", "No"]})
+        assert (status, code) == (422, "InvalidParameters") and "choices" in message
         r = c.post("/v1/generate_captions", json={"url": "rtsp://127.0.0.1/x", "model": model, "prompt": "x"})
         assert r.status_code == 422
         r = c.post("/v1/completions", json={"model": model, "prompt": "hello"})
@@ -305,6 +310,80 @@ def test_chat_with_the_openai_sdk(offline: RtviServer, media: dict[str, Path]) -
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=model, messages=[{"role": "system", "content": "only system"}])
     assert _file_ids(offline) == files_before  # the data: image's temporary asset is gone
+
+
+def _chat(srv: RtviServer, prompt: str = "SAY:No", **extra: Any) -> httpx.Response:
+    body = {"model": _model(srv), "messages": [{"role": "user", "content": prompt}], **extra}
+    return httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=120)
+
+
+def test_chat_fields_are_honoured_or_refused_never_ignored(
+    offline: RtviServer, media: dict[str, Path]
+) -> None:
+    """The chat schema refuses unknown fields (spec §0): a field no backend applies is a 422 naming it
+    (with what to use instead), never silently ignored; guided_choice is honoured by the offline model."""
+    for field, value, hint in (
+        ("unknown_field", 1, "Extra inputs are not permitted"),
+        ("repetition_penalty", 1.1, "no backend of this service applies it"),
+        ("guided_regex", "Yes|No", "guided_choice"),
+        ("frames_per_chunk", 8, "num_frames_per_second_or_fixed_frames_chunk"),
+    ):
+        given: dict[str, Any] = {field: value}
+        r = _chat(offline, **given)
+        assert (r.status_code, r.json()["code"]) == (422, "InvalidParameters"), (field, r.text)
+        assert r.json()["message"].startswith(f"('body', '{field}'): ") and hint in r.json()["message"], (
+            r.text
+        )
+    bad: dict[str, Any]
+    for bad in (
+        {"guided_choice": ["Yes", "Yes"]},
+        {"guided_choice": []},
+        {"guided_choice": ["Yes"], "guided_json": {"type": "object"}},
+        {"guided_choice": ["Yes"], "response_format": {"type": "json_object"}},
+        {"guided_json": {"type": 12}},  # not a JSON schema
+    ):
+        r = _chat(offline, **bad)
+        assert (r.status_code, r.json()["code"]) == (422, "InvalidParameters"), (bad, r.text)
+    with offline.client() as c:
+        fid = upload(c, media["cat_jpg"], media_type="image").json()["id"]
+    r = _chat(offline, "Is there a cat in the frame?", id=fid, guided_choice=["Yes", "No"])
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "Yes"
+
+
+def test_a_url_request_keeps_its_asset_for_the_client_to_delete(
+    offline: RtviServer, media: dict[str, Path]
+) -> None:
+    """A generate request with a `url` registers its input as an asset the client owns: the response's
+    `id` names it when the request gave none; the client deletes it (200, then 400 "No such file")."""
+    model = _model(offline)
+    before = _file_ids(offline)
+    with offline.client() as c:
+        for url in (f"file://{media['cat_jpg']}", f"file://{media['rocket_png']}"):
+            body = {"url": url, "media_type": "image", "model": model, "prompt": "Describe"}
+            r = c.post("/v1/generate_captions", json=body)
+            assert r.status_code == 200, r.text
+            asset_id = r.json()["id"]
+            assert _file_ids(offline) == before | {asset_id}
+            again = c.post(
+                "/v1/generate_captions", json={"id": asset_id, "model": model, "prompt": "Describe"}
+            )
+            assert again.status_code == 200 and again.json()["id"] != asset_id  # a new request on the asset
+            deleted = c.delete(f"/v1/files/{asset_id}")
+            assert deleted.json() == {"id": asset_id, "object": "file", "deleted": True}
+            twice = c.delete(f"/v1/files/{asset_id}")
+            assert twice.status_code == 400 and "No such file" in twice.json()["message"]
+        # a client that names the asset gets that id back as the asset's
+        named = str(uuid.uuid4())
+        r = c.post(
+            "/v1/generate_captions",
+            json={"id": named, "url": f"file://{media['cat_jpg']}", "media_type": "image", "model": model,
+                  "prompt": "Describe"},
+        )  # fmt: skip
+        assert r.status_code == 200 and named in _file_ids(offline)
+        assert c.delete(f"/v1/files/{named}").status_code == 200
+        # chat media given as a URL stays temporary: the chat response has no place to name it
+    assert _file_ids(offline) == before
 
 
 # --- the openai-compat backend against a scripted endpoint -------------------------------------------
@@ -438,6 +517,20 @@ def test_text_chat_streams_tokens_from_the_endpoint(
     plain = client.chat.completions.create(model="scripted-vlm", messages=history)  # type: ignore[arg-type]
     assert plain.choices[0].message.content == "one two three four"
     assert plain.usage is not None and plain.usage.completion_tokens == 4
+
+
+def test_guided_decoding_fields_reach_the_endpoint(endpoint: RtviServer, scripted: ScriptedVlmServer) -> None:
+    """vLLM's guided_choice goes to an OpenAI-compatible endpoint as guided_choice, guided_json as a
+    json_schema response_format (the same guided decoding in vLLM)."""
+    r = _chat(endpoint, guided_choice=["Yes", "No"])
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "No", r.text
+    assert scripted.requests()[-1]["guided_choice"] == ["Yes", "No"]
+    schema = {"type": "object", "properties": {"decision": {"type": "string"}}, "required": ["decision"]}
+    r = _chat(endpoint, 'SAY:{"decision": "No"}', guided_json=schema)
+    assert r.status_code == 200, r.text
+    assert scripted.requests()[-1]["response_format"]["json_schema"]["schema"] == schema
+    r = _chat(endpoint, repetition_penalty=1.2)
+    assert r.status_code == 422 and "repetition_penalty" in r.json()["message"]
 
 
 def test_a_second_instance_of_our_service_as_the_endpoint(
@@ -600,6 +693,11 @@ def test_transformers_backend_streams_tokens_from_frames(tmp_path: Path, media: 
         )
         deltas = [ch.choices[0].delta.content for ch in stream if ch.choices and ch.choices[0].delta.content]
         assert 2 <= len(deltas) <= 5  # token by token
+        # This backend cannot constrain its output: guided decoding is refused, not ignored.
+        for guided in ({"guided_choice": ["Yes", "No"]}, {"guided_json": {"type": "object"}}):
+            r = _chat(srv, "Hello", **guided)
+            assert (r.status_code, r.json()["code"]) == (400, "BadParameters"), r.text
+            assert "transformers" in r.json()["message"]
     finally:
         srv.stop()
 

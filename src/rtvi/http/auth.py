@@ -23,6 +23,7 @@ PUBLIC_PATHS = frozenset(
         "/v1/startup",
         "/v1/metadata",
         "/v1/version",
+        "/v1/license",
         "/docs",
         "/docs/oauth2-redirect",
         "/openapi.json",

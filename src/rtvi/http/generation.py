@@ -2,8 +2,13 @@
 assets, its job (file or live), its times, and the JSON / SSE response around the service's chunk items.
 
 A service supplies the chunk processor and the rendering of one chunk and of the usage; everything
-else (asset lookup, a `url` input as the request's own asset, chunking, live re-attach, publishing,
-error reporting, client disconnects) is here, once.
+else (asset lookup, a `url` input as a new asset, chunking, live re-attach, publishing, error reporting,
+client disconnects) is here, once.
+
+A `url` input of a generate request becomes an asset the client owns (docs/api-behaviour.md): it stays
+after the request (the client deletes it, or the storage cap and ASSET_MAX_AGE_HOURS evict it), and the
+request's id is the asset's id, so the response names it. A request refused before it starts removes it.
+A chat's media URL is `temporary`: removed when the answer ends.
 """
 
 from __future__ import annotations
@@ -91,13 +96,16 @@ class GenerationRequest(Generic[Out]):
         failure_message: str,
         received_at: float,
         own: Asset | None = None,
+        temporary: bool = False,
     ) -> None:
         self.core = core
         self.query = query
         self.failure_message = failure_message
         self.received_at = received_at
-        self.request_id = str(uuid.uuid4())
-        self.own = own  # the asset made from the request's url: removed when the request ends
+        # A url request's id is its new asset's id: the response tells the client what to delete.
+        self.request_id = own.id if own is not None else str(uuid.uuid4())
+        self.own = own  # the asset made from the request's url
+        self.temporary = temporary and own is not None  # ... removed when the request ends (chat)
         self.assets: list[Asset] = [own] if own is not None else [self._lookup(i) for i in query.ids]
         self.is_live = any(a.is_live for a in self.assets)
         if self.is_live:
@@ -121,16 +129,17 @@ class GenerationRequest(Generic[Out]):
         query: GenerateQuery,
         processor: ProcessorFor[Out],
         failure_message: str,
+        temporary: bool = False,
     ) -> GenerationRequest[Out]:
-        """Validate and plan a request. A `url` input becomes the request's own asset, removed when the
-        request ends."""
+        """Validate and plan a request. A `url` input becomes a new asset, kept after the request unless
+        `temporary`; removed at once when the request is refused here."""
         received_at = time.time()
         own: Asset | None = None
         if query.url is not None:
             new = NewFile(query.media_type, creation_time=query.creation_time)
             own = await core.store.add_request_asset(query.url, query.ids, new, query.url_headers)
         try:
-            req = cls(core, query, processor, failure_message, received_at, own)
+            req = cls(core, query, processor, failure_message, received_at, own, temporary)
             await req.prepare()
         except BaseException:
             if own is not None:
@@ -240,8 +249,8 @@ class GenerationRequest(Generic[Out]):
             self.release()
 
     def release(self) -> None:
-        """The request is over: remove the asset it brought as a url (idempotent)."""
-        if self.own is not None:
+        """The request is over: remove a temporary asset it brought as a url (idempotent)."""
+        if self.temporary and self.own is not None:
             self.core.store.discard(self.own.id)
             self.own = None
 
@@ -254,7 +263,7 @@ class GenerationRequest(Generic[Out]):
         self.core.publish_result(
             self.assets[0], self.request_id, self.query.model, r, base, self.file_job.span_attributes
         )
-        if self.own is None:  # an asset made from the request's url is gone after it: not indexed
+        if not self.temporary:  # a temporary asset is gone after the request: not indexed
             self.core.index_file_chunk(self.assets[0], r, self.time, creation)
 
     def report_failure(self, exc: BaseException) -> None:
@@ -320,7 +329,7 @@ async def generation_response(
 ) -> Response:
     """The JSON body of every chunk, or SSE events as chunks complete (spec §4.1, §4.4, §4.7)."""
     if req.query.stream:
-        # The request's own asset (a `url` input) goes when the response ends, even one never read.
+        # A temporary asset (a chat's url input) goes when the response ends, even one never read.
         return sse_response(_events(req, rendering), on_close=req.release)
 
     async def collect() -> list[ChunkResult[Out]]:

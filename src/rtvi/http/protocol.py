@@ -128,14 +128,26 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     owned_by: str
     api_type: str
-    dimension: int | None = None  # embedders
-    language_model: bool | None = None  # VLMs: false for the offline label model, which is not one
+    # Nothing more (spec §7): a client generated from the reference's OpenAPI reads this. The model's
+    # dimension / language_model are in /v1/metadata.model.
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
     audio_support: bool = False
+
+
+class LicenseInfo(BaseModel):
+    """GET /v1/license, in NIM's shape."""
+
+    name: str  # the SPDX identifier (pyproject.toml's license)
+    path: str  # the license file in the installed distribution ("" when it carries none)
+    sha: str  # SHA-1 of content
+    size: int  # characters of content
+    url: str  # where the license text is published
+    type: Literal["file"] = "file"
+    content: str
 
 
 # --- live streams (spec §3) ------------------------------------------------------------------------

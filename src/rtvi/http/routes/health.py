@@ -1,8 +1,12 @@
-"""Health, info and metrics routes (spec §7)."""
+"""Health, info and metrics routes (spec §7), and the license (NIM's /v1/license)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import importlib.metadata
+import re
 import time
 from typing import Any
 
@@ -10,11 +14,12 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from rtvi import __version__
+from rtvi import REFERENCE_RELEASE, __version__
+from rtvi.core.models.info import ModelInfo
 from rtvi.core.service import ServiceCore
 from rtvi.errors import Unavailable
 from rtvi.http.deps import get_core
-from rtvi.http.protocol import ModelCard, ModelList
+from rtvi.http.protocol import LicenseInfo, ModelCard, ModelList
 from rtvi.settings import replica_name
 
 router = APIRouter(tags=["Health and info"])
@@ -143,35 +148,99 @@ async def startup() -> PlainTextResponse:
     return PlainTextResponse("Service is ready to serve requests.")
 
 
+def _owner(owned_by: str) -> str:
+    """A short owner for /v1/models ("rtvi", "nvidia"): the backend's description up to its first space,
+    parenthesis or semicolon."""
+    found = re.match(r"[A-Za-z0-9_.\-]+", owned_by.strip())
+    return found.group(0) if found else "rtvi"
+
+
 @router.get("/v1/metadata")
-async def metadata() -> dict[str, str]:
-    return {"version": __version__}
+async def metadata(core: ServiceCore = Depends(get_core)) -> dict[str, Any]:
+    """`version` is the reference release whose API is served (reference clients read it); rtvi's own
+    version and the loaded model's facts (dimension, language_model, ...) are extra keys."""
+    out: dict[str, Any] = {"version": REFERENCE_RELEASE, "rtvi_version": __version__}
+    if core.stage is not None:
+        m: ModelInfo = core.stage.model
+        out["model"] = {"id": m.id, "owned_by": _owner(m.owned_by), "api_type": m.api_type, **m.details}
+    return out
 
 
 @router.get("/v1/version")
 async def version() -> dict[str, str]:
-    return {"release": __version__, "api": API_VERSION}
+    return {"release": REFERENCE_RELEASE, "api": API_VERSION}
 
 
 @router.get("/v1/manifest")
 async def manifest(core: ServiceCore = Depends(get_core)) -> dict[str, str | None]:
-    return {"version": __version__, "model": core.stage.model.id if core.stage else None}
+    return {"version": REFERENCE_RELEASE, "model": core.stage.model.id if core.stage else None}
+
+
+@router.get("/v1/license", response_model=LicenseInfo)
+async def license_info() -> LicenseInfo:
+    """The license rtvi is distributed under (pyproject.toml's `license`), in NIM's /v1/license shape."""
+    return _license()
+
+
+APACHE_NOTICE = """Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this software except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+"""
+
+
+@functools.cache
+def _license() -> LicenseInfo:
+    """The installed distribution's license: its license file when the wheel carries one, else the
+    standard notice of its SPDX identifier."""
+    try:
+        meta = importlib.metadata.metadata("rtvi")
+        spdx = meta["License-Expression"] or meta["License"] or "unknown"
+        files = importlib.metadata.files("rtvi") or []
+    except importlib.metadata.PackageNotFoundError:
+        spdx, files = "unknown", []
+    url = (
+        "https://www.apache.org/licenses/LICENSE-2.0"
+        if spdx == "Apache-2.0"
+        else f"https://spdx.org/licenses/{spdx}.html"
+    )
+    path, content = "", ""
+    for f in files:
+        if re.match(r"(LICEN[CS]E|COPYING)", f.name, re.IGNORECASE):
+            try:
+                path, content = str(f.locate()), f.read_text() or ""
+                break
+            except OSError:
+                continue
+    if not content:
+        content = f"rtvi is distributed under the {spdx} license ({url}).\n"
+        if spdx == "Apache-2.0":
+            content += "\n" + APACHE_NOTICE
+    return LicenseInfo(
+        name=spdx,
+        path=path,
+        sha=hashlib.sha1(content.encode()).hexdigest(),
+        size=len(content),
+        url=url,
+        content=content,
+    )
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def models(core: ServiceCore = Depends(get_core)) -> ModelList:
+    """Exactly the reference's shape (spec §7); the model's other facts are in /v1/metadata."""
     if core.stage is None:
         raise Unavailable(core.model_error or "The model is still loading")
     m = core.stage.model
     created = int(core.model_loaded_at or core.started_at)
-    card = ModelCard(
-        id=m.id,
-        created=created,
-        owned_by=m.owned_by,
-        api_type=m.api_type,
-        dimension=m.details.get("dimension"),
-        language_model=m.details.get("language_model"),
-    )
+    card = ModelCard(id=m.id, created=created, owned_by=_owner(m.owned_by), api_type=m.api_type)
     return ModelList(data=[card], audio_support=bool(m.details.get("audio_support", False)))
 
 

@@ -1,4 +1,5 @@
-"""Live stream routes (spec §3): /v1/streams/* and the CV / VIOS-compatible /v1/stream/*.
+"""Live stream routes (spec §3): /v1/streams/* and the CV / VIOS-compatible /v1/stream/* (with the hidden
+/v1/camera/* and /api/v1/camera/* aliases).
 
 The registrations themselves (probe, persist, delete, auto-start) are rtvi.core.streams; these routes
 translate the three request shapes to it and render per-item results.
@@ -245,7 +246,12 @@ def parse_cv(body: dict[str, Any], implied_change: str) -> CvRequest:
     )
 
 
+# The reference's hidden compatibility aliases (spec §1.1, §1.3): the same handlers, left out of OpenAPI.
 @router.post("/v1/stream/add", response_model=StreamAddResponse)
+@router.post("/v1/camera/add", response_model=StreamAddResponse, include_in_schema=False)
+@router.put("/v1/camera/streaming", response_model=StreamAddResponse, include_in_schema=False)
+@router.post("/api/v1/camera/add", response_model=StreamAddResponse, include_in_schema=False)
+@router.put("/api/v1/camera/streaming", response_model=StreamAddResponse, include_in_schema=False)
 async def cv_add(
     body: dict[str, Any] = Body(...), core: ServiceCore = Depends(get_core)
 ) -> StreamAddResponse:
@@ -322,6 +328,18 @@ async def _add_file_sensor(core: ServiceCore, req: CvRequest, url: str) -> Strea
 
 
 @router.post("/v1/stream/remove", response_model=StreamRemoveResponse)
+@router.api_route(
+    "/v1/camera/remove",
+    methods=["POST", "DELETE"],
+    response_model=StreamRemoveResponse,
+    include_in_schema=False,
+)
+@router.api_route(
+    "/api/v1/camera/remove",
+    methods=["POST", "DELETE"],
+    response_model=StreamRemoveResponse,
+    include_in_schema=False,
+)
 async def cv_remove(
     body: dict[str, Any] = Body(...), core: ServiceCore = Depends(get_core)
 ) -> StreamRemoveResponse:

@@ -6,6 +6,9 @@
   a caption request over the media's chunks (one chunk: the whole file, unless chunk_duration says
   otherwise); the answer joins the chunks' answers.
 - With no media, the conversation goes to the model as it is (text-only chat), token by token.
+- vLLM's guided_choice / guided_json become the `choice` / `json_schema` output format, for the backends
+  that can constrain their answer (an OpenAI-compatible endpoint; the offline model); the transformers
+  backend cannot, so they are refused there (400), never ignored.
 - The last system message is the system prompt; earlier user / assistant turns are the history, the last
   user message is the prompt.
 """
@@ -25,9 +28,9 @@ from rtvi.http.generation import GenerationRequest, Tally
 from rtvi.http.protocol import MediaInfoOffset, StreamOptions
 from rtvi.services.vlm.answers import split_reasoning
 from rtvi.services.vlm.messages import Caption
-from rtvi.services.vlm.models.base import Generation, TokenCounts, Turn, generate
-from rtvi.services.vlm.protocol import ChatCompletionRequest, ResponseFormat
-from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing
+from rtvi.services.vlm.models.base import Generation, TokenCounts, Turn, VisionLanguageModel, generate
+from rtvi.services.vlm.protocol import ChatCompletionRequest, JsonSchemaFormat, ResponseFormat
+from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing, output_format
 
 log = logging.getLogger(__name__)
 LIVE_CHUNK_S = 60  # a chat on a live stream with no chunk_duration (spec §4.8)
@@ -100,10 +103,36 @@ def fit_context(conv: Conversation, max_model_len: int, max_tokens: int | None) 
 
 
 def chat_format(body: ChatCompletionRequest) -> ResponseFormat:
-    """Only {"type": "json_object"} is recognised; anything else means text (spec §4.8)."""
+    """guided_choice / guided_json (vLLM's fields) as our choice / json_schema formats; of response_format
+    only {"type": "json_object"} is recognised, anything else means text (spec §4.8)."""
+    if body.guided_choice is not None:
+        return ResponseFormat(type="choice", choices=list(body.guided_choice))
+    if body.guided_json is not None:
+        schema = JsonSchemaFormat.model_validate({"name": "guided_json", "schema": body.guided_json})
+        return ResponseFormat(type="json_schema", json_schema=schema)
     if isinstance(body.response_format, dict) and body.response_format.get("type") == "json_object":
         return ResponseFormat(type="json_object")
     return ResponseFormat()
+
+
+def guides_output(vlm: VisionLanguageModel) -> bool:
+    """Whether the backend makes its answer one of the choices / match the schema: an OpenAI-compatible
+    endpoint does (vLLM's guided decoding: `guided_decoding`), and so does the offline label model (it
+    answers with one of the choices, or JSON); the transformers backend generates freely."""
+    return bool(getattr(vlm, "guided_decoding", False)) or not vlm.is_language_model
+
+
+def check_guided(serving: VlmServing, body: ChatCompletionRequest) -> None:
+    """Refuse guided decoding a backend cannot honour (400); a guided_json that is no schema is a 422."""
+    field = "guided_choice" if body.guided_choice is not None else "guided_json"
+    if body.guided_choice is None and body.guided_json is None:
+        return
+    if not guides_output(serving.vlm):
+        raise InvalidParameters(
+            f"{field}: the {serving.vlm.owned_by} backend cannot constrain its output; guided decoding "
+            "needs an OpenAI-compatible endpoint that applies it (vLLM: VIA_VLM_ENDPOINT)"
+        )
+    output_format(chat_format(body))
 
 
 def media_of(body: ChatCompletionRequest) -> MediaRef | None:
@@ -140,6 +169,7 @@ class ChatTurn:
         serving.check_options(body, body.max_completion_tokens)
         if body.response_format is not None and not isinstance(body.response_format, dict):
             raise MalformedRequest("response_format must be an object")
+        check_guided(serving, body)
         serving.metrics.requests.labels("chat_completions").inc()
         media = media_of(body)
         if body.id is None and media is None:
@@ -187,7 +217,8 @@ class ChatTurn:
                 stop=_stops(body),
             )
 
-        return await GenerationRequest.open(serving.core, query, make, CAPTIONS_FAILED)
+        # A chat's media URL is temporary: the chat response has no field to name an asset.
+        return await GenerationRequest.open(serving.core, query, make, CAPTIONS_FAILED, temporary=True)
 
     def text_generation(self) -> Generation:
         b, conv = self.body, self.conv

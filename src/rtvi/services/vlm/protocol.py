@@ -7,11 +7,24 @@ serving layer against the settings, so the error can name the variable; the sche
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from rtvi.http.protocol import (
     REMOTE_URL_SCHEMES,
@@ -50,6 +63,8 @@ class ResponseFormat(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ResponseFormat:
+        if self.choices is not None and self.type != "choice":
+            raise ValueError(f"response_format.choices goes with type choice only, not {self.type}")
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError("response_format type json_schema needs json_schema")
         if self.type == "choice":
@@ -199,9 +214,30 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+# Fields clients send that no backend here applies: a 422 that names them and what to use instead
+# (unknown fields are refused, spec §0), never silently ignored. Hidden from the OpenAPI schema.
+REFUSED_CHAT_FIELDS: dict[str, str] = {
+    "repetition_penalty": "no backend of this service applies it",
+    "guided_regex": "regular-expression guided decoding is not available; use guided_choice, guided_json "
+    "or response_format",
+    "frames_per_chunk": "not a field of this API; use num_frames_per_second_or_fixed_frames_chunk (or "
+    "media_io_kwargs.video.num_frames)",
+}
+
+
+def _refuse(value: Any, info: ValidationInfo) -> Any:
+    why = REFUSED_CHAT_FIELDS.get(info.field_name or "", "")
+    raise PydanticCustomError("extra_forbidden", "Extra inputs are not permitted: {why}", {"why": why})
+
+
+Refused = SkipJsonSchema[Annotated[Any, BeforeValidator(_refuse)]]
+
+
 class ChatCompletionRequest(FrameOptions):
-    # OpenAI clients send fields we accept and ignore (user, logprobs, ...): extra keys are allowed.
-    model_config = ConfigDict(extra="allow")
+    """OpenAI's chat request with the RTVI extras (spec §4.8); unknown fields are a 422 (FrameOptions is
+    Strict). Accepted and not applied, as in the reference: frequency_penalty, presence_penalty,
+    logit_bias, logprobs, top_logprobs. vLLM's guided_choice / guided_json are honoured where the backend
+    can constrain its output (chat.ChatTurn), refused where it cannot."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=100)]
     model: Annotated[str, StringConstraints(max_length=256)]
@@ -217,6 +253,39 @@ class ChatCompletionRequest(FrameOptions):
     chunk_overlap_duration: int = Field(0, ge=-3600, le=3600)
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    guided_choice: Annotated[list[Choice], Field(min_length=1, max_length=256)] | None = None
+    guided_json: dict[str, Any] | None = None  # a JSON schema (vLLM also takes it as a JSON string)
+    repetition_penalty: Refused = Field(None, exclude=True)
+    guided_regex: Refused = Field(None, exclude=True)
+    frames_per_chunk: Refused = Field(None, exclude=True)
+
+    @field_validator("guided_json", mode="before")
+    @classmethod
+    def _schema_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("guided_json must be a JSON schema (an object, or its JSON text)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _guided(self) -> ChatCompletionRequest:
+        if self.guided_choice is not None:
+            if any(not c.strip() for c in self.guided_choice):
+                raise ValueError("guided_choice: choices must not be blank")
+            if len(set(self.guided_choice)) != len(self.guided_choice):
+                raise ValueError("guided_choice: choices must be unique")
+            if self.guided_json is not None:
+                raise ValueError("guided_choice and guided_json cannot be combined")
+        guided = self.guided_choice is not None or self.guided_json is not None
+        fmt = self.response_format.get("type", "text") if isinstance(self.response_format, dict) else "text"
+        if guided and fmt != "text":
+            raise ValueError(f"guided_choice / guided_json cannot be combined with response_format {fmt}")
+        return self
 
     @property
     def ids(self) -> list[str]:

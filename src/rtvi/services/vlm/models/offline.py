@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
-from rtvi.core.models.bundled import MODEL_ID as EMBEDDER_ID
 from rtvi.core.models.bundled import BundledEmbedder
 from rtvi.core.models.common import fit_clip
 from rtvi.services.vlm.models.base import Generation, OutputFormat, TokenCounts, estimate_tokens
@@ -64,7 +63,7 @@ class OfflineLabelModel:
 
     @property
     def owned_by(self) -> str:
-        return f"rtvi ({EMBEDDER_ID}; not a language model)"
+        return "rtvi"  # the reference's short owner; what the model is: /v1/metadata.model
 
     async def close(self) -> None:
         return None

@@ -64,6 +64,9 @@ def _detail(exc: openai.APIStatusError) -> str:
 
 class OpenAICompatVLM:
     is_language_model = True
+    # choice / json_schema formats are constrained by the endpoint (vLLM's guided decoding): chat's
+    # guided_choice / guided_json are honoured through it (services/vlm/chat.py)
+    guided_decoding = True
     accepts_audio = True  # as an input_audio part (OpenAI's chat format; vLLM's audio models take it)
 
     def __init__(
