@@ -12,6 +12,7 @@ from tests.kafka_redis import RedisServer, TansuBroker
 from tests.media_factory import make_clip, make_clip_from_images, make_image
 from tests.milvus_server import MilvusServer
 from tests.postgres_server import PostgresServer
+from tests.scripted_vlm import ScriptedVlmServer
 from tests.servers import RtviServer
 
 CREATION_TIME = "2024-06-09T18:32:11.123Z"
@@ -81,6 +82,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, media: dict[str, Path]) -> 
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedVlmServer]:
+    """The scripted OpenAI-compatible server: the stand-in for a hosted VLM endpoint (per module)."""
+    s = ScriptedVlmServer(tmp_path_factory.mktemp("scripted"))
+    s.start()
+    yield s
+    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -386,21 +386,13 @@ def test_embed_seed_live_stream_example(server: RtviServer, workdir: Path, model
 
 # --- the VLM service, on the reference compose's environment -----------------------------------------
 @pytest.fixture(scope="module")
-def scripted_nim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedVlmServer]:
-    s = ScriptedVlmServer(tmp_path_factory.mktemp("scripted-nim"))
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def reference_vlm(
-    tmp_path_factory: pytest.TempPathFactory, scripted_nim: ScriptedVlmServer
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedVlmServer
 ) -> Iterator[RtviServer]:
     dotenv = {  # seed 002's "NVIDIA NIM" sample, in the user's .env; no Kafka broker on this laptop
         "VLM_MODEL_TO_USE": "openai-compat",
         "OPENAI_API_KEY": "nvapi-seed-example",
-        "VIA_VLM_ENDPOINT": scripted_nim.url,
+        "VIA_VLM_ENDPOINT": scripted.url,
         "VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME": SCRIPTED_MODEL,
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
     }
@@ -420,7 +412,7 @@ def test_reference_vlm_compose_environment_serves(reference_vlm: RtviServer) -> 
 
 
 def test_vlm_seed_examples(
-    reference_vlm: RtviServer, scripted_nim: ScriptedVlmServer, workdir: Path, media: dict[str, Path]
+    reference_vlm: RtviServer, scripted: ScriptedVlmServer, workdir: Path, media: dict[str, Path]
 ) -> None:
     base = {"http://localhost:8000/v1": reference_vlm.url + "/v1"}
     loaded = run_example(VLM_MODEL_ID, workdir, {"http://localhost:8000": reference_vlm.url})
@@ -433,7 +425,7 @@ def test_vlm_seed_examples(
     assert dense[1] == "Generated 1 caption chunks"  # 20 s in 60 s chunks
     assert dense[2].startswith("[2024-06-09T18:32:11.123Z - 2024-06-09T18:32:31.123Z]: I saw")
     assert dense[-1] == "File deleted"
-    asked = scripted_nim.requests()[-1]
+    asked = scripted.requests()[-1]
     assert asked["authorization"] == "Bearer nvapi-seed-example"  # OPENAI_API_KEY reached the endpoint
 
     with open(media["cat_rocket"], "rb") as f:

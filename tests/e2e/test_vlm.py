@@ -60,14 +60,6 @@ def offline(
 
 
 @pytest.fixture(scope="module")
-def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedVlmServer]:
-    s = ScriptedVlmServer(tmp_path_factory.mktemp("scripted"))
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def endpoint(
     tmp_path_factory: pytest.TempPathFactory, broker: TansuBroker, scripted: ScriptedVlmServer
 ) -> Iterator[RtviServer]:
