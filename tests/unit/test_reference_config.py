@@ -214,12 +214,20 @@ def test_kafka_default_per_service(
         publisher.close()
 
 
-def test_no_broker_costs_a_bounded_queue_and_a_quick_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+def test_no_broker_costs_a_bounded_queue_one_warning_and_a_quick_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     metrics = Metrics()
-    sink = KafkaSink(f"127.0.0.1:{free_port()}", metrics, queue_maxsize=5).start()
-    accepted = [sink.produce("mdx-vlm-captions", b"x" * 10) for _ in range(8)]
-    assert accepted == [True] * 5 + [False] * 3  # bounded: the rest dropped and counted
+    with caplog.at_level(logging.WARNING):
+        sink = KafkaSink(f"127.0.0.1:{free_port()}", metrics, queue_maxsize=5).start()
+        accepted = [sink.produce("mdx-vlm-captions", b"x" * 10) for _ in range(8)]
+        time.sleep(3)  # librdkafka retries the connection about twice a second meanwhile
+    assert accepted == [True, True, True, True, True, False, False, False]  # bounded: the rest dropped
     assert metrics.bus_dropped.labels("kafka", "result")._value.get() == 3
+    outage = [r for r in caplog.records if r.name == "rtvi.core.bus.kafka" and "broker problem" in r.message]
+    assert len(outage) == 1, caplog.text  # one clear warning, not one per retry
+    assert not [r for r in caplog.records if r.name == "rtvi.kafka.librdkafka"], caplog.text
+    caplog.clear()
     started = time.monotonic()
     with caplog.at_level(logging.ERROR, logger="rtvi.core.bus.kafka"):
         assert sink.close() == 5

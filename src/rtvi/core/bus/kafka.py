@@ -72,6 +72,17 @@ def producer_config(
     }
 
 
+class _ReportedOnce(logging.Filter):
+    """librdkafka logs every failed connection attempt (FAIL, twice a second while a broker is away, e.g.
+    on a laptop with none); the sink's error callback reports the outage once and its end once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("FAIL ")
+
+
+LIBRDKAFKA_LOG = logging.getLogger("rtvi.kafka.librdkafka")
+LIBRDKAFKA_LOG.addFilter(_ReportedOnce())
+
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 Pending = tuple[str, bytes, bytes | None, Headers | None, str]  # topic, value, key, headers, kind
 
@@ -105,14 +116,13 @@ class KafkaSink:
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._log_drop = RateLimitedLog(log, "Kafka send queue full, message dropped")
         self._log_fail = RateLimitedLog(log, "Kafka message not delivered")
-        self._log_broker = RateLimitedLog(log, "Kafka broker problem (messages stay queued)")
+        self._broker_away = False  # an outage is logged when it starts and when it ends, not per retry
         self._callbacks = {kind: self._delivery_callback(kind) for kind in ("result", "error", "incident")}
         self.last_error: str | None = None
         self._delivered_any = False  # a broker that never took a message is not waited for at shutdown
 
     def _new_producer(self) -> Producer:
-        logger = logging.getLogger("rtvi.kafka.librdkafka")
-        return Producer(self._conf, logger=logger, error_cb=self._on_error)
+        return Producer(self._conf, logger=LIBRDKAFKA_LOG, error_cb=self._on_error)
 
     def start(self) -> KafkaSink:
         self._thread.start()
@@ -153,6 +163,11 @@ class KafkaSink:
             self._last_progress = time.monotonic()
             if err is None:
                 self._delivered_any = True
+                if self._broker_away:
+                    self._broker_away = False
+                    log.info(
+                        "Kafka broker %s reachable again: queued messages are being delivered", self.bootstrap
+                    )
                 published.inc()
                 return
             if (self._purging and err.code() in _PURGED) or err.fatal():
@@ -173,8 +188,16 @@ class KafkaSink:
         if err.fatal():
             log.error("Kafka producer fatal error (the producer will be rebuilt): %s", err.str())
             self._rebuild_wanted = True
+        elif not self._broker_away:
+            self._broker_away = True
+            log.warning(
+                "Kafka broker problem (%s): messages wait in the bounded queue (up to %s) until it answers; "
+                "retried quietly, logged again when it does",
+                err.str(),
+                self._conf["queue.buffering.max.messages"],
+            )
         else:
-            self._log_broker(err.str())
+            log.debug("Kafka broker still away: %s", err.str())
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
