@@ -215,7 +215,8 @@ def _license() -> LicenseInfo:
     for f in files:
         if re.match(r"(LICEN[CS]E|COPYING)", f.name, re.IGNORECASE):
             try:
-                path, content = str(f.locate()), f.read_text() or ""
+                # The path inside the distribution, not the server's file system (an open route).
+                path, content = str(f), f.read_text() or ""
                 break
             except OSError:
                 continue
