@@ -373,3 +373,36 @@ def test_live_chunks_arrive_as_camera_messages(
         bus_client.delete(f"/v1/streams/delete/{stream_id}")
     finally:
         camera.kill()
+
+
+@pytest.mark.skipif(not gst_available(), reason="gst-rtsp-server is not installed (make rtsp-deps)")
+def test_a_bus_switched_on_at_run_time_publishes_live_chunks(tmp_path: Path, broker: TansuBroker) -> None:
+    """A service started without a bus, switched to Kafka by POST /v1/config: live chunks are published
+    like file chunks, also those of a job that was already running before the switch."""
+    env = {"KAFKA_ENABLED": "false", "MESSAGE_BUS": "", "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}
+    srv = RtviServer(tmp_path / "assets", env=env).start()
+    camera = RtspServer(free_port(), tmp_path).start()
+    reader: SseReader | None = None
+    try:
+        with srv.client() as c:
+            model = c.get("/v1/models").json()["data"][0]["id"]
+            r = c.post(
+                "/v1/streams/add", json={"streams": [{"liveStreamUrl": camera.url, "description": "d"}]}
+            )
+            stream_id = r.json()["results"][0]["id"]
+            body = {"id": stream_id, "model": model, "stream": True, "chunk_duration": 1}
+            reader = SseReader(srv.url, body)
+            request_id = reader.chunks(1, timeout=30)[0]["id"]  # the job runs before the switch
+            md = {"messagingbus": "kafka", "topic-prefix": "switched-live"}
+            switch = {"alert_type": "config", "event": {"change": "config", "metadata": md}}
+            assert c.post("/v1/config", json=switch).status_code == 200
+            reader.chunks(2, timeout=30)  # chunks made after the switch
+        msgs = consume(
+            broker.bootstrap, "switched-live", want=1, timeout=10, key_prefix=f"{request_id}:".encode()
+        )
+        assert len(msgs) == 1, "no live chunk reached the bus switched on at run time"
+    finally:
+        if reader is not None:
+            reader.stop()
+        camera.kill()
+        srv.stop()

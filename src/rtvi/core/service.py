@@ -37,7 +37,7 @@ from rtvi.core.media.times import unix_to_iso
 from rtvi.core.media.types import MediaInfo
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.file_job import FileJob
-from rtvi.core.pipeline.live import LiveJob, LiveManager
+from rtvi.core.pipeline.live import LiveJob, LiveManager, ResultSink
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.streams import LiveStreams
 from rtvi.core.telemetry.metrics import Metrics
@@ -128,8 +128,8 @@ class ServiceCore:
             build_result=self.config.build_result,
             build_incident=self.config.build_incident,
         ).start()
-        if publisher.results_bus is not None:
-            self.live.sinks.append(self._publish_live)
+        # Always: POST /v1/config may switch a results bus on (or off) later, running jobs included.
+        self.live.sinks.append(ResultSink(self._publish_live, lambda: publisher.results_bus is not None))
         if self.settings.asset_max_age_hours > 0:
             self._sweeper = asyncio.create_task(self._sweep_expired(), name="asset-ttl")
 

@@ -44,7 +44,17 @@ log = logging.getLogger(__name__)
 ErrorHook = Callable[[str, str], None]  # (stream id, message): the error bus (spec §6.5)
 T = TypeVar("T")
 Out = TypeVar("Out")
-ResultSink = Callable[["LiveJob[Any]", ChunkResult[Any]], None]
+ResultHook = Callable[["LiveJob[Any]", ChunkResult[Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSink:
+    """A destination of every live result besides the SSE readers (the results bus)."""
+
+    deliver: ResultHook
+    # Whether it takes results now: POST /v1/config switches the bus on and off at run time, and an
+    # active sink keeps a job running once its last reader left.
+    active: Callable[[], bool]
 
 
 class LiveStreamError(Exception):
@@ -137,9 +147,6 @@ class LiveJob(Generic[Out]):
         self.request_id = request_id or str(uuid.uuid4())
         self.created = time.time()
         self.subscribers: list[Subscription[Out]] = []
-        # Destinations other than SSE readers (Kafka): called with every result, on the event loop.
-        self.sinks: list[ResultSink] = list(manager.sinks)
-        self.observers: list[ResultSink] = list(manager.observers)
         self.chunks_done = 0
         self.ended = False
         self.error: str | None = None
@@ -200,7 +207,7 @@ class LiveJob(Generic[Out]):
             self.stop()
 
     def _has_consumers(self) -> bool:
-        return self.persistent or bool(self.subscribers) or bool(self.sinks)
+        return self.persistent or bool(self.subscribers) or any(s.active() for s in self.manager.sinks)
 
     def dropped(self, reason: str) -> None:
         self.manager.metrics.live_dropped.labels(reason=reason).inc()
@@ -254,9 +261,10 @@ class LiveJob(Generic[Out]):
             metrics.observe_live_chunk(result.decode_latency_s, result.chunk_latency_s)
             for sub in list(self.subscribers):
                 sub.offer(result)
-            for sink in [*self.sinks, *self.observers]:
+            # The manager's hooks as they are now (not as they were when the job started).
+            for hook in [*(s.deliver for s in self.manager.sinks), *self.manager.observers]:
                 try:
-                    sink(self, result)
+                    hook(self, result)
                 except Exception:
                     log.exception("stream %s: a result sink failed", self.stream_id)
             metrics.live_delivery_latency.observe(max(0.0, time.time() - chunk.end_s))
@@ -283,10 +291,10 @@ class LiveManager:
         self.failure_message = failure_message
         self._decoders: dict[str, LiveDecoder] = {}
         self._jobs: dict[tuple[str, str], LiveJob[Any]] = {}  # (stream id, processor key) -> job
-        # Result destinations every new job gets (the Kafka / Redis results bus when enabled).
+        # Result destinations of every job, called on the event loop (the Kafka / Redis results bus).
         self.sinks: list[ResultSink] = []
         # Also given every result, but not a reason to keep a job running (the search index).
-        self.observers: list[ResultSink] = []
+        self.observers: list[ResultHook] = []
 
     @property
     def options(self) -> RtspOptions:
