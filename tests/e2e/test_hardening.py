@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import upload
 from tests.media_factory import make_clip
+from tests.scripted_vlm import ScriptedVlmServer
 from tests.servers import RtviServer, free_port
 
 CODE = re.compile(r"^[A-Za-z]+$")
@@ -144,17 +145,19 @@ def test_text_limits_hold_on_every_route(client: httpx.Client, model_id: str) ->
     assert ok.status_code == 200 and len(ok.json()["data"]) == 100
 
 
-def test_a_client_that_leaves_stops_its_work(
-    server: RtviServer, media: dict[str, Path], model_id: str
+def _leave_and_expect_release(
+    srv: RtviServer, path: str, body: dict[str, object], fid: str, headers: dict[str, str] | None = None
 ) -> None:
-    with server.client() as c:
-        fid = upload(c, media["clip35"]).json()["id"]
-    body = {"id": fid, "model": model_id, "chunk_duration": 1}  # 35 chunks: seconds of work
-    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url, timeout=0.5) as impatient:
-        impatient.post("/v1/generate_video_embeddings", json=body)
-    # The asset is released within moments of the disconnect, not when the work would have ended.
+    """A JSON (non-streaming) request whose client gives up after 0.5 s: the asset it uses is released
+    within moments of the disconnect (DELETE stops answering 409 ResourceInUse), not when the work would
+    have ended."""
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        httpx.Client(base_url=srv.url, timeout=0.5, headers=headers) as impatient,
+    ):
+        impatient.post(path, json=body)
     deadline = time.monotonic() + 3
-    with server.client() as c:
+    with httpx.Client(base_url=srv.url, timeout=30, headers=headers) as c:
         while True:
             r = c.delete(f"/v1/files/{fid}")
             if r.status_code == 200 or time.monotonic() > deadline:
@@ -162,6 +165,15 @@ def test_a_client_that_leaves_stops_its_work(
             assert r.json()["code"] == "ResourceInUse"
             time.sleep(0.1)
         assert r.status_code == 200, r.text
+
+
+def test_a_client_that_leaves_stops_its_work(
+    server: RtviServer, media: dict[str, Path], model_id: str
+) -> None:
+    with server.client() as c:
+        fid = upload(c, media["clip35"]).json()["id"]
+    body = {"id": fid, "model": model_id, "chunk_duration": 1}  # 35 chunks: seconds of work
+    _leave_and_expect_release(server, "/v1/generate_video_embeddings", body, fid)
 
 
 def test_credentials_never_reach_the_log(client: httpx.Client, server: RtviServer) -> None:
@@ -187,6 +199,38 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
     ).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded_vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
+    """The VLM service with an API key, before an endpoint that takes 0.5 s per answer."""
+    base = tmp_path_factory.mktemp("guarded-vlm")
+    endpoint = ScriptedVlmServer(base, delay_s=0.5)
+    endpoint.start()
+    srv = RtviServer(
+        base / "assets", env={"RTVI_API_KEY": "k3y", "VIA_VLM_ENDPOINT": endpoint.url}, service="vlm"
+    ).start()
+    yield srv
+    srv.stop()
+    endpoint.stop()
+
+
+@pytest.mark.parametrize("path", ["/v1/generate_captions", "/v1/chat/completions"])
+def test_a_client_that_leaves_stops_its_work_behind_auth(
+    guarded_vlm: RtviServer, media: dict[str, Path], path: str
+) -> None:
+    """The auth check sits in front of every route: a disconnect still reaches the work behind it, for a
+    caption request and for a chat on the same kind of file alike."""
+    headers = {"Authorization": "Bearer k3y"}
+    with httpx.Client(base_url=guarded_vlm.url, timeout=30, headers=headers) as c:
+        fid = upload(c, media["clip35"]).json()["id"]
+        model = c.get("/v1/models").json()["data"][0]["id"]
+    common = {"id": fid, "model": model, "chunk_duration": 1}  # 35 answers of 0.5 s: seconds of work
+    if path == "/v1/chat/completions":
+        body = {**common, "messages": [{"role": "user", "content": "What happens?"}]}
+    else:
+        body = {**common, "prompt": "What happens?"}
+    _leave_and_expect_release(guarded_vlm, path, body, fid, headers)
 
 
 def test_bearer_auth_follows_rfc_7235(guarded: RtviServer) -> None:

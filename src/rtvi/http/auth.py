@@ -1,15 +1,19 @@
 """Bearer-token auth (RTVI_API_KEY): every route but the probes and docs needs it when a key is set
 (the reference declares auth but never enforces it). The scheme name is case-insensitive (RFC 7235); a
-401 says which scheme it wants; the OpenAPI document declares it, so /docs offers Authorize."""
+401 says which scheme it wants; the OpenAPI document declares it, so /docs offers Authorize.
+
+A pure ASGI middleware, not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware hands the route a
+receive channel of its own, on which the client's disconnect never arrives, so work behind it would
+outlive a client that left (http/limits.unless_disconnected)."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rtvi.http.errors import Unauthorized, error_response
 
@@ -46,18 +50,27 @@ def bearer_token(authorization: str) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_bearer_token(app: FastAPI, api_key: str) -> None:
-    expected = api_key.encode()
+class BearerAuth:
+    """Answers 401 to an HTTP request for a non-public path without `Authorization: Bearer <api_key>`;
+    passes everything else (and the ASGI channels untouched) to the app."""
 
-    @app.middleware("http")
-    async def check(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if not is_public(request.url.path):
-            token = bearer_token(request.headers.get("authorization", ""))
-            if token is None or not hmac.compare_digest(token.encode(), expected):
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not is_public(scope["path"]):
+            token = bearer_token(Headers(scope=scope).get("authorization", ""))
+            if token is None or not hmac.compare_digest(token.encode(), self.expected):
                 response = error_response(Unauthorized("Missing or invalid bearer token"))
                 response.headers["WWW-Authenticate"] = "Bearer"
-                return response
-        return await call_next(request)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def require_bearer_token(app: FastAPI, api_key: str) -> None:
+    app.add_middleware(BearerAuth, api_key=api_key)
 
 
 def declare_bearer_scheme(app: FastAPI) -> None:

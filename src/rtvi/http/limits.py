@@ -15,7 +15,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rtvi.http.errors import error_body, status_code_name
 
 T = TypeVar("T")
-DISCONNECT_POLL_S = 0.25
 
 
 class BodyLimit:
@@ -58,16 +57,26 @@ class BodyLimit:
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> tuple[bool, T | None]:
     """Run `work` while the client is connected. -> (True, result), or (False, None) once the client has
-    gone: the work is cancelled then (decoders closed, assets released, queued model calls dropped)."""
+    gone: the work is cancelled then (decoders closed, assets released, queued model calls dropped).
+
+    For routes whose body is already read: the disconnect is the next message on the request's receive
+    channel, so a task waits for it (as vLLM's `with_cancellation` does) and the work stops the moment the
+    client leaves, with no polling."""
     task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request.receive))
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return True, task.result()
-            if await request.is_disconnected():
-                return False, None
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return True, task.result()
+        return False, None
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for t in (task, gone):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(task, gone, return_exceptions=True)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has disconnected (any other message of a read body is ignored)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
