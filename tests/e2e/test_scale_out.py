@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import upload
 from tests.e2e.test_search import search
-from tests.media_factory import make_clip
+from tests.media_factory import make_clip, make_image
 from tests.milvus_server import MilvusServer
 from tests.postgres_server import PASSWORD, PostgresServer
 from tests.remote_servers import S3_ENV, MotoS3, SlowProxy
@@ -183,3 +183,47 @@ def test_objects_left_by_a_crash_are_swept_once_past_the_grace(
     srv = RtviServer(tmp_path / "b-assets", env).start(wait_ready=False)
     srv.stop()
     assert _objects(s3) == []
+
+
+def test_a_slow_s3_delete_does_not_stall_the_service(tmp_path: Path, s3: MotoS3) -> None:
+    """DELETE /v1/files on an asset in S3 over a slow link: the S3 calls (list, delete) take a second, and
+    meanwhile the event loop keeps answering (a /v1/live probe stays fast), so SSE streams do not stall."""
+    s3.client().create_bucket(Bucket="rtvi-lag")
+    slow = SlowProxy(s3.port, rate=1500)  # a few hundred bytes per S3 request: ~0.5 s each
+    env = {**S3_ENV, "RTVI_ASSET_STORE": "s3://rtvi-lag/assets", "S3_ENDPOINT_URL": slow.endpoint}
+    srv = RtviServer(tmp_path / "assets", env).start()
+    lags: list[float] = []
+    deleting = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            while deleting.is_set():
+                start = time.perf_counter()
+                c.get("/v1/live")
+                lags.append(time.perf_counter() - start)
+                time.sleep(0.02)
+
+    try:
+        image = make_image(tmp_path / "tiny.jpg", width=32, height=24)
+        with srv.client() as c:
+            fid = upload(c, image, media_type="image").json()["id"]
+            deleting.set()
+            prober = threading.Thread(target=probe, daemon=True)
+            prober.start()
+            time.sleep(0.1)
+            start = time.perf_counter()
+            r = c.delete(f"/v1/files/{fid}")
+            took = time.perf_counter() - start
+            deleting.clear()
+            prober.join(30)
+            assert r.status_code == 200, r.text
+            assert c.delete(f"/v1/files/{fid}").status_code == 400  # deleted once, then unknown
+        worst = max(lags)
+        print(f"delete took {took:.3f} s; /v1/live probe: worst {worst:.3f} s over {len(lags)} probes")
+        assert took > 0.5, "the slow link did not slow the delete: the test measures nothing"
+        assert worst < took / 4, f"the event loop stalled {worst:.2f} s during a {took:.2f} s delete"
+        assert s3.client().list_objects_v2(Bucket="rtvi-lag").get("KeyCount", 0) == 0
+    finally:
+        deleting.clear()
+        srv.stop()
+        slow.close()

@@ -26,7 +26,14 @@ from rtvi.core.net import ip_literal, resolve
 from rtvi.core.pipeline.live import LiveManager, rtsp_options
 from rtvi.core.pipeline.results import ChunkProcessor
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.errors import Forbidden, InvalidMedia, InvalidParameters, MalformedRequest, RtviError
+from rtvi.errors import (
+    Forbidden,
+    InvalidMedia,
+    InvalidParameters,
+    MalformedRequest,
+    NoSuchResource,
+    RtviError,
+)
 from rtvi.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,14 +171,16 @@ class LiveStreams:
         return asset
 
     async def delete(self, stream_id: str, drain_timeout_s: float) -> None:
-        """Stop every job on the stream (readers get [DONE]), then remove the registration."""
+        """Stop every job on the stream (readers get [DONE]), then remove the registration. The registry
+        and index calls run in threads: the event loop keeps serving the other streams meanwhile."""
         start = time.perf_counter()
-        asset = self.store.get_live(stream_id)
+        asset = await asyncio.to_thread(self.store.get_live, stream_id)
         await self.live.stop(asset.id, drain_timeout_s)
         drained = time.perf_counter()
-        self.store.registry.remove(asset.id)
+        if not await asyncio.to_thread(self.store.registry.remove, asset.id):
+            raise NoSuchResource(stream_id)  # a concurrent delete came first
         await self._announce(asset.id, run=False)
-        self.store.removed(asset.id)
+        await asyncio.to_thread(self.store.removed, asset.id)
         self.metrics.observe_stream_delete(time.perf_counter() - start, drained - start)
         log.info("live stream %s deleted", stream_id)
 

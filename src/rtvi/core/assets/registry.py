@@ -197,12 +197,13 @@ class AssetRegistry:
                 sa.update(_assets).where(_assets.c.id == asset_id).values(meta=self._dump_meta(meta))
             )
 
-    def remove(self, asset_id: str) -> None:
+    def remove(self, asset_id: str) -> bool:
+        """-> whether the asset was there (a concurrent delete may have removed it first)."""
         with self._lock:
             if self._in_use[asset_id] > 0:
                 raise InUse(asset_id)
             with self._engine.begin() as conn:
-                conn.execute(sa.delete(_assets).where(_assets.c.id == asset_id))
+                return conn.execute(sa.delete(_assets).where(_assets.c.id == asset_id)).rowcount > 0
 
     def _row_to_asset(self, row: sa.Row[Any]) -> Asset:
         m = row._mapping

@@ -330,13 +330,19 @@ class AssetStore:
 
     # --- delete ---------------------------------------------------------------------------------
     def delete_file(self, asset_id: str) -> None:
+        """Blocks on the registry, S3 and the search index: async code uses remove_file."""
         asset = self.registry.get(asset_id)
-        if asset is None or asset.is_live:
+        # remove() raises InUse while a request uses the file; False: a concurrent delete came first.
+        if asset is None or asset.is_live or not self.registry.remove(asset_id):
             raise self._missing(asset_id, f"No such file {asset_id}", evicted="File {} already deleted")
-        self.registry.remove(asset_id)  # InUse while a request uses it
         if asset.owns_dir:
             self._remove_blob(asset)
         self.removed(asset_id)
+
+    async def remove_file(self, asset_id: str) -> None:
+        """delete_file off the event loop: its database, S3 and index calls must not stall every other
+        request (SSE streams, probes) for as long as they take."""
+        await asyncio.to_thread(self.delete_file, asset_id)
 
     def _s3_of(self, asset: Asset) -> S3Blobs | None:
         """The S3 store that holds the asset's blob; None for one on local disk."""

@@ -129,5 +129,5 @@ async def file_content(file_id: UUID, core: ServiceCore = Depends(get_core)) -> 
 
 @router.delete("/{file_id}", response_model=DeletedFile)
 async def delete_file(file_id: UUID, core: ServiceCore = Depends(get_core)) -> DeletedFile:
-    core.store.delete_file(str(file_id))
+    await core.store.remove_file(str(file_id))
     return DeletedFile(id=file_id)

@@ -354,7 +354,7 @@ async def cv_remove(
     if asset.is_live:
         await core.streams.delete(asset.id, core.settings.stream_delete_drain_timeout_s)
     else:
-        core.store.delete_file(asset.id)
+        await core.store.remove_file(asset.id)
     return StreamRemoveResponse(camera_id=req.camera_id, asset_id=asset.id)
 
 
