@@ -2,7 +2,7 @@
 vectors in the same run, and insert throughput against the rate chunks are produced.
 
 Synthetic unit vectors (384-d, the bundled model's size); each level is a fresh index (SQLite + an
-in-memory matrix, core/index/chunks.py) in a temporary directory. Latency is one query at a time, top 10,
+in-memory matrix, core/index/sqlite.py) in a temporary directory. Latency is one query at a time, top 10,
 unfiltered and with an asset filter that selects 1% of the chunks; numpy is
 `argpartition(matrix @ query)` over a float32 matrix already in memory. Insert throughput is chunks per
 second written in batches of 64 (what the index writer does), compared with what 16 live cameras at
@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from rtvi.core.index.chunks import IndexedChunk, SearchFilter, SqliteChunkIndex  # noqa: E402
+from rtvi.core.index.base import IndexedChunk, SearchFilter  # noqa: E402
+from rtvi.core.index.sqlite import SqliteChunkIndex  # noqa: E402
 
 DIM = 384
 QUERIES = 200

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtvi.core.index.chunks import ChunkIndex, IndexedChunk, SearchFilter, SqliteChunkIndex, open_chunk_index
+from rtvi.core.index import open_chunk_index
+from rtvi.core.index.base import ChunkIndex, IndexedChunk, SearchFilter
+from rtvi.core.index.sqlite import SqliteChunkIndex
 
 OpenIndex = Callable[[str, int], ChunkIndex]
 

@@ -28,7 +28,8 @@ from rtvi.core.bus.feed import FeedReader, ReadResult, ResultsFeed
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
 from rtvi.core.cluster import StreamOwnership
-from rtvi.core.index.chunks import IndexedChunk, open_chunk_index
+from rtvi.core.index import open_chunk_index
+from rtvi.core.index.base import IndexedChunk
 from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.hwaccel import decode_accel

@@ -1,10 +1,10 @@
 """The chunk index on Milvus (MILVUS_URI, issue 13): one index that every replica writes and searches.
 
-Same interface and behaviour as the SQLite index (chunks.py): one collection per model id and dimension,
-entries keyed by owner and chunk, exact cosine on unit vectors (a FLAT index with the inner product),
-filters by owner and time window. Thumbnails are kept in the entry (base64 JPEG), so any replica serves
-any thumbnail. Collections are created with Strong consistency: a chunk written by one replica is found
-by a search on another as soon as the write returns.
+Same interface (base.py) and behaviour as the SQLite index (sqlite.py): one collection per model id and
+dimension, entries keyed by owner and chunk, exact cosine on unit vectors (a FLAT index with the inner
+product), filters by owner and time window. Thumbnails are kept in the entry (base64 JPEG), so any
+replica serves any thumbnail. Collections are created with Strong consistency: a chunk written by one
+replica is found by a search on another as soon as the write returns.
 
 Owner ids are client-chosen (stream ids), so filters never carry them: each entry also holds the SHA-256
 of its owner (`owner_key`, hex), and filters compare hashes. A filter expression is thus built only from
@@ -25,7 +25,18 @@ import numpy as np
 import numpy.typing as npt
 from pymilvus import DataType, MilvusClient
 
-from rtvi.core.index.chunks import Hit, IndexedChunk, SearchFilter, entry_id, unit_vector
+from rtvi.core.index.base import (
+    HIT_FIELDS,
+    Hit,
+    IndexedChunk,
+    SearchFilter,
+    chunk_vector,
+    collection_of,
+    entry_id,
+    hit_of,
+    owner_key,
+    unit_vector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,65 +45,46 @@ COLLECTION_PREFIX = "rtvi_chunks_"
 _MAX_THUMBNAIL_B64 = 65_535
 _MAX_TEXT = 4_096  # sources and owner ids are cut to this many bytes
 _MAX_CAPTION = 16_384  # captions are indexed up to 4,000 characters (4 bytes each at most)
-_HIT_FIELDS = [
-    "owner_id",
-    "live",
-    "source",
-    "chunk_idx",
-    "start_s",
-    "end_s",
-    "start_time",
-    "end_time",
-    "caption",
-    "has_thumbnail",
-]
 _PAGE = 1_000  # rows per page when a timeline scans an owner's entries
 
 
 def collection_name(model_id: str, dim: int) -> str:
     """A Milvus collection name (letters, digits, underscores) for one model id and dimension."""
     slug = re.sub(r"[^A-Za-z0-9_]", "_", model_id)[:64]
-    digest = hashlib.sha256(f"{model_id}:{dim}".encode()).hexdigest()[:8]
+    digest = hashlib.sha256(collection_of(model_id, dim).encode()).hexdigest()[:8]
     return f"{COLLECTION_PREFIX}{slug}_{dim}_{digest}"
 
 
-def owner_key(owner_id: str) -> str:
-    return hashlib.sha256(owner_id.encode()).hexdigest()[:32]
+_WINDOW_GUARD = {"wall_clock_known": "abs_start is not null", "files": "live == false"}
+
+
+def _owner_expression(owner_id: str) -> str:
+    return f'owner_key == "{owner_key(owner_id)}"'
 
 
 def filter_expression(where: SearchFilter) -> str:
     """A SearchFilter as a Milvus boolean expression (hex digests, booleans and numbers only)."""
     parts: list[str] = []
     owners: list[str] = []
-    for live, ids in ((False, where.asset_ids), (True, where.stream_ids)):
-        if ids:
-            keys = ", ".join(f'"{owner_key(i)}"' for i in ids)
-            owners.append(f"(live == {str(live).lower()} and owner_key in [{keys}])")
+    for live, ids in where.owners():
+        keys = ", ".join(f'"{owner_key(i)}"' for i in ids)
+        owners.append(f"(live == {str(live).lower()} and owner_key in [{keys}])")
     if owners:
         parts.append("(" + " or ".join(owners) + ")")
-    parts += _overlaps("abs_start is not null", "abs_start", "abs_end", where.abs_from, where.abs_to)
-    parts += _overlaps("live == false", "start_s", "end_s", where.offset_from, where.offset_to)
+    for window in where.windows():  # a chunk matches when it overlaps the window
+        parts.append(_WINDOW_GUARD[window.among])
+        if window.lo is not None:
+            parts.append(f"{window.end} > {float(window.lo)!r}")
+        if window.hi is not None:
+            parts.append(f"{window.start} < {float(window.hi)!r}")
     return " and ".join(parts)
-
-
-def _overlaps(guard: str, start: str, end: str, lo: float | None, hi: float | None) -> list[str]:
-    """Terms matching a chunk [start, end) that overlaps the window (lo, hi), either bound optional;
-    `guard` says which chunks have such times. No window: no terms."""
-    if lo is None and hi is None:
-        return []
-    terms = [guard]
-    if lo is not None:
-        terms.append(f"{end} > {float(lo)!r}")
-    if hi is not None:
-        terms.append(f"{start} < {float(hi)!r}")
-    return terms
 
 
 class MilvusChunkIndex:
     """One collection (model id + dimension) on a Milvus server, or a Milvus Lite file."""
 
     def __init__(self, uri: str, model_id: str, dim: int, token: str = "") -> None:
-        self.collection = f"{model_id}:{dim}"
+        self.collection = collection_of(model_id, dim)
         self.dim = dim
         self.name = collection_name(model_id, dim)
         self._client = MilvusClient(uri=uri, token=token)
@@ -143,14 +135,12 @@ class MilvusChunkIndex:
         self._client.upsert(self.name, rows)
 
     def _row(self, c: IndexedChunk) -> dict[str, Any]:
-        if c.vector is None:
-            raise ValueError("every chunk needs its vector before it is written")
         thumbnail = base64.b64encode(c.thumbnail_jpeg).decode() if c.thumbnail_jpeg is not None else ""
         if len(thumbnail) > _MAX_THUMBNAIL_B64:
             thumbnail = ""
         return {
             "entry_id": entry_id(self.collection, c.owner_id, c.key),
-            "vector": unit_vector(c.vector, self.dim).tolist(),
+            "vector": chunk_vector(c, self.dim).tolist(),
             "owner_key": owner_key(c.owner_id),
             "owner_id": _cut(c.owner_id, _MAX_TEXT),
             "live": c.live,
@@ -170,7 +160,7 @@ class MilvusChunkIndex:
     def remove_owner(self, owner_id: str) -> int:
         """Forget every chunk of a file or stream, in every rtvi collection. -> entries removed."""
         removed = 0
-        expression = f'owner_key == "{owner_key(owner_id)}"'
+        expression = _owner_expression(owner_id)
         for name in self._client.list_collections():
             if name.startswith(COLLECTION_PREFIX):
                 result = self._client.delete(name, filter=expression)
@@ -188,10 +178,10 @@ class MilvusChunkIndex:
             [unit_vector(query, self.dim).tolist()],
             limit=top_k,
             filter=filter_expression(where) if where is not None else "",
-            output_fields=_HIT_FIELDS,
+            output_fields=list(HIT_FIELDS),
             search_params={"metric_type": "IP"},
         )
-        return [_hit(str(h["entry_id"]), h["entity"], float(h["distance"])) for h in found[0]]
+        return [hit_of(str(h["entry_id"]), h["entity"], float(h["distance"])) for h in found[0]]
 
     def latest(self, owner_id: str, limit: int) -> list[Hit]:
         """The `limit` latest chunks of a file or stream, in time order (a timeline; score 0). Milvus
@@ -200,7 +190,7 @@ class MilvusChunkIndex:
         pages = self._client.query_iterator(
             self.name,
             batch_size=_PAGE,
-            filter=f'owner_key == "{owner_key(owner_id)}"',
+            filter=_owner_expression(owner_id),
             output_fields=["entry_id", "start_s", "chunk_idx"],
         )
         newest: list[tuple[float, int, str]] = []
@@ -216,33 +206,15 @@ class MilvusChunkIndex:
             pages.close()
         if not newest:
             return []
-        rows = self._client.get(self.name, ids=[e for _, _, e in newest], output_fields=_HIT_FIELDS)
+        rows = self._client.get(self.name, ids=[e for _, _, e in newest], output_fields=list(HIT_FIELDS))
         by_id = {str(r["entry_id"]): r for r in rows}
-        return [_hit(e, by_id[e], 0.0) for _, _, e in sorted(newest) if e in by_id]
+        return [hit_of(e, by_id[e], 0.0) for _, _, e in sorted(newest) if e in by_id]
 
     def thumbnail(self, entry: str) -> bytes | None:
         """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
         rows = self._client.get(self.name, ids=[entry], output_fields=["thumbnail"])
         encoded = str(rows[0]["thumbnail"]) if rows else ""
         return base64.b64decode(encoded) if encoded else None
-
-
-def _hit(entry: str, row: dict[str, Any], score: float) -> Hit:
-    caption = row.get("caption")
-    return Hit(
-        entry_id=entry,
-        owner_id=str(row["owner_id"]),
-        live=bool(row["live"]),
-        source=str(row["source"]),
-        chunk_idx=int(row["chunk_idx"]),
-        start_s=float(row["start_s"]),
-        end_s=float(row["end_s"]),
-        start_time=str(row["start_time"]),
-        end_time=str(row["end_time"]),
-        caption=None if caption is None else str(caption),
-        has_thumbnail=bool(row["has_thumbnail"]),
-        score=score,
-    )
 
 
 def _cut(text: str, max_bytes: int) -> str:

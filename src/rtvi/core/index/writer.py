@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from rtvi.core.index.chunks import ChunkIndex, IndexedChunk
+from rtvi.core.index.base import ChunkIndex, IndexedChunk
 from rtvi.core.media.types import Frame
 from rtvi.core.telemetry.metrics import Metrics
 

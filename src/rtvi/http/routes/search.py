@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from rtvi.core.index.chunks import ChunkIndex, Hit, SearchFilter
+from rtvi.core.index.base import ChunkIndex, Hit, SearchFilter
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, NoSuchResource, Unavailable
 from rtvi.http.deps import get_core

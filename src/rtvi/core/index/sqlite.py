@@ -1,4 +1,4 @@
-"""The chunk index: every embedded chunk, searchable by vector with filters (issue 12).
+"""The chunk index in SQLite (one machine; the default): exact search over an in-memory matrix.
 
 Rows live in SQLite next to the asset registry (metadata, the vector, the thumbnail's file name), so the
 index survives a restart; the vectors of the open collection are also held in memory as one float32
@@ -8,24 +8,33 @@ scored. Vectors are unit-normalised on the way in, so the inner product is the c
 
 A collection is one model id and dimension: vectors of two models never mix, and a new MODEL_PATH starts
 an empty collection (`rtvi reindex` fills it again). Why SQLite and not Milvus Lite on one machine:
-docs/search.md. With MILVUS_URI the same interface (`ChunkIndex`) is served by a Milvus server that every
-replica shares (milvus.py).
+docs/search.md. With MILVUS_URI the same interface (`base.ChunkIndex`) is served by a Milvus server that
+every replica shares (milvus.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from rtvi.core.assets.storage import atomic_write
+from rtvi.core.index.base import (
+    HIT_FIELDS,
+    Hit,
+    IndexedChunk,
+    SearchFilter,
+    chunk_vector,
+    collection_of,
+    entry_id,
+    hit_of,
+    owner_key,
+    unit_vector,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -50,148 +59,33 @@ CREATE INDEX IF NOT EXISTS chunks_owner ON chunks (collection, owner_id);
 """
 
 
-@dataclass(frozen=True, slots=True)
-class IndexedChunk:
-    """One chunk to index. `key` identifies it within its owner (the chunking and the chunk), so the same
-    chunk indexed twice is one entry."""
-
-    owner_id: str
-    key: str
-    live: bool
-    source: str
-    chunk_idx: int
-    start_s: float
-    end_s: float
-    abs_start: float | None
-    abs_end: float | None
-    start_time: str
-    end_time: str
-    vector: npt.NDArray[np.float32] | None  # None: the writer embeds the caption
-    caption: str | None = None
-    thumbnail_jpeg: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFilter:
-    asset_ids: Sequence[str] = ()
-    stream_ids: Sequence[str] = ()
-    # Unix seconds (matches chunks whose wall-clock time is known) ...
-    abs_from: float | None = None
-    abs_to: float | None = None
-    # ... or seconds into a file (matches file chunks).
-    offset_from: float | None = None
-    offset_to: float | None = None
-
-    def clause(self) -> tuple[str, list[object]]:
-        """SQL conditions (to AND with the collection) and their parameters."""
-        parts: list[str] = []
-        params: list[object] = []
-        owners: list[str] = []
-        if self.asset_ids:
-            owners.append(f"(live = 0 AND owner_id IN ({','.join('?' * len(self.asset_ids))}))")
-            params += self.asset_ids
-        if self.stream_ids:
-            owners.append(f"(live = 1 AND owner_id IN ({','.join('?' * len(self.stream_ids))}))")
-            params += self.stream_ids
-        if owners:
-            parts.append("(" + " OR ".join(owners) + ")")
-        time_sql, time_params = self._time_clause()
-        if time_sql:
-            parts.append(time_sql)
-            params += time_params
-        return " AND ".join(parts), params
-
-    def _time_clause(self) -> tuple[str, list[object]]:
-        # A chunk matches when it overlaps the window.
-        parts: list[str] = []
-        params: list[object] = []
-        if self.abs_from is not None or self.abs_to is not None:
-            parts.append("abs_start IS NOT NULL")
-        if self.abs_from is not None:
-            parts.append("abs_end > ?")
-            params.append(self.abs_from)
-        if self.abs_to is not None:
-            parts.append("abs_start < ?")
-            params.append(self.abs_to)
-        if self.offset_from is not None or self.offset_to is not None:
-            parts.append("live = 0")
-        if self.offset_from is not None:
-            parts.append("end_s > ?")
-            params.append(self.offset_from)
-        if self.offset_to is not None:
-            parts.append("start_s < ?")
-            params.append(self.offset_to)
-        return " AND ".join(parts), params
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    entry_id: str
-    owner_id: str
-    live: bool
-    source: str
-    chunk_idx: int
-    start_s: float  # media seconds (files) or Unix seconds (live)
-    end_s: float
-    start_time: str
-    end_time: str
-    caption: str | None
-    has_thumbnail: bool
-    score: float
-
-
+_WINDOW_GUARD = {"wall_clock_known": "abs_start IS NOT NULL", "files": "live = 0"}
+# The hit's fields, by their names in base.HIT_FIELDS.
 _HIT_COLUMNS = (
-    "entry_id, owner_id, live, source, chunk_idx, start_s, end_s, start_time, end_time, caption, thumbnail"
+    "entry_id, owner_id, live, source, chunk_idx, start_s, end_s, start_time, end_time, caption,"
+    " thumbnail AS has_thumbnail"
 )
 
 
-class ChunkIndex(Protocol):
-    """One collection (model id + dimension) of the index, whatever holds it. Thread-safe."""
-
-    collection: str
-
-    def __len__(self) -> int: ...
-
-    def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
-        """Add chunks, replacing an entry with the same owner and key."""
-        ...
-
-    def remove_owner(self, owner_id: str) -> int:
-        """Forget every chunk of a file or stream (all collections) and its thumbnails. -> entries removed."""
-        ...
-
-    def search(
-        self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
-    ) -> list[Hit]:
-        """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
-        ...
-
-    def latest(self, owner_id: str, limit: int) -> list[Hit]:
-        """The `limit` latest chunks of a file or stream, in time order (a timeline; score 0)."""
-        ...
-
-    def thumbnail(self, entry: str) -> bytes | None:
-        """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def open_chunk_index(
-    root: Path, model_id: str, dim: int, *, milvus_uri: str = "", milvus_token: str = ""
-) -> ChunkIndex:
-    """The collection of `model_id` and `dim`: on Milvus when `milvus_uri` is set, else in SQLite under
-    `root`. Blocks (reads or connects): call it off the event loop."""
-    if milvus_uri:
-        from rtvi.core.index.milvus import MilvusChunkIndex  # pymilvus is imported only when used
-
-        return MilvusChunkIndex(milvus_uri, model_id, dim, token=milvus_token)
-    return SqliteChunkIndex(root, model_id, dim)
-
-
-def entry_id(collection: str, owner_id: str, key: str) -> str:
-    """An entry's public id (it names the thumbnail): the same chunk gets the same id on any replica."""
-    return hashlib.sha256(f"{collection}\n{owner_id}\n{key}".encode()).hexdigest()[:32]
+def filter_clause(where: SearchFilter) -> tuple[str, list[object]]:
+    """SQL conditions (to AND with the collection) and their parameters."""
+    parts: list[str] = []
+    params: list[object] = []
+    owners: list[str] = []
+    for live, ids in where.owners():
+        owners.append(f"(live = {int(live)} AND owner_id IN ({','.join('?' * len(ids))}))")
+        params += ids
+    if owners:
+        parts.append("(" + " OR ".join(owners) + ")")
+    for window in where.windows():  # a chunk matches when it overlaps the window
+        parts.append(_WINDOW_GUARD[window.among])
+        if window.lo is not None:
+            parts.append(f"{window.end} > ?")
+            params.append(window.lo)
+        if window.hi is not None:
+            parts.append(f"{window.start} < ?")
+            params.append(window.hi)
+    return " AND ".join(parts), params
 
 
 class _Vectors:
@@ -251,7 +145,7 @@ class SqliteChunkIndex:
     def __init__(self, root: Path, model_id: str, dim: int) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
-        self.collection = f"{model_id}:{dim}"
+        self.collection = collection_of(model_id, dim)
         self.dim = dim
         self._lock = threading.RLock()
         self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
@@ -276,9 +170,7 @@ class SqliteChunkIndex:
         """Add chunks, replacing an entry with the same owner and key. All or nothing."""
         if not chunks:
             return
-        if any(c.vector is None for c in chunks):
-            raise ValueError("every chunk needs its vector before it is written")
-        matrix = np.stack([unit_vector(c.vector, self.dim) for c in chunks if c.vector is not None])
+        matrix = np.stack([chunk_vector(c, self.dim) for c in chunks])
         with self._lock:
             written: list[int] = []
             replaced: list[int] = []
@@ -348,7 +240,7 @@ class SqliteChunkIndex:
     ) -> list[Hit]:
         """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
         vector = unit_vector(query, self.dim)
-        sql, args = where.clause() if where is not None else ("", [])
+        sql, args = filter_clause(where) if where is not None else ("", [])
         with self._lock:
             among = None
             if sql:
@@ -360,13 +252,13 @@ class SqliteChunkIndex:
             if not found:
                 return []
             rows = {
-                r[0]: r[1:]
+                r[0]: _hit_row(r[1:])
                 for r in self._db.execute(
                     f"SELECT id, {_HIT_COLUMNS} FROM chunks WHERE id IN ({','.join('?' * len(found))})",
                     [i for i, _ in found],
                 )
             }
-        return [_hit(rows[row_id], score) for row_id, score in found if row_id in rows]
+        return [hit_of(*rows[row_id], score) for row_id, score in found if row_id in rows]
 
     def latest(self, owner_id: str, limit: int) -> list[Hit]:
         """The `limit` latest chunks of a file or stream, in time order (a timeline; score 0)."""
@@ -376,7 +268,7 @@ class SqliteChunkIndex:
                 " ORDER BY start_s DESC, chunk_idx DESC LIMIT ?",
                 (self.collection, owner_id, limit),
             ).fetchall()
-        return [_hit(row, 0.0) for row in reversed(rows)]
+        return [hit_of(*_hit_row(row), 0.0) for row in reversed(rows)]
 
     def thumbnail(self, entry: str) -> bytes | None:
         """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
@@ -392,33 +284,12 @@ class SqliteChunkIndex:
     # --- names --------------------------------------------------------------------------------------
     def _owner_dir(self, owner_id: str) -> Path:
         # Hashed: stream ids are client-chosen and may not be safe file names.
-        return self.root / "thumbnails" / hashlib.sha256(owner_id.encode()).hexdigest()[:32]
+        return self.root / "thumbnails" / owner_key(owner_id)
 
     def _thumbnail_file(self, owner_id: str, entry: str) -> Path:
         return self._owner_dir(owner_id) / f"{entry}.jpg"
 
 
-def _hit(row: Sequence[object], score: float) -> Hit:
-    entry, owner_id, live, source, chunk_idx, start_s, end_s, start_time, end_time, caption, thumb = row
-    return Hit(
-        str(entry),
-        str(owner_id),
-        bool(live),
-        str(source),
-        int(chunk_idx),  # type: ignore[call-overload]
-        float(start_s),  # type: ignore[arg-type]
-        float(end_s),  # type: ignore[arg-type]
-        str(start_time),
-        str(end_time),
-        None if caption is None else str(caption),
-        bool(thumb),
-        score,
-    )
-
-
-def unit_vector(vector: npt.NDArray[np.float32], dim: int) -> npt.NDArray[np.float32]:
-    v = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if v.shape[0] != dim:
-        raise ValueError(f"a {v.shape[0]}-d vector for a {dim}-d index")
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
+def _hit_row(row: Sequence[object]) -> tuple[str, dict[str, object]]:
+    """A row of _HIT_COLUMNS -> (entry id, its HIT_FIELDS)."""
+    return str(row[0]), dict(zip(HIT_FIELDS, row[1:], strict=True))

@@ -1,0 +1,21 @@
+"""The chunk index (docs/search.md): `base` (the ChunkIndex interface, filters, hits), `sqlite` (one
+machine), `milvus` (MILVUS_URI, shared by replicas), `writer` (feeding it off the results path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtvi.core.index.base import ChunkIndex
+from rtvi.core.index.sqlite import SqliteChunkIndex
+
+
+def open_chunk_index(
+    root: Path, model_id: str, dim: int, *, milvus_uri: str = "", milvus_token: str = ""
+) -> ChunkIndex:
+    """The collection of `model_id` and `dim`: on Milvus when `milvus_uri` is set, else in SQLite under
+    `root`. Blocks (reads or connects): call it off the event loop."""
+    if milvus_uri:
+        from rtvi.core.index.milvus import MilvusChunkIndex  # pymilvus is imported only when used
+
+        return MilvusChunkIndex(milvus_uri, model_id, dim, token=milvus_token)
+    return SqliteChunkIndex(root, model_id, dim)
