@@ -19,6 +19,7 @@ from rtvi.http.errors import ERROR_RESPONSES, install_error_handlers
 from rtvi.http.limits import BodyLimit
 from rtvi.http.routes import config, files, health, streams
 from rtvi.http.spec import ServiceSpec
+from rtvi.http.tracing import instrument_app
 from rtvi.http.ui import ui
 from rtvi.settings import Settings
 
@@ -61,7 +62,7 @@ def build_app(
         redoc_url=None,
     )
     install_error_handlers(app)
-    tracing.instrument(app)
+    instrument_app(app, tracing)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_request_body_mb * 2**20))
     declare_bearer_scheme(app)
     if settings.api_key:

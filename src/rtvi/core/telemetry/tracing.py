@@ -1,5 +1,6 @@
-"""OpenTelemetry traces: a span per HTTP request (FastAPI instrumentation, which also continues an incoming
-`traceparent`), with child spans for the pipeline's steps, exported over OTLP.
+"""OpenTelemetry traces: the service's tracer, exported over OTLP. The pipeline's steps are its spans,
+children of the HTTP request's span (the web layer instruments the app with this tracer's provider:
+http/tracing.py).
 
 Configured by the standard OTEL_* variables (endpoint, protocol, headers, OTEL_SERVICE_NAME,
 OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*). Tracing is on when ENABLE_OTEL_MONITORING=true, or when it is unset
@@ -16,7 +17,6 @@ import logging
 import os
 from collections.abc import Mapping
 
-from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -26,8 +26,6 @@ from opentelemetry.trace import Tracer
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "rtvi"
-# Probes and scrapes are not worth a trace each (a regular expression searched in the request's URL).
-UNTRACED_URLS = r"/(v1/ready|v1/live|v1/startup|v1/metrics|metrics)(\?|$)"
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
@@ -72,19 +70,6 @@ class Tracing:
         self.provider.add_span_processor(BatchSpanProcessor(otlp_exporter()))
         self.tracer = self.provider.get_tracer(TRACER_NAME)
         log.info("tracing: spans exported over OTLP")
-
-    def instrument(self, app: FastAPI) -> None:
-        """A server span per request, continuing the caller's `traceparent`."""
-        if self.provider is None:
-            return
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-        FastAPIInstrumentor.instrument_app(
-            app,
-            tracer_provider=self.provider,
-            excluded_urls=UNTRACED_URLS,
-            exclude_spans=["receive", "send"],  # one span per ASGI message would drown the pipeline's
-        )
 
     def shutdown(self) -> None:
         """Export what is buffered, then stop."""
