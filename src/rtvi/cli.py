@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rtvi import services
+from rtvi.core.credentials import public_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -206,19 +207,12 @@ def _stream_description(url: str) -> str:
     return described.strip()[:256] or "rtsp"
 
 
-def _public(url: str) -> str:
-    """An RTSP URL without its credentials, exactly as the service stores and lists it."""
-    from rtvi.core.media.live import public_url  # loads PyAV: only for commands on a camera
-
-    return public_url(url)
-
-
 def _target(client: RtviClient, source: str, media: MediaKind | None) -> Target:
     """FILE: uploaded; http(s):// or s3://: fetched by the service; rtsp://: a live stream, registered
     unless one with this URL already is (so running a camera twice does not register it twice)."""
     scheme = source.partition("://")[0].lower() if "://" in source else ""
     if scheme == "rtsp":
-        public = _public(source)
+        public = public_url(source)  # as the service stores and lists it
         known = [s for s in client.streams() if s.get("liveStreamUrl") == public]
         stream_id = known[0]["id"] if known else client.add_stream(source, _stream_description(source))
         return Target(stream_id, public, live=True)
@@ -542,7 +536,7 @@ def streams_add(
 ) -> None:
     """Register a live stream (the service connects once to check it); prints its id."""
     opts = Options(url, api_key, as_json)
-    with _session(opts) as client, _stderr().status(f"adding {_public(stream_url)}"):
+    with _session(opts) as client, _stderr().status(f"adding {public_url(stream_url)}"):
         stream_id = client.add_stream(stream_url, name or _stream_description(stream_url))
     if opts.json:
         _print_json({"id": stream_id})

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from rtvi.core.media.live import split_credentials, with_credentials
+from rtvi.core.credentials import split_credentials, with_credentials
 from rtvi.core.media.live_chunks import FramePick, LiveChunkPlanner, LiveWindow
 
 

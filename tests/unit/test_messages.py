@@ -17,9 +17,10 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from rtvi.core.assets.registry import Asset
-from rtvi.core.bus.messages import ChunkContext, chunk_context, error_json, shown_url
+from rtvi.core.bus.messages import ChunkContext, chunk_context, error_json
 from rtvi.core.bus.publisher import MessagePublisher
 from rtvi.core.bus.schema import _generate
+from rtvi.core.credentials import shown_url
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.results import ChunkResult
 from rtvi.core.telemetry.metrics import Metrics

@@ -28,12 +28,12 @@ from rtvi.core.bus.feed import FeedReader, ReadResult, ResultsFeed
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage, chunk_context
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
 from rtvi.core.cluster import StreamOwnership
+from rtvi.core.credentials import public_url
 from rtvi.core.index import open_chunk_index
 from rtvi.core.index.base import IndexedChunk
 from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.hwaccel import decode_accel
-from rtvi.core.media.live import public_url
 from rtvi.core.media.times import unix_to_iso
 from rtvi.core.media.types import MediaInfo
 from rtvi.core.models.info import ModelInfo

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
 from rtvi.core.cluster import StreamOwnership
+from rtvi.core.credentials import redact, with_credentials
 from rtvi.core.media.chunks import ChunkParams
-from rtvi.core.media.live import probe_rtsp, redact, split_credentials, with_credentials
+from rtvi.core.media.live import probe_rtsp
 from rtvi.core.media.types import MediaError
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.net import ip_literal, resolve
@@ -30,7 +31,6 @@ from rtvi.errors import (
     Forbidden,
     InvalidMedia,
     InvalidParameters,
-    MalformedRequest,
     NoSuchResource,
     RtviError,
 )
@@ -57,22 +57,6 @@ class LiveStarter(Protocol):
     def model(self) -> ModelInfo: ...
 
     def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> ChunkProcessor[Any] | None: ...
-
-
-def resolve_credentials(url: str, username: str, password: str) -> tuple[str, str, str]:
-    """-> (URL without credentials, username, password); InvalidParameters for a URL that cannot be
-    parsed, MalformedRequest for an ambiguous or half pair."""
-    try:
-        clean, url_user, url_password = split_credentials(url)
-    except ValueError as exc:
-        raise InvalidParameters(f"Invalid RTSP URL {redact(url)[:200]!r}: {exc}") from exc
-    if (url_user or url_password) and (username or password):
-        raise MalformedRequest("Credentials were given both in the URL and in username/password")
-    if url_user or url_password:
-        username, password = url_user, url_password
-    if bool(username) != bool(password):
-        raise MalformedRequest("Provide both username and password, or neither")
-    return clean, username, password
 
 
 class LiveStreams:

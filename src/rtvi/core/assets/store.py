@@ -19,7 +19,7 @@ from rtvi.core.assets.remote import DownloadObserver, RemoteFetcher
 from rtvi.core.assets.s3blobs import S3Blobs
 from rtvi.core.assets.secrets import SecretBox
 from rtvi.core.assets.storage import AssetStorage
-from rtvi.core.bus.messages import shown_url
+from rtvi.core.credentials import shown_url
 from rtvi.core.media.probe import probe
 from rtvi.core.media.types import MediaError, MediaInfo, MediaKind
 from rtvi.errors import (

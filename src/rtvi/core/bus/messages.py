@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from google.protobuf.message import Message
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.bus.schema import schema_pb2 as nv
-from rtvi.core.media.live import public_url
+from rtvi.core.credentials import shown_url
 from rtvi.core.media.times import format_iso, unix_to_iso
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.results import ChunkResult
@@ -33,9 +31,6 @@ MESSAGE_TYPE_INCIDENT = "incident"
 # sensor.info keys the reference documents (path, assetDir, url, videoFps): always present, "" when they
 # do not apply (a live stream has no asset directory), so a consumer indexing them never misses a key.
 SENSOR_INFO_KEYS = ("path", "assetDir", "url", "videoFps")
-# Query parameters that carry credentials in signed or token URLs (S3 presigned URLs, CDN tokens, API
-# keys): their values never reach a message. Over-matching only hides a harmless value.
-_SECRET_PARAM = re.compile(r"(?i)token|key|secret|passw|pwd|sig|credential|auth|session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,19 +159,6 @@ def _add_frames(msg: nv.VisionLLM, ctx: ChunkContext) -> None:
         frame = msg.frames.add(id=f"{ctx.chunk_idx}:{k}", sensorId=ctx.sensor_key if ctx.text is None else "")
         frame.timestamp.FromMicroseconds(round(ts * 1e6))
         frame.info.update({"chunkIdx": str(ctx.chunk_idx), "frameIdx": str(k), "timeSource": source})
-
-
-def shown_url(url: str) -> str:
-    """A source URL as a message may carry it: no user-info (camera credentials), no value of a
-    credential-like query parameter; "" for a data: URI (it is the content, not a location)."""
-    if not url or url[:5].lower() == "data:":
-        return ""
-    parts = urlsplit(public_url(url))
-    if not parts.query:
-        return urlunsplit(parts)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit(parts._replace(query=query))
 
 
 def chunk_result_of(msg: nv.VisionLLM, output: Any) -> ChunkResult[Any]:

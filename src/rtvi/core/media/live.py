@@ -35,14 +35,12 @@ one keyframe per sampled frame, and frames are converted to RGB only when picked
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import av
 import av.container
@@ -50,6 +48,8 @@ import av.error
 import av.packet
 import av.video.codeccontext
 import av.video.frame
+
+from rtvi.core.credentials import redact
 
 from .live_chunks import FramePick, LiveChunkPlanner
 from .types import ChunkSpec, Frame, MediaError, SampledChunk
@@ -83,44 +83,6 @@ class StreamProbe:
     width: int
     height: int
     fps: float
-
-
-# --- credentials ----------------------------------------------------------------------------------
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
-
-
-def redact(text: str) -> str:
-    """Any URL credentials in `text` (a URL, an error message, a log line) replaced by ***."""
-    return _USERINFO.sub(r"\1***@", text)
-
-
-def public_url(url: str) -> str:
-    """The URL as it may be shown: without its credentials (or redacted when it does not parse)."""
-    try:
-        return split_credentials(url)[0]
-    except ValueError:
-        return redact(url)
-
-
-def split_credentials(url: str) -> tuple[str, str, str]:
-    """rtsp://user:pw@host/path -> ("rtsp://host/path", "user", "pw") (percent-decoded). ValueError for
-    a URL that cannot be parsed."""
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.hostname:
-        raise ValueError(f"not a URL with a host: {redact(url)[:200]!r}")
-    if "@" not in parts.netloc:
-        return url, "", ""
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), unquote(user), unquote(password)
-
-
-def with_credentials(url: str, username: str, password: str) -> str:
-    if not username and not password:
-        return url
-    parts = urlsplit(url)
-    userinfo = f"{quote(username, safe='')}:{quote(password, safe='')}"
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
 # --- opening and probing --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rtvi.core.credentials import redact_secret
 from rtvi.errors import ModelLoadError
 from rtvi.settings import Settings
 
@@ -90,10 +91,10 @@ def _resolve_git(url: str, settings: Settings) -> ResolvedModel:
     local_repo = parsed.scheme == "" and url.startswith("/")
     if parsed.scheme not in _GIT_SCHEMES and not _SCP_LIKE.match(url) and not local_repo:
         raise ModelLoadError(
-            f"MODEL_PATH=git:{_redact(url)}: unsupported URL (use https://, ssh://, git://, file://)"
+            f"MODEL_PATH=git:{redact_secret(url)}: unsupported URL (use https://, ssh://, git://, file://)"
         )
     repo_name = _strip_git_suffix(Path(parsed.path or url).name) or "model"
-    shown = _redact(url)  # for messages and the cache name: never a token in a log line or a dir name
+    shown = redact_secret(url)  # for messages and the cache name: never a token in a log line or a dir name
     dest = _cache_subdir(settings, "git", shown)
     if (dest / ".git").is_dir():
         _check_no_lfs_pointers(dest, shown)
@@ -136,16 +137,6 @@ def hf_token_of(url: str, settings: Settings) -> str | None:
     /org/name, for when HF_TOKEN is not set), else HF_TOKEN."""
     parsed = urlparse(url)
     return parsed.password or settings.hf_token or None
-
-
-def _redact(url: str) -> str:
-    """The URL without a password / token in its user-info part."""
-    parsed = urlparse(url)
-    if parsed.password is None and not (parsed.username and parsed.scheme in ("https", "http")):
-        return url
-    host = parsed.hostname or ""
-    netloc = f"***@{host}" + (f":{parsed.port}" if parsed.port else "")
-    return parsed._replace(netloc=netloc).geturl()
 
 
 def _check_no_lfs_pointers(repo: Path, url: str) -> None:

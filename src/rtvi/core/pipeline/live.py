@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from rtvi.core.assets.registry import Asset
+from rtvi.core.credentials import with_credentials
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.live import (
     LiveChunker,
@@ -32,7 +33,6 @@ from rtvi.core.media.live import (
     LiveGap,
     PickedFrame,
     RtspOptions,
-    with_credentials,
 )
 from rtvi.core.media.types import SampledChunk
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult, middle

@@ -19,10 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import NewFile
-from rtvi.core.media.live import public_url, redact
+from rtvi.core.credentials import public_url, redact, resolve_credentials
 from rtvi.core.media.times import normalize_iso
 from rtvi.core.service import ServiceCore
-from rtvi.core.streams import resolve_credentials
 from rtvi.errors import Conflict, InvalidParameters, NotFound, RtviError
 from rtvi.http.deps import get_core
 from rtvi.http.errors import body_validation_error, http_status
