@@ -81,7 +81,8 @@ def filter_expression(where: SearchFilter) -> str:
 
 
 class MilvusChunkIndex:
-    """One collection (model id + dimension) on a Milvus server, or a Milvus Lite file."""
+    """One collection (model id + dimension) on a Milvus server, or a Milvus Lite file. The methods are
+    `base.ChunkIndex`'s."""
 
     def __init__(self, uri: str, model_id: str, dim: int, token: str = "") -> None:
         self.collection = collection_of(model_id, dim)
@@ -172,7 +173,6 @@ class MilvusChunkIndex:
     def search(
         self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
     ) -> list[Hit]:
-        """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
         found = self._client.search(
             self.name,
             [unit_vector(query, self.dim).tolist()],
@@ -211,7 +211,6 @@ class MilvusChunkIndex:
         return [hit_of(e, by_id[e], 0.0) for _, _, e in sorted(newest) if e in by_id]
 
     def thumbnail(self, entry: str) -> bytes | None:
-        """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
         rows = self._client.get(self.name, ids=[entry], output_fields=["thumbnail"])
         encoded = str(rows[0]["thumbnail"]) if rows else ""
         return base64.b64decode(encoded) if encoded else None

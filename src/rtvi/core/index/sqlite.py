@@ -140,7 +140,8 @@ class _Vectors:
 
 
 class SqliteChunkIndex:
-    """One collection (model id + dimension) of the index in SQLite under `root`. Thread-safe."""
+    """One collection (model id + dimension) of the index in SQLite under `root`. Thread-safe. The methods
+    are `base.ChunkIndex`'s."""
 
     def __init__(self, root: Path, model_id: str, dim: int) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -217,7 +218,6 @@ class SqliteChunkIndex:
             self._vectors.add(written, matrix)
 
     def remove_owner(self, owner_id: str) -> int:
-        """Forget every chunk of a file or stream (all collections) and its thumbnails. -> entries removed."""
         with self._lock:
             ids = [
                 r[0]
@@ -238,7 +238,6 @@ class SqliteChunkIndex:
     def search(
         self, query: npt.NDArray[np.float32], top_k: int, where: SearchFilter | None = None
     ) -> list[Hit]:
-        """The `top_k` chunks closest to `query` (cosine), best first, among those `where` selects."""
         vector = unit_vector(query, self.dim)
         sql, args = filter_clause(where) if where is not None else ("", [])
         with self._lock:
@@ -261,7 +260,6 @@ class SqliteChunkIndex:
         return [hit_of(*rows[row_id], score) for row_id, score in found if row_id in rows]
 
     def latest(self, owner_id: str, limit: int) -> list[Hit]:
-        """The `limit` latest chunks of a file or stream, in time order (a timeline; score 0)."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_HIT_COLUMNS} FROM chunks WHERE collection = ? AND owner_id = ?"
@@ -271,7 +269,6 @@ class SqliteChunkIndex:
         return [hit_of(*_hit_row(row), 0.0) for row in reversed(rows)]
 
     def thumbnail(self, entry: str) -> bytes | None:
-        """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT owner_id FROM chunks WHERE entry_id = ? AND thumbnail = 1", (entry,)
