@@ -3,7 +3,6 @@ embeds and counts file requests, refuses bad chunking and unknown models, and em
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -11,9 +10,8 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from rtvi.core.assets.store import NewFile
 from rtvi.core.service import ServiceCore
-from rtvi.errors import InvalidParameters, NoSuchResource, Unavailable
+from rtvi.errors import InvalidParameters, NoSuchResource
 from rtvi.services.embed.models.clip import ClipEmbedder
 from rtvi.services.embed.protocol import TextEmbeddingsQuery, VideoEmbeddingsQuery
 from rtvi.services.embed.serving import EmbedServing
@@ -21,6 +19,7 @@ from rtvi.services.embed.spec import SPEC
 from rtvi.settings import Settings
 from tests.media_factory import make_clip
 from tests.model_factory import build_tiny_clip
+from tests.serving_harness import upload, with_serving
 
 T = TypeVar("T")
 
@@ -38,35 +37,17 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _with_serving(
     tmp_path: Path, embedder: ClipEmbedder, body: Callable[[ServiceCore, EmbedServing], Awaitable[T]]
 ) -> T:
-    async def run() -> T:
-        core = ServiceCore(SPEC.core, Settings(ASSET_STORAGE_DIR=str(tmp_path / "store")))  # type: ignore[call-arg]
-        core.start()
-        with pytest.raises(Unavailable, match="loading"):
-            core.require_stage()
-        await core.load(lambda c: EmbedServing(c, embedder, max_batch=4))
-        serving = core.require_stage()
-        assert isinstance(serving, EmbedServing)
-        try:
-            return await body(core, serving)
-        finally:
-            await core.close()
-
-    return asyncio.run(run())
-
-
-async def _upload(core: ServiceCore, clip: Path) -> str:
-    with core.store.staging() as tmp:
-        staged = tmp / "upload.bin"
-        staged.write_bytes(clip.read_bytes())
-        asset = await core.store.add_upload(staged, "c.mp4", staged.stat().st_size, NewFile("video"))
-    return asset.id
+    settings = Settings(ASSET_STORAGE_DIR=str(tmp_path / "store"))  # type: ignore[call-arg]
+    return with_serving(
+        SPEC.core, settings, lambda c: EmbedServing(c, embedder, max_batch=4), EmbedServing, body
+    )
 
 
 def test_a_file_request_is_planned_embedded_and_counted(
     tmp_path: Path, embedder: ClipEmbedder, clip: Path
 ) -> None:
     async def body(core: ServiceCore, serving: EmbedServing) -> None:
-        asset_id = await _upload(core, clip)
+        asset_id = await upload(core, clip)
         query = VideoEmbeddingsQuery(
             id=asset_id, model=embedder.id, chunk_duration=5, chunk_overlap_duration=1
         )
@@ -89,7 +70,7 @@ def test_a_file_request_is_planned_embedded_and_counted(
 
 def test_bad_requests_fail_before_any_work(tmp_path: Path, embedder: ClipEmbedder, clip: Path) -> None:
     async def body(core: ServiceCore, serving: EmbedServing) -> None:
-        asset_id = await _upload(core, clip)
+        asset_id = await upload(core, clip)
         with pytest.raises(InvalidParameters, match="must be smaller than chunk_duration"):
             await serving.video_request(
                 VideoEmbeddingsQuery(

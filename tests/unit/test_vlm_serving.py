@@ -5,7 +5,6 @@ of frames per chunk, and refuses bad requests before the endpoint is asked anyth
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,9 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from rtvi.core.assets.store import NewFile
 from rtvi.core.service import ServiceCore
-from rtvi.errors import InvalidParameters, MalformedRequest, NoSuchResource, RtviError, Unavailable
+from rtvi.errors import InvalidParameters, MalformedRequest, NoSuchResource, RtviError
 from rtvi.http.generation import tally_of
 from rtvi.services.vlm.protocol import VlmQuery
 from rtvi.services.vlm.serving import VlmServing
@@ -23,6 +21,7 @@ from rtvi.services.vlm.spec import SPEC
 from rtvi.settings import Settings
 from tests.media_factory import make_clip_from_images
 from tests.scripted_vlm import MODEL, ScriptedVlmServer
+from tests.serving_harness import upload, with_serving
 
 T = TypeVar("T")
 PROMPT_LIMIT = 200  # VLM_PROMPT_MAX_LENGTH here, so a too-long prompt is cheap to write
@@ -50,37 +49,16 @@ def _with_serving(
     scripted: ScriptedVlmServer,
     body: Callable[[ServiceCore, VlmServing], Awaitable[T]],
 ) -> T:
-    async def run() -> T:
-        settings = Settings(
-            ASSET_STORAGE_DIR=str(tmp_path / "store"),
-            KAFKA_ENABLED=False,
-            RTVI_SEARCH_INDEX=False,
-            VIA_VLM_ENDPOINT=scripted.url,
-            VIA_VLM_ENDPOINT_MAX_RETRIES=0,
-            VLM_PROMPT_MAX_LENGTH=PROMPT_LIMIT,
-            VLM_MAX_GENERATION_TOKENS=TOKEN_LIMIT,
-        )
-        core = ServiceCore(SPEC.core, settings)
-        core.start()
-        with pytest.raises(Unavailable, match="loading"):
-            core.require_stage()
-        await core.load(SPEC.load_stage)
-        serving = core.require_stage()
-        assert isinstance(serving, VlmServing)
-        try:
-            return await body(core, serving)
-        finally:
-            await core.close()
-
-    return asyncio.run(run())
-
-
-async def _upload(core: ServiceCore, clip: Path) -> str:
-    with core.store.staging() as tmp:
-        staged = tmp / "upload.bin"
-        staged.write_bytes(clip.read_bytes())
-        asset = await core.store.add_upload(staged, clip.name, staged.stat().st_size, NewFile("video"))
-    return asset.id
+    settings = Settings(
+        ASSET_STORAGE_DIR=str(tmp_path / "store"),
+        KAFKA_ENABLED=False,
+        RTVI_SEARCH_INDEX=False,
+        VIA_VLM_ENDPOINT=scripted.url,
+        VIA_VLM_ENDPOINT_MAX_RETRIES=0,
+        VLM_PROMPT_MAX_LENGTH=PROMPT_LIMIT,
+        VLM_MAX_GENERATION_TOKENS=TOKEN_LIMIT,
+    )
+    return with_serving(SPEC.core, settings, SPEC.load_stage, VlmServing, body)
 
 
 def _query(asset_id: str, prompt: str, **fields: Any) -> VlmQuery:
@@ -104,7 +82,7 @@ def test_the_stage_is_the_configured_endpoint(tmp_path: Path, scripted: Scripted
 
 def test_a_file_is_captioned_chunk_by_chunk(tmp_path: Path, scripted: ScriptedVlmServer, clip: Path) -> None:
     async def body(core: ServiceCore, serving: VlmServing) -> None:
-        asset_id = await _upload(core, clip)
+        asset_id = await upload(core, clip)
         tag = uuid.uuid4().hex
         req = await serving.caption_request(
             _query(
@@ -166,7 +144,7 @@ def test_an_alert_prompt_decides_an_incident_per_chunk(
     tmp_path: Path, scripted: ScriptedVlmServer, clip: Path
 ) -> None:
     async def body(core: ServiceCore, serving: VlmServing) -> None:
-        asset_id = await _upload(core, clip)
+        asset_id = await upload(core, clip)
         common = {"chunk_duration": 6, "num_frames_per_second_or_fixed_frames_chunk": 2}
         yes = await serving.caption_request(
             _query(
@@ -244,7 +222,7 @@ def test_frames_per_chunk_follow_the_request(
     tmp_path: Path, scripted: ScriptedVlmServer, clip: Path, fields: dict[str, Any], frames: int
 ) -> None:
     async def body(core: ServiceCore, serving: VlmServing) -> None:
-        asset_id = await _upload(core, clip)
+        asset_id = await upload(core, clip)
         tag = uuid.uuid4().hex
         req = await serving.caption_request(_query(asset_id, f"Count. {tag}", chunk_duration=4, **fields))
         chunks = [serving.rendering.chunk(req, r) async for r in req.results()]
@@ -259,7 +237,7 @@ def test_bad_requests_fail_before_the_endpoint_is_asked(
     tmp_path: Path, scripted: ScriptedVlmServer, clip: Path
 ) -> None:
     async def body(core: ServiceCore, serving: VlmServing) -> None:
-        asset_id = await _upload(core, clip)
+        asset_id = await upload(core, clip)
         asked_before = len(scripted.requests())
 
         # Refused by the serving's own checks, before the request is counted or planned.
@@ -328,7 +306,7 @@ def test_an_endpoint_refusal_fails_the_file_request(
     tmp_path: Path, scripted: ScriptedVlmServer, clip: Path
 ) -> None:
     async def body(core: ServiceCore, serving: VlmServing) -> None:
-        asset_id = await _upload(core, clip)
+        asset_id = await upload(core, clip)
         req = await serving.caption_request(
             _query(asset_id, f"FAIL_ONCE:400 {uuid.uuid4()}", num_frames_per_second_or_fixed_frames_chunk=1)
         )
