@@ -56,7 +56,7 @@ VIDEO_REQUEST_TYPES = {"bulk_video", "video", "image"}
 
 
 @dataclass(frozen=True, slots=True)
-class ClipProcessor:
+class EmbeddingProcessor:
     """The embedder as a chunk processor: a chunk's frames -> one vector, batched across requests."""
 
     batcher: EmbeddingBatcher
@@ -72,7 +72,7 @@ class EmbedServing:
         self.core = core
         self.embedder = embedder
         self.batcher = EmbeddingBatcher(embedder, max_batch, on_batch=core.metrics.model_latency.observe)
-        self.processor = ClipProcessor(
+        self.processor = EmbeddingProcessor(
             self.batcher,
             key=f"embed:{embedder.id}",
             sampling=FrameSampling(embedder.frames_per_chunk, embedder.input_size, self.batcher.early),
@@ -86,7 +86,7 @@ class EmbedServing:
         )
 
     # --- ModelStage ---------------------------------------------------------------------------
-    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> ClipProcessor | None:
+    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> EmbeddingProcessor | None:
         """CV metadata.model equal to the loaded model starts embedding (spec §3.4)."""
         return self.processor if request.get("model") == self.embedder.id else None
 
