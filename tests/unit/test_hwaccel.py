@@ -85,3 +85,25 @@ def test_nvdec_decodes_the_same_frames_on_the_gpu(clip: Path) -> None:
     for a, b in zip(software, hardware, strict=True):
         # H.264 decoding is bit-exact; the copy back from the GPU's NV12 may round colours differently.
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+
+@pytest.mark.parametrize(
+    ("codec", "force", "software"), [("av1", True, True), ("h264", True, False), ("av1", False, False)]
+)
+def test_force_sw_av1_decoder_keeps_av1_files_off_the_device(
+    tmp_path: Path, clip: Path, codec: str, force: bool, software: bool
+) -> None:
+    """FORCE_SW_AV1_DECODER (the reference's variable): an AV1 file's job gets no hardware decoder while
+    the service's other files keep it."""
+    from rtvi.core.media.types import MediaInfo
+    from rtvi.core.service import ServiceCore
+    from rtvi.services.embed.spec import SPEC
+    from rtvi.settings import Settings
+
+    settings = Settings(ASSET_STORAGE_DIR=str(tmp_path), FORCE_SW_AV1_DECODER=force)  # type: ignore[call-arg]
+    core = ServiceCore(SPEC.core, settings)
+    core.hwaccel = HWAccel(device_type="cuda", allow_software_fallback=True)  # as RTVI_HWACCEL=cuda picks
+    probed = MediaInfo("video", "mp4", codec, 320, 240, 4.0, 30.0)
+    job: Any = core.file_job(object(), video=clip, probed=probed)  # type: ignore[arg-type]
+    assert (job.hwaccel is None) is software
+    core.decode_pool.shutdown()

@@ -48,6 +48,7 @@ def _with_serving(
     tmp_path: Path,
     scripted: ScriptedVlmServer,
     body: Callable[[ServiceCore, VlmServing], Awaitable[T]],
+    **env: Any,
 ) -> T:
     settings = Settings(
         ASSET_STORAGE_DIR=str(tmp_path / "store"),
@@ -57,6 +58,7 @@ def _with_serving(
         VIA_VLM_ENDPOINT_MAX_RETRIES=0,
         VLM_PROMPT_MAX_LENGTH=PROMPT_LIMIT,
         VLM_MAX_GENERATION_TOKENS=TOKEN_LIMIT,
+        **env,
     )
     return with_serving(SPEC.core, settings, SPEC.load_stage, VlmServing, body)
 
@@ -317,3 +319,21 @@ def test_an_endpoint_refusal_fails_the_file_request(
         assert info.value.code == "RequestError"
 
     _with_serving(tmp_path, scripted, body)
+
+
+def test_the_reference_input_size_is_the_default_frame_size(
+    tmp_path: Path, scripted: ScriptedVlmServer, clip: Path
+) -> None:
+    """VLM_INPUT_WIDTH / VLM_INPUT_HEIGHT (the reference compose's variables): the size a request that
+    sets none is sampled at; a request's own size still wins."""
+
+    async def body(core: ServiceCore, serving: VlmServing) -> None:
+        asset_id = await upload(core, clip)
+        default = await serving.caption_request(_query(asset_id, "hi", chunk_duration=6))
+        assert default.processor.sampling.size == (96, 72)
+        own = await serving.caption_request(
+            _query(asset_id, "hi", vlm_input_width=64, vlm_input_height=48, chunk_duration=6)
+        )
+        assert own.processor.sampling.size == (64, 48)
+
+    _with_serving(tmp_path, scripted, body, VLM_INPUT_WIDTH=96, VLM_INPUT_HEIGHT=72)

@@ -238,6 +238,7 @@ def _sensor_info(asset: Asset, fps: Any) -> dict[str, str]:
     return {
         "path": asset.path,
         "assetDir": posixpath.dirname(asset.path),
+        # The store keeps it redacted; redacted again here for assets registered another way.
         "url": shown_url(str(asset.meta.get("source_url") or "")),
         "videoFps": video_fps,
     }
@@ -248,8 +249,7 @@ def _frame_times(r: ChunkResult[Any], base_ts: float) -> tuple[tuple[float, ...]
     PTS (`frame_pts_s`) gives them exactly; otherwise they are the sampler's documented targets, the
     centres of `frame_count` equal parts of the chunk (media/sampler.py, media/live_chunks.py); the
     frame picked for a target lies in its part. `frame_pts_s`, when present, is on `start_s`'s clock."""
-    pts = tuple(getattr(r, "frame_pts_s", None) or ())
-    if pts:
-        return tuple(base_ts + t for t in pts), False
+    if r.frame_pts_s:
+        return tuple(base_ts + t for t in r.frame_pts_s), False
     n, span = r.frame_count, r.end_s - r.start_s
     return tuple(base_ts + r.start_s + (k + 0.5) * span / n for k in range(n)), True

@@ -28,7 +28,7 @@ from rtvi.http.generation import GenerationRequest, Tally
 from rtvi.http.protocol import MediaInfoOffset, StreamOptions
 from rtvi.services.vlm.answers import split_reasoning
 from rtvi.services.vlm.messages import Caption
-from rtvi.services.vlm.models.base import Generation, TokenCounts, Turn, VisionLanguageModel, generate
+from rtvi.services.vlm.models.base import Generation, TokenCounts, Turn, generate
 from rtvi.services.vlm.protocol import ChatCompletionRequest, JsonSchemaFormat, ResponseFormat
 from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing, output_format
 
@@ -115,19 +115,12 @@ def chat_format(body: ChatCompletionRequest) -> ResponseFormat:
     return ResponseFormat()
 
 
-def guides_output(vlm: VisionLanguageModel) -> bool:
-    """Whether the backend makes its answer one of the choices / match the schema: an OpenAI-compatible
-    endpoint does (vLLM's guided decoding: `guided_decoding`), and so does the offline label model (it
-    answers with one of the choices, or JSON); the transformers backend generates freely."""
-    return bool(getattr(vlm, "guided_decoding", False)) or not vlm.is_language_model
-
-
 def check_guided(serving: VlmServing, body: ChatCompletionRequest) -> None:
     """Refuse guided decoding a backend cannot honour (400); a guided_json that is no schema is a 422."""
     field = "guided_choice" if body.guided_choice is not None else "guided_json"
     if body.guided_choice is None and body.guided_json is None:
         return
-    if not guides_output(serving.vlm):
+    if not serving.vlm.guided_decoding:
         raise InvalidParameters(
             f"{field}: the {serving.vlm.owned_by} backend cannot constrain its output; guided decoding "
             "needs an OpenAI-compatible endpoint that applies it (vLLM: VIA_VLM_ENDPOINT)"

@@ -56,6 +56,14 @@ class JsonSchemaFormat(Strict):
 Choice = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 
 
+def check_choices(choices: list[str], field: str = "choices") -> None:
+    """A set of answers to choose from (response_format.choices, guided_choice): none blank, no repeats."""
+    if any(not c.strip() for c in choices):
+        raise ValueError(f"{field} must not be blank")
+    if len(set(choices)) != len(choices):
+        raise ValueError(f"{field} must be unique")
+
+
 class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema", "choice"] = "text"
     json_schema: JsonSchemaFormat | None = None
@@ -70,10 +78,7 @@ class ResponseFormat(Strict):
         if self.type == "choice":
             if not self.choices:
                 raise ValueError("response_format type choice needs choices")
-            if any(not c.strip() for c in self.choices):
-                raise ValueError("choices must not be blank")
-            if len(set(self.choices)) != len(self.choices):
-                raise ValueError("choices must be unique")
+            check_choices(self.choices)
         return self
 
 
@@ -275,10 +280,7 @@ class ChatCompletionRequest(FrameOptions):
     @model_validator(mode="after")
     def _guided(self) -> ChatCompletionRequest:
         if self.guided_choice is not None:
-            if any(not c.strip() for c in self.guided_choice):
-                raise ValueError("guided_choice: choices must not be blank")
-            if len(set(self.guided_choice)) != len(self.guided_choice):
-                raise ValueError("guided_choice: choices must be unique")
+            check_choices(self.guided_choice, "guided_choice: choices")
             if self.guided_json is not None:
                 raise ValueError("guided_choice and guided_json cannot be combined")
         guided = self.guided_choice is not None or self.guided_json is not None

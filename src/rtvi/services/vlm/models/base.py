@@ -78,6 +78,12 @@ class VisionLanguageModel(Protocol):
         ...
 
     @property
+    def guided_decoding(self) -> bool:
+        """Whether the answer is made to be one of a request's choices / match its JSON schema (chat's
+        guided_choice / guided_json are refused where it is not)."""
+        ...
+
+    @property
     def accepts_audio(self) -> bool:
         """Whether the backend can hand a chunk's sound to its model (whether that model hears it is
         what VLM_MODEL_SUPPORTS_AUDIO declares)."""

@@ -27,6 +27,7 @@ DEFAULT_MAX_NEW_TOKENS = 512
 
 class TransformersVLM:
     is_language_model = True
+    guided_decoding = False  # generates freely: a choice or schema is checked after, not enforced
     accepts_audio = False
     early = None  # nothing per frame worth starting before the chunk is complete
 

@@ -50,6 +50,7 @@ def _join(items: Sequence[str]) -> str:
 
 class OfflineLabelModel:
     is_language_model = False
+    guided_decoding = True  # it answers with one of the choices, or JSON
     accepts_audio = False
     early = None  # nothing per frame worth starting before the chunk is complete
 
