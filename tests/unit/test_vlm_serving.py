@@ -77,7 +77,7 @@ def test_the_stage_is_the_configured_endpoint(tmp_path: Path, scripted: Scripted
         assert serving.model.id == MODEL and serving.model.owned_by == "openai-compat"
         assert serving.model.api_type == "vlm"
         assert serving.model.details == {"language_model": True, "audio_support": False}
-        assert core.indexer is None  # RTVI_SEARCH_INDEX=false: no caption encoder, no index
+        assert core.indexing.indexer is None  # RTVI_SEARCH_INDEX=false: no caption encoder, no index
 
     _with_serving(tmp_path, scripted, body)
 
@@ -266,7 +266,7 @@ def test_bad_requests_fail_before_the_endpoint_is_asked(
             (InvalidParameters, "BadParameters", "api_type", "hi", {"api_type": "embedding"}),
             (InvalidParameters, "BadParameters", "does not support audio", "hi", {"enable_audio": True}),
         ]
-        # Refused while the request is planned (GenerationRequest.open).
+        # Refused while the request is opened (open_generation).
         unplannable: list[tuple[type[RtviError], str, str, str, dict[str, Any]]] = [
             (
                 MalformedRequest,
@@ -284,21 +284,31 @@ def test_bad_requests_fail_before_the_endpoint_is_asked(
             ),
         ]
         requests = core.metrics.registry.get_sample_value
-        for i, (error, code, match, prompt, fields) in enumerate([*unchecked, *unplannable]):
+        reported: list[tuple[str, str]] = []  # what reaches the error bus (a service's failures)
+        report_error = core.report_error
+
+        def recording(stream_id: str, message: str) -> None:
+            reported.append((stream_id, message))
+            report_error(stream_id, message)
+
+        core.report_error = recording  # type: ignore[method-assign]
+        for error, code, match, prompt, fields in [*unchecked, *unplannable]:
             with pytest.raises(error, match=match) as info:
                 await serving.caption_request(_query(asset_id, prompt, **fields))
             assert info.value.code == code, (match, info.value.code)
-            if i == len(unchecked) - 1:
-                assert not requests("rtvi_vlm_requests_total", {"route": "generate_captions"})
         with pytest.raises(NoSuchResource) as missing:
             await serving.caption_request(_query(str(uuid.uuid4()), "hi"))
         assert missing.value.code == "BadParameter"
+        # A refused request is the client's mistake: not counted as served, not a service failure.
+        assert not requests("rtvi_vlm_requests_total", {"route": "generate_captions"})
+        assert reported == []
 
         # A size set in both fields is accepted and reaches the frame sampling.
         sized = await serving.caption_request(
             _query(asset_id, "hi", vlm_input_width=64, vlm_input_height=48, chunk_duration=6)
         )
         assert sized.processor.sampling.size == (64, 48)
+        assert requests("rtvi_vlm_requests_total", {"route": "generate_captions"}) == 1
         assert len(scripted.requests()) == asked_before  # refusing and planning ask the endpoint nothing
 
     _with_serving(tmp_path, scripted, body)

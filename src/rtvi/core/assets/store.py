@@ -51,8 +51,15 @@ class NewFile:
 
 
 class AssetStore:
-    def __init__(self, settings: Settings, on_download: DownloadObserver | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_download: DownloadObserver | None = None,
+        on_removed: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
+        # Called with an asset's id once it is deleted or evicted (the search index forgets it).
+        self.on_removed = on_removed
         self.storage = AssetStorage(settings.asset_storage_dir)
         secrets = SecretBox.from_settings(settings.secret_key, self.storage.root / "secret.key")
         self.registry = AssetRegistry(database_url(settings.database_url, self.storage.db_path), secrets)
@@ -75,8 +82,6 @@ class AssetStore:
             )
             self.blobs.check()
             self.blobs.sweep(known, settings.asset_orphan_grace_s)
-        # Called with an asset's id once it is deleted or evicted (the search index forgets it).
-        self.on_removed: list[Callable[[str], None]] = []
 
     def close(self) -> None:
         self.registry.close()
@@ -355,12 +360,13 @@ class AssetStore:
             self.storage.remove_asset_dir(asset.id)
 
     def removed(self, asset_id: str) -> None:
-        """Tell the `on_removed` listeners; one failing does not stop the others or the caller."""
-        for listener in self.on_removed:
-            try:
-                listener(asset_id)
-            except Exception:
-                log.exception("a listener failed on the removal of %s", asset_id)
+        """Tell `on_removed`; its failure does not fail the removal."""
+        if self.on_removed is None:
+            return
+        try:
+            self.on_removed(asset_id)
+        except Exception:
+            log.exception("the removal hook failed on %s", asset_id)
 
 
 def _media_meta(info: MediaInfo | None) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 
@@ -37,3 +39,32 @@ def normalize_iso(text: str) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return format_iso(dt)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaClock:
+    """How a request's chunk times read (spec §4.2): a live stream's chunk times are Unix seconds and read
+    as wall clock; a file's are media seconds, read from its creation time when it has one, else as PTS."""
+
+    live: bool
+    creation_time: str | None = None
+
+    def time(self, seconds: float) -> str:
+        return unix_to_iso(seconds) if self.live else chunk_time(seconds, self.creation_time)
+
+    @property
+    def origin_ts(self) -> float | None:
+        """The wall-clock time (Unix seconds) of chunk time 0, when known."""
+        if self.live:
+            return 0.0
+        return parse_iso(self.creation_time).timestamp() if self.creation_time else None
+
+    def media_info(self, start_s: float, end_s: float) -> dict[str, str | int]:
+        """The API's media_info of a span: timestamps when they are known, else whole-second offsets."""
+        if self.live or self.creation_time:
+            return {
+                "type": "timestamp",
+                "start_timestamp": self.time(start_s),
+                "end_timestamp": self.time(end_s),
+            }
+        return {"type": "offset", "start_offset": int(start_s), "end_offset": math.ceil(end_s)}

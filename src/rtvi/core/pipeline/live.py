@@ -2,8 +2,9 @@
 
 One job per stream and processor key (a second generate call with the same model re-attaches to it,
 spec §4.1); jobs of different processors on one stream share its one decoder. A job has SSE
-subscribers and, optionally, other destinations (auto-started CV inference, Kafka): `persistent` jobs
-outlive their SSE readers; the others stop when their last reader leaves.
+subscribers and the core's chunk listeners (pipeline/events.py: the results bus, the search index):
+`persistent` jobs (auto-started CV inference) outlive their SSE readers; the others stop when their last
+reader leaves, unless a listener takes live chunks now (the results bus does while it is switched on).
 
 Bounded everywhere: the decoder thread hands chunks over with call_soon_threadsafe (a few per chunk
 duration), chunks waiting for the model sit in a bounded queue, and each subscriber has a bounded result
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -34,7 +35,9 @@ from rtvi.core.media.live import (
     PickedFrame,
     RtspOptions,
 )
+from rtvi.core.media.times import MediaClock
 from rtvi.core.media.types import SampledChunk
+from rtvi.core.pipeline.events import ChunkDone, ChunkListener, notify
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult, middle
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.settings import Settings
@@ -44,17 +47,9 @@ log = logging.getLogger(__name__)
 ErrorHook = Callable[[str, str], None]  # (stream id, message): the error bus (spec §6.5)
 T = TypeVar("T")
 Out = TypeVar("Out")
-ResultHook = Callable[["LiveJob[Any]", ChunkResult[Any]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class ResultSink:
-    """A destination of every live result besides the SSE readers (the results bus)."""
-
-    deliver: ResultHook
-    # Whether it takes results now: POST /v1/config switches the bus on and off at run time, and an
-    # active sink keeps a job running once its last reader left.
-    active: Callable[[], bool]
+LIVE_CLOCK = MediaClock(live=True)  # live chunk times are Unix seconds
 
 
 class LiveStreamError(Exception):
@@ -207,7 +202,11 @@ class LiveJob(Generic[Out]):
             self.stop()
 
     def _has_consumers(self) -> bool:
-        return self.persistent or bool(self.subscribers) or any(s.active() for s in self.manager.sinks)
+        return (
+            self.persistent
+            or bool(self.subscribers)
+            or any(li.keeps_live_jobs() for li in self.manager.listeners)
+        )
 
     def dropped(self, reason: str) -> None:
         self.manager.metrics.live_dropped.labels(reason=reason).inc()
@@ -261,12 +260,10 @@ class LiveJob(Generic[Out]):
             metrics.observe_live_chunk(result.decode_latency_s, result.chunk_latency_s)
             for sub in list(self.subscribers):
                 sub.offer(result)
-            # The manager's hooks as they are now (not as they were when the job started).
-            for hook in [*(s.deliver for s in self.manager.sinks), *self.manager.observers]:
-                try:
-                    hook(self, result)
-                except Exception:
-                    log.exception("stream %s: a result sink failed", self.stream_id)
+            notify(
+                self.manager.listeners,
+                ChunkDone(self.asset, self.request_id, result, LIVE_CLOCK, self.created),
+            )
             metrics.live_delivery_latency.observe(max(0.0, time.time() - chunk.end_s))
             if not self._has_consumers():
                 # A reader that never started (the response was never sent) must not leak the job.
@@ -283,6 +280,7 @@ class LiveManager:
         metrics: Metrics,
         on_error: ErrorHook,
         failure_message: str = "Failed to process the live stream",
+        listeners: Sequence[ChunkListener] = (),
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -291,10 +289,8 @@ class LiveManager:
         self.failure_message = failure_message
         self._decoders: dict[str, LiveDecoder] = {}
         self._jobs: dict[tuple[str, str], LiveJob[Any]] = {}  # (stream id, processor key) -> job
-        # Result destinations of every job, called on the event loop (the Kafka / Redis results bus).
-        self.sinks: list[ResultSink] = []
-        # Also given every result, but not a reason to keep a job running (the search index).
-        self.observers: list[ResultHook] = []
+        # Given every live chunk on the event loop, after the job's readers (the results bus, the index).
+        self.listeners = tuple(listeners)
 
     @property
     def options(self) -> RtspOptions:

@@ -51,7 +51,7 @@ def _checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
             "partitions": ownership.assigned_partitions(),
             "streams": sorted(ownership.owned()),
             # SSE readers here of cluster-run streams, served from the results topic
-            "feed_readers": core.feed.readers() if core.feed is not None else 0,
+            "feed_readers": core.cluster.readers(),
         }
     return checks
 
@@ -61,8 +61,7 @@ async def _informational_checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
     and errors wait in their queues while a broker is away, taking the service out of rotation would not
     bring it back, and generate requests do not need the index."""
     checks = await asyncio.to_thread(core.publisher.checks) if core.publisher is not None else {}
-    if core.indexer is not None:
-        indexer = core.indexer
+    if (indexer := core.indexing.indexer) is not None:
         check: dict[str, Any] = {
             "healthy": indexer.error is None,
             "backend": "milvus" if core.settings.milvus_uri else "sqlite",

@@ -21,12 +21,13 @@ THUMBNAIL_PATH = "/v1/search/thumbnails/{entry_id}"
 
 
 def _index(core: ServiceCore) -> ChunkIndex:
-    if core.indexer is None or core.query_vector is None:
+    indexing = core.indexing
+    if indexing.indexer is None or indexing.query_vector is None:
         if not core.settings.search_index:
             raise Unavailable("The search index is disabled (RTVI_SEARCH_INDEX=false)")
         core.require_stage()  # still loading, or failed: says which
         raise Unavailable("This service keeps no search index")
-    return core.indexer.index
+    return indexing.indexer.index
 
 
 def _window(start: str | float | None, end: str | float | None) -> SearchFilter:
@@ -67,8 +68,8 @@ async def search(body: SearchRequest, core: ServiceCore = Depends(get_core)) -> 
         asset_ids=body.asset_ids or (),
         stream_ids=body.stream_ids or (),
     )
-    assert core.query_vector is not None
-    vector = await core.query_vector(body.query, body.image)
+    assert core.indexing.query_vector is not None
+    vector = await core.indexing.query_vector(body.query, body.image)
     hits = await asyncio.to_thread(index.search, vector, body.top_k, where)
     return SearchResponse(data=[_rendered(h) for h in hits])
 

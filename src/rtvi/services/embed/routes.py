@@ -42,7 +42,9 @@ async def generate_video_embeddings(
 ) -> Response:
     """Embeddings per chunk for a video file, one image or several images (one chunk); JSON or SSE."""
     req = await serving.video_request(query)
-    return await generation_response(request, req, serving.rendering, VideoEmbeddingsCompletionResponse)
+    return await generation_response(
+        request, req, serving.rendering, VideoEmbeddingsCompletionResponse, query.stream_options
+    )
 
 
 @router.delete("/v1/generate_video_embeddings/{stream_id}")

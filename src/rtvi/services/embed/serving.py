@@ -2,7 +2,7 @@
 
 `EmbedServing` is the service's model stage (what the core holds once the model has loaded); routes
 call it and render what it returns; `EmbedRendering` is how a generate request's chunks look (the request
-itself is the shared http.generation.GenerationRequest).
+itself is the core's GenerationJob, core/pipeline/generation.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rtvi.core.media.probe import probe
 from rtvi.core.media.types import Frame, MediaError
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.file_job import FileJob
+from rtvi.core.pipeline.generation import GenerationJob, Tally, chunk_timings, open_generation, plan_of
 from rtvi.core.pipeline.results import ChunkResult, FrameSampling
 from rtvi.core.service import ServiceCore
 from rtvi.errors import (
@@ -30,7 +31,6 @@ from rtvi.errors import (
     InvalidMedia,
     InvalidParameters,
 )
-from rtvi.http.generation import GenerationRequest, Tally, chunk_timings
 from rtvi.services.embed.batching import EmbeddingBatcher, Vector
 from rtvi.services.embed.messages import text_context
 from rtvi.services.embed.models.base import Embedder
@@ -92,7 +92,7 @@ class EmbedServing:
 
     async def start(self) -> None:
         self.batcher.start()
-        await self.core.open_index(
+        await self.core.indexing.open(
             self.embedder.id, self.embedder.dim, lambda vector: (vector, None), self.query_vector
         )
 
@@ -110,10 +110,10 @@ class EmbedServing:
         if requested is not None and requested != self.embedder.id:
             raise InvalidParameters.no_such_model(requested, self.embedder.id)
 
-    async def video_request(self, query: VideoEmbeddingsQuery) -> GenerationRequest[Vector]:
-        """Validate and plan a generate_video_embeddings request (errors before any response starts)."""
+    async def video_request(self, query: VideoEmbeddingsQuery) -> GenerationJob[Vector]:
+        """Validate and start a generate_video_embeddings request (errors before any response starts)."""
         self.check_model(query.model)
-        return await GenerationRequest.open(self.core, query, self.processor, VIDEO_FAILED)
+        return await open_generation(self.core, plan_of(query, VIDEO_FAILED), self.processor)
 
     async def text_embeddings(self, query: TextEmbeddingsQuery) -> TextEmbeddingsCompletionResponse:
         self.check_model(query.model)
@@ -215,7 +215,7 @@ class EmbedRendering:
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
 
-    def chunk(self, req: GenerationRequest[Vector], r: ChunkResult[Vector]) -> ChunkResponse:
+    def chunk(self, req: GenerationJob[Vector], r: ChunkResult[Vector]) -> ChunkResponse:
         return ChunkResponse(
             start_time=req.time(r.start_s),
             end_time=req.time(r.end_s),
@@ -227,7 +227,7 @@ class EmbedRendering:
     def tokens(self, r: ChunkResult[Vector]) -> tuple[int, int]:
         return (0, 0)
 
-    def usage(self, req: GenerationRequest[Vector], tally: Tally) -> EmbeddingsUsage:
+    def usage(self, req: GenerationJob[Vector], tally: Tally) -> EmbeddingsUsage:
         return EmbeddingsUsage(
             query_processing_time=round(time.time() - req.received_at), total_chunks_processed=tally.chunks
         )

@@ -23,9 +23,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rtvi.core.media.chunks import ChunkParams
+from rtvi.core.pipeline.generation import (
+    GenerationJob,
+    GenerationPlan,
+    GenerationTarget,
+    MediaInput,
+    Tally,
+    open_generation,
+)
 from rtvi.errors import InvalidParameters, MalformedRequest, RtviError
-from rtvi.http.generation import GenerationRequest, Tally
-from rtvi.http.protocol import MediaInfoOffset, StreamOptions
 from rtvi.services.vlm.answers import split_reasoning
 from rtvi.services.vlm.messages import Caption
 from rtvi.services.vlm.models.base import Generation, TokenCounts, Turn, generate
@@ -41,23 +48,6 @@ DEFAULT_MAX_TOKENS = 512  # what the context budget reserves when max_tokens is 
 
 MediaType = Literal["video", "image"]
 MediaRef = tuple[str, MediaType]  # (url, media type)
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMedia:
-    """The chat's media as a generate query (http.generation.GenerateQuery)."""
-
-    ids: list[str]
-    url: str | None
-    media_type: Literal["video", "image"]
-    model: str
-    stream: bool
-    chunk_duration: int
-    chunk_overlap_duration: int
-    stream_options: StreamOptions | None = None
-    url_headers: dict[str, str] | None = None
-    creation_time: str | None = None
-    media_info: MediaInfoOffset | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +141,7 @@ class ChatTurn:
         self.created = int(time.time())
         self.model_id = serving.vlm.id
         self.max_tokens = body.max_completion_tokens or body.max_tokens
-        self.request: GenerationRequest[Caption] | None = None
+        self.request: GenerationJob[Caption] | None = None
         self.conv = conversation(body)
 
     @classmethod
@@ -163,15 +153,15 @@ class ChatTurn:
         if body.response_format is not None and not isinstance(body.response_format, dict):
             raise MalformedRequest("response_format must be an object")
         check_guided(serving, body)
-        serving.metrics.requests.labels("chat_completions").inc()
         media = media_of(body)
         if body.id is None and media is None:
             turn.conv = fit_context(turn.conv, serving.settings.vlm_max_model_len, turn.max_tokens)
-            return turn
-        turn.request = await turn._open_media(media)
+        else:
+            turn.request = await turn._open_media(media)
+        serving.metrics.requests.labels("chat_completions").inc()  # accepted: counted once it started
         return turn
 
-    async def _open_media(self, media: MediaRef | None) -> GenerationRequest[Caption]:
+    async def _open_media(self, media: MediaRef | None) -> GenerationJob[Caption]:
         body, serving = self.body, self.serving
         url: str | None = None
         media_type: MediaType = "video"
@@ -183,22 +173,21 @@ class ChatTurn:
             first = serving.core.store.registry.get(ids[0])
             if first is not None and first.is_live:
                 chunk = LIVE_CHUNK_S
-        query = ChatMedia(
-            ids=ids,
-            url=url,
-            media_type=media_type,
-            model=body.model,
-            stream=body.stream,
-            chunk_duration=chunk,
-            chunk_overlap_duration=body.chunk_overlap_duration,
-            stream_options=body.stream_options,
+        # A chat's media URL is temporary: the chat response has no field to name an asset.
+        plan = GenerationPlan(
+            media=MediaInput(tuple(ids), url, media_type=media_type),
+            chunking=ChunkParams(chunk, body.chunk_overlap_duration),
+            requested_model=body.model,
+            streaming=body.stream,
+            failure_message=CAPTIONS_FAILED,
+            temporary=True,
         )
         conv = self.conv
 
-        def make(req: GenerationRequest[Caption]) -> Any:
+        def make(req: GenerationTarget) -> Any:
             return serving.processor(
                 body,
-                asset=req.assets[0],
+                asset=req.asset,
                 chunk_length_s=chunk,
                 prompt=conv.prompt,
                 system_prompt=conv.system_prompt,
@@ -210,8 +199,7 @@ class ChatTurn:
                 stop=_stops(body),
             )
 
-        # A chat's media URL is temporary: the chat response has no field to name an asset.
-        return await GenerationRequest.open(serving.core, query, make, CAPTIONS_FAILED, temporary=True)
+        return await open_generation(serving.core, plan, make)
 
     def text_generation(self) -> Generation:
         b, conv = self.body, self.conv
@@ -311,8 +299,7 @@ class ChatTurn:
             if a.reasoning and self.body.enable_reasoning:
                 delta["content"] = f"<think>\n{a.reasoning}\n</think>{a.content}"
                 delta["reasoning_description"] = a.reasoning
-            media_info = req.media_info(r.start_s, r.end_s).model_dump(mode="json")
-            yield self._event(delta, chunk_id=r.index, media_info=media_info)
+            yield self._event(delta, chunk_id=r.index, media_info=req.clock.media_info(r.start_s, r.end_s))
 
 
 def _usage(tokens_in: int, tokens_out: int) -> dict[str, int]:

@@ -46,7 +46,9 @@ async def generate_captions(
     """Captions per chunk of a video file, one or several images (one chunk) or a live stream (SSE until
     stopped). Alert prompts raise incidents on Kafka (KAFKA_INCIDENT_TOPIC)."""
     req = await serving.caption_request(query)
-    return await generation_response(request, req, serving.rendering, VlmCaptionsCompletionResponse)
+    return await generation_response(
+        request, req, serving.rendering, VlmCaptionsCompletionResponse, query.stream_options
+    )
 
 
 @router.delete("/v1/generate_captions/{stream_id}")

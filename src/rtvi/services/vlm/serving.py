@@ -25,10 +25,17 @@ from rtvi.core.assets.registry import Asset
 from rtvi.core.media.types import Frame
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.models.text_encoder import SentenceEncoder
+from rtvi.core.pipeline.generation import (
+    GenerationJob,
+    GenerationTarget,
+    Tally,
+    chunk_timings,
+    open_generation,
+    plan_of,
+)
 from rtvi.core.pipeline.results import ChunkResult, FrameSampling
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, MalformedRequest, RtviError
-from rtvi.http.generation import GenerationRequest, Tally, chunk_timings
 from rtvi.services.vlm.answers import check_schema, read_answer
 from rtvi.services.vlm.messages import AnalyticsModule, Caption, CaptionTask, Place
 from rtvi.services.vlm.models.base import (
@@ -147,7 +154,7 @@ class VlmServing:
     # --- ModelStage ---------------------------------------------------------------------------
     async def start(self) -> None:
         if self.captions is not None:
-            await self.core.open_index(
+            await self.core.indexing.open(
                 CAPTION_COLLECTION, self.captions.dim, _indexed, self.query_vector, self.captions.encode
             )
 
@@ -233,17 +240,17 @@ class VlmServing:
             raise InvalidParameters("vlm_input_width and vlm_input_height are set together (or both 0)")
 
     # --- requests -----------------------------------------------------------------------------
-    async def caption_request(self, query: VlmQuery) -> GenerationRequest[Caption]:
-        """Validate and plan a generate_captions request (errors before any response starts)."""
+    async def caption_request(self, query: VlmQuery) -> GenerationJob[Caption]:
+        """Validate and start a generate_captions request (errors before any response starts)."""
         self.check_model(query.model, query.api_type)
         self.check_prompts(query.prompt, query.system_prompt)
         self.check_options(query)
-        self.metrics.requests.labels("generate_captions").inc()
+        plan = plan_of(query, CAPTIONS_FAILED)
 
-        def make(req: GenerationRequest[Caption]) -> CaptionProcessor:
+        def make(req: GenerationTarget) -> CaptionProcessor:
             return self.processor(
                 query,
-                asset=req.assets[0],
+                asset=req.asset,
                 chunk_length_s=query.chunk_duration,
                 prompt=query.prompt,
                 system_prompt=query.system_prompt,
@@ -254,7 +261,9 @@ class VlmServing:
                 keep_going=req.is_live,
             )
 
-        return await GenerationRequest.open(self.core, query, make, CAPTIONS_FAILED)
+        job = await open_generation(self.core, plan, make)
+        self.metrics.requests.labels("generate_captions").inc()  # accepted: counted once it started
+        return job
 
     def processor(
         self,
@@ -370,7 +379,7 @@ class CaptionRendering:
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
 
-    def chunk(self, req: GenerationRequest[Caption], r: ChunkResult[Caption]) -> CaptionChunk:
+    def chunk(self, req: GenerationJob[Caption], r: ChunkResult[Caption]) -> CaptionChunk:
         c = r.output
         a = c.answer
         return CaptionChunk(
@@ -390,7 +399,7 @@ class CaptionRendering:
     def tokens(self, r: ChunkResult[Caption]) -> tuple[int, int]:
         return (r.output.input_tokens, r.output.output_tokens)
 
-    def usage(self, req: GenerationRequest[Caption], tally: Tally) -> CaptionsUsage:
+    def usage(self, req: GenerationJob[Caption], tally: Tally) -> CaptionsUsage:
         return CaptionsUsage(
             query_processing_time=round(time.time() - req.received_at),
             total_chunks_processed=tally.chunks,
