@@ -125,6 +125,23 @@ def test_the_core_imports_no_web_framework(module: str) -> None:
     assert not web, f"{module} imports the web layer's frameworks: {web}"
 
 
+# A service's web face: its routes, its spec (routers for the app) and its request / response models. The
+# package's own __init__ finds the specs. Everything else in a service is logic the web layer calls.
+WEB_FACING = ("routes", "spec", "protocol")
+
+
+def _service_logic(module: str) -> bool:
+    parts = module.split(".")
+    return parts[:2] == ["rtvi", "services"] and len(parts) > 2 and parts[-1] not in WEB_FACING
+
+
+@pytest.mark.parametrize("module", sorted(m for m in FILES if _service_logic(m)))
+def test_service_logic_imports_no_web_layer(module: str) -> None:
+    names = _all_imports(FILES[module])
+    web = _web_imports(names) + sorted(n for n in names if n == "rtvi.http" or n.startswith("rtvi.http."))
+    assert not web, f"{module} is a service's logic but imports the web layer: {web}"
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The import cycles of `graph`: one per strongly connected component, as a path back to its start."""
     modules = set(graph)
