@@ -583,19 +583,7 @@ class Settings(BaseSettings):
     def endpoint_api_key(self) -> str:
         return self.model.endpoint_api_key
 
-    # Until the components take their groups (the next commits): the old derived values, from the groups.
-    @property
-    def rtsp_allowed_hosts(self) -> HostAllowlist | None:
-        return self.live.rtsp_allowed_hosts
-
-    @property
-    def allowed_private_download_hosts(self) -> frozenset[str]:
-        return self.ingest.allowed_private_download_hosts
-
-    @property
-    def allowed_local_dirs(self) -> list[Path]:
-        return self.ingest.allowed_local_dirs
-
+    # Until the model loaders take their group (the next commit): the old derived value, from the group.
     @property
     def auto_batch_size(self) -> int:
         return self.model.auto_batch_size

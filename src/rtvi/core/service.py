@@ -103,13 +103,13 @@ class ServiceCore:
         self.tracer = tracer or trace.NoOpTracer()
         self.hwaccel = decode_accel(settings.hwaccel)
         self.started_at = time.time()
-        self.store = AssetStore(settings, self.metrics.observe_download)
+        self.store = AssetStore(settings.storage, settings.ingest, self.metrics.observe_download)
         self.decode_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
         # Results and errors on Kafka / Redis (spec §6): connected in start().
         self.publisher: MessagePublisher | None = None
         # The manager reports through self.report_error, so the bus plugged in by start() is used.
-        self.live = LiveManager(settings, self.metrics, self.report_error, config.failure_message)
-        self.streams = LiveStreams(settings, self.store, self.live, self.metrics, self.report_error)
+        self.live = LiveManager(settings.live, self.metrics, self.report_error, config.failure_message)
+        self.streams = LiveStreams(settings.live, self.store, self.live, self.metrics, self.report_error)
         self.stage: ModelStage | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.model_error: str | None = None
@@ -123,7 +123,7 @@ class ServiceCore:
     def start(self) -> None:
         publisher = self.publisher = MessagePublisher(
             self.config.name,
-            self.settings,
+            self.settings.bus,
             self.metrics,
             topics=self.config.topics,
             build_result=self.config.build_result,
@@ -168,16 +168,10 @@ class ServiceCore:
 
     async def _join_cluster(self) -> None:
         s = self.settings
-        topic = s.cluster_topic or f"rtvi-{self.config.name}-streams"
         ownership = StreamOwnership(
-            s.cluster_bootstrap,
-            topic,
-            group=f"{topic}-owners",
-            partitions=s.cluster_partitions,
-            session_timeout_ms=s.cluster_session_timeout_ms,
-            start=self.streams.start_owned,
-            stop=self.streams.stop_owned,
+            s.cluster, self.config.name, start=self.streams.start_owned, stop=self.streams.stop_owned
         )
+        topic = ownership.topic
         try:
             await self.streams.join_cluster(ownership)
         except Exception as exc:  # the service still serves files; its cameras wait for a healthy broker
@@ -230,8 +224,7 @@ class ServiceCore:
             self.store.storage.root / "index",
             model_id,
             dim,
-            milvus_uri=s.milvus_uri,
-            milvus_token=s.milvus_token,
+            s.index,
         )
         self.indexer = ChunkIndexer(index, self.metrics, embed_captions=embed_captions).start()
         self._index_entry_of = entry_of
