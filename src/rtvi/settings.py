@@ -583,11 +583,6 @@ class Settings(BaseSettings):
     def endpoint_api_key(self) -> str:
         return self.model.endpoint_api_key
 
-    # Until the model loaders take their group (the next commit): the old derived value, from the group.
-    @property
-    def auto_batch_size(self) -> int:
-        return self.model.auto_batch_size
-
 
 _G = TypeVar("_G", bound="DataclassInstance")
 
