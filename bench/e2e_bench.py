@@ -112,7 +112,7 @@ def _embedder() -> Any:
     from rtvi.services.embed.models.registry import load_embedder
     from rtvi.settings import Settings
 
-    return load_embedder(Settings())
+    return load_embedder(Settings().model)
 
 
 def model_only_limit() -> float:

@@ -1,7 +1,12 @@
 """Every environment variable the services read, typed, with the reference's defaults (spec §8).
 
-One place: modules receive a `Settings` object instead of reading os.environ themselves.
-Where our default differs from the reference, the field's comment says why.
+One place: `Settings` is the one reader of the environment (flat fields, one per variable). Where our
+default differs from the reference, the field's comment says why. Components do not receive it whole:
+each gets its group, a frozen view of the fields it reads (`settings.storage`, `.ingest`, `.live`, `.bus`,
+`.index`, `.cluster`, `.vlm`, `.model`); only the composition root (ServiceCore, the HTTP app, the CLI)
+holds the whole object. A group's fields carry the flat fields' names, so a group is built from them and
+a value read from the environment arrives in every group that holds it. The few fields no component
+reads as a group are listed in SERVICE_WIDE.
 """
 
 from __future__ import annotations
@@ -9,12 +14,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 def csv_set(value: str) -> frozenset[str]:
@@ -41,6 +49,234 @@ class HostAllowlist:
                     raise ValueError(f"not a host name, address or network: {item!r}") from None
                 names.add(item)
         return cls(frozenset(names), tuple(networks)) if names or networks else None
+
+
+# --- groups: what each component reads ----------------------------------------------------------
+# Frozen: built once from the flat fields, at start-up. Nothing changes a setting at run time; what
+# POST /v1/config switches (the results and error bus and topics) is the MessagePublisher's own state.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    """Where assets live and for how long: the AssetStore (core/assets/store.py) and its expiry sweep."""
+
+    asset_storage_dir: Path
+    max_asset_storage_size_gb: float | None
+    asset_max_age_hours: float
+    asset_store: str
+    asset_cache_gb: float
+    asset_orphan_grace_s: float
+    asset_eviction_interval_s: float
+    s3_endpoint_url: str
+    secret_key: str = field(repr=False)
+    database_url: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestSettings:
+    """How media comes in: the RemoteFetcher's downloads (core/assets/remote.py), and the AssetStore's
+    server paths (FILE_URL_ALLOWED_DIRS) and media verification."""
+
+    asset_download_max_file_size_gb: float
+    asset_download_total_timeout_s: float
+    asset_download_connect_timeout_s: float
+    asset_download_max_redirects: int
+    asset_download_allowed_private_hosts: str
+    asset_download_ssl_skip_verify_domains: str
+    asset_download_auth_tokens: str = field(repr=False)
+    s3_endpoint_url: str
+    file_url_allowed_dirs: str
+    skip_media_verification: bool
+
+    @property
+    def allowed_private_download_hosts(self) -> frozenset[str]:
+        return csv_set(self.asset_download_allowed_private_hosts)
+
+    @property
+    def allowed_local_dirs(self) -> list[Path]:
+        return [Path(os.path.realpath(d.strip())) for d in self.file_url_allowed_dirs.split(",") if d.strip()]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveSettings:
+    """Cameras and live jobs: LiveManager and rtsp_options (core/pipeline/live.py), LiveStreams
+    (core/streams.py: allowed hosts, the registration probe, deletion)."""
+
+    rtsp_timeout_ms: int
+    rtsp_reconnection_interval_s: float
+    rtsp_reconnection_window_s: float
+    rtsp_reconnection_max_attempts: int
+    rtsp_transport: Literal["tcp", "udp"]
+    rtsp_open_timeout_s: float
+    rtsp_allowed_hosts_list: str
+    stream_delete_drain_timeout_s: float
+    stream_delete_blocking_timeout_s: float
+    live_pending_chunks: int
+    live_subscriber_queue: int
+    live_frame_pick: Literal["keyframe", "exact"]
+    skip_media_verification: bool  # no probe of the camera at registration
+
+    @property
+    def rtsp_allowed_hosts(self) -> HostAllowlist | None:
+        return HostAllowlist.parse(self.rtsp_allowed_hosts_list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BusSettings:
+    """The message bus as configured at start-up: MessagePublisher (core/bus/publisher.py) and the Kafka
+    and Redis sinks it builds. POST /v1/config switches the publisher's routes, not these values."""
+
+    message_bus: Literal["kafka", "redis", ""]
+    kafka_enabled: bool | None
+    message_bus_topic: str
+    kafka_bootstrap_servers: str
+    kafka_queue_maxsize: int
+    kafka_message_timeout_ms: int
+    kafka_enable_idempotence: bool
+    kafka_incident_topic: str
+    enable_kafka_messages_for_text_input: bool
+    error_bus: Literal["kafka", "redis", ""]
+    error_message_topic: str
+    enable_redis_error_messages: bool
+    redis_host: str
+    redis_port: int
+    redis_db: int
+    redis_password: str = field(repr=False)
+    redis_payload_key: str
+    redis_stream_maxlen: int
+    redis_queue_maxsize: int
+    replica_id: str  # the rtvi-replica header
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexSettings:
+    """The search index (core/index): whether chunks are indexed, and on which backend."""
+
+    search_index: bool
+    milvus_uri: str = field(repr=False)
+    milvus_token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSettings:
+    """Scale-out: StreamOwnership (core/cluster.py), which replica runs which camera."""
+
+    cluster_bootstrap: str
+    cluster_topic: str
+    cluster_partitions: int
+    cluster_session_timeout_ms: int
+    replica_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VlmSettings:
+    """The VLM service's serving (services/vlm/serving.py, chat.py): request limits and defaults, and
+    the place and detector its incidents name (services/vlm/messages.py Place, AnalyticsModule)."""
+
+    vlm_prompt_max_length: int
+    vlm_system_prompt_max_length: int
+    vlm_max_generation_tokens: int
+    vlm_system_prompt: str
+    vlm_default_frames: float
+    vlm_supports_audio: bool
+    vlm_max_model_len: int
+    vlm_input_width: int
+    vlm_input_height: int
+    incident_priority: str
+    place_name: str
+    place_type: str
+    place_lat: float
+    place_lon: float
+    place_alt: float
+    place_coordinate_x: float
+    place_coordinate_y: float
+    analytics_module_id: str
+    analytics_module_description: str
+    analytics_module_source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSettings:
+    """Which model a service loads and how: the model registries (services/*/models/registry.py), the
+    model sources (core/models/source.py) and the bundled model (core/models/bundled.py). Its own group,
+    not the whole Settings: about a quarter of the variables, none of them anyone else's."""
+
+    model_path: str = field(repr=False)
+    model_to_use: str
+    remote_embed_endpoint: str
+    remote_embed_model_name: str
+    remote_embed_api_key: str = field(repr=False)
+    remote_embed_timeout_s: float
+    remote_embed_batch_size: int
+    batch_size: int
+    hf_token: str = field(repr=False)
+    ngc_api_key: str = field(repr=False)
+    openai_api_key: str = field(repr=False)
+    nvidia_api_key: str = field(repr=False)
+    model_cache_dir: Path
+    trust_remote_code: bool | None
+    device: str
+    detect_people: bool
+    onnx_runtime: bool
+    vlm_endpoint: str
+    vlm_api_key: str = field(repr=False)
+    vlm_endpoint_model: str
+    vlm_endpoint_timeout_s: float
+    vlm_endpoint_max_retries: int
+    vlm_concurrency: int
+
+    @property
+    def uses_bundled_model(self) -> bool:
+        """MODEL_PATH empty or `bundled`: the model that ships with rtvi (no download, no GPU)."""
+        return self.model_path.strip().lower() in ("", "bundled")
+
+    @property
+    def endpoint_api_key(self) -> str:
+        """The OpenAI-compatible VLM endpoint's key: VIA_VLM_API_KEY, else OPENAI_API_KEY (the reference
+        compose's placeholder NOAPIKEYSET means none), else NVIDIA_API_KEY."""
+        openai_key = "" if self.openai_api_key == "NOAPIKEYSET" else self.openai_api_key
+        return self.vlm_api_key or openai_key or self.nvidia_api_key
+
+    @property
+    def auto_batch_size(self) -> int:
+        if self.batch_size > 0:
+            return self.batch_size
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+                return 2 if gib < 16 else 64 if gib > 80 else 16 if gib > 46 else 4
+        except Exception:  # pragma: no cover - torch import problems fall back to the CPU default
+            pass
+        return 4
+
+
+GROUPS: dict[str, type[DataclassInstance]] = {
+    "storage": StorageSettings,
+    "ingest": IngestSettings,
+    "live": LiveSettings,
+    "bus": BusSettings,
+    "index": IndexSettings,
+    "cluster": ClusterSettings,
+    "vlm": VlmSettings,
+    "model": ModelSettings,
+}
+
+# Read by no component as a group: the composition root (CLI, HTTP app, ServiceCore) uses them itself.
+SERVICE_WIDE = frozenset(
+    {
+        "backend_host",  # the CLI: where to listen
+        "backend_port",
+        "log_level",
+        "api_key",  # the HTTP app: bearer-token auth
+        "max_request_body_mb",  # the HTTP app: body limits
+        "max_upload_size_gb",
+        "enable_otel_monitoring",  # the HTTP app: tracing
+        "hwaccel",  # ServiceCore: how its file jobs decode
+        "force_sw_av1_decoder",
+    }
+)
 
 
 class Settings(BaseSettings):
@@ -299,51 +535,70 @@ class Settings(BaseSettings):
         HostAllowlist.parse(v)  # a typo is a start-up error, not an open door
         return v
 
-    @property
-    def rtsp_allowed_hosts(self) -> HostAllowlist | None:
-        return HostAllowlist.parse(self.rtsp_allowed_hosts_list)
-
     @field_validator("asset_download_max_redirects", mode="after")
     @classmethod
     def _clamp_redirects(cls, v: int) -> int:
         return min(max(v, 0), 10)
 
+    # --- the groups: each component gets its own ---------------------------------------------------
     @property
-    def allowed_private_download_hosts(self) -> frozenset[str]:
-        return csv_set(self.asset_download_allowed_private_hosts)
+    def storage(self) -> StorageSettings:
+        return _group(StorageSettings, self)
 
     @property
-    def allowed_local_dirs(self) -> list[Path]:
-        return [Path(os.path.realpath(d.strip())) for d in self.file_url_allowed_dirs.split(",") if d.strip()]
+    def ingest(self) -> IngestSettings:
+        return _group(IngestSettings, self)
 
+    @property
+    def live(self) -> LiveSettings:
+        return _group(LiveSettings, self)
+
+    @property
+    def bus(self) -> BusSettings:
+        return _group(BusSettings, self)
+
+    @property
+    def index(self) -> IndexSettings:
+        return _group(IndexSettings, self)
+
+    @property
+    def cluster(self) -> ClusterSettings:
+        return _group(ClusterSettings, self)
+
+    @property
+    def vlm(self) -> VlmSettings:
+        return _group(VlmSettings, self)
+
+    @property
+    def model(self) -> ModelSettings:
+        return _group(ModelSettings, self)
+
+    # The model group's derived values, on the whole object too: the reference-configuration tests (and
+    # any caller holding a Settings) read them here. One definition, in ModelSettings.
     @property
     def uses_bundled_model(self) -> bool:
-        """MODEL_PATH empty or `bundled`: the model that ships with rtvi (no download, no GPU)."""
-        return self.model_path.strip().lower() in ("", "bundled")
+        return self.model.uses_bundled_model
 
     @property
     def endpoint_api_key(self) -> str:
-        """The OpenAI-compatible VLM endpoint's key: VIA_VLM_API_KEY, else OPENAI_API_KEY (the reference
-        compose's placeholder NOAPIKEYSET means none), else NVIDIA_API_KEY."""
-        openai_key = "" if self.openai_api_key == "NOAPIKEYSET" else self.openai_api_key
-        return self.vlm_api_key or openai_key or self.nvidia_api_key
+        return self.model.endpoint_api_key
 
+
+_G = TypeVar("_G", bound="DataclassInstance")
+
+
+def _group(cls: type[_G], settings: Settings) -> _G:
+    """A group from the flat fields of the same names."""
+    return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+class _Replica(Protocol):
     @property
-    def auto_batch_size(self) -> int:
-        if self.batch_size > 0:
-            return self.batch_size
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-                return 2 if gib < 16 else 64 if gib > 80 else 16 if gib > 46 else 4
-        except Exception:  # pragma: no cover - torch import problems fall back to the CPU default
-            pass
-        return 4
+    def replica_id(self) -> str: ...
 
 
-def replica_name(settings: Settings) -> str:
+def replica_name(settings: _Replica) -> str:
+    """RTVI_REPLICA_ID, else <hostname>-<pid> (from Settings or a group that holds replica_id)."""
     return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 

@@ -334,7 +334,7 @@ def test_config_switches_topic_at_runtime(
 def test_results_on_a_redis_stream(redis_server: RedisServer) -> None:
     env = {"MESSAGE_BUS": "redis", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_server.port}
     settings = Settings(**env)  # type: ignore[arg-type]
-    pub = MessagePublisher("embed", settings, Metrics(), build_result=build_vision_llm).start()
+    pub = MessagePublisher("embed", settings.bus, Metrics(), build_result=build_vision_llm).start()
     ctx = text_context("rs-1", 0, "a cat", "m", "m", 1.7e9)
     assert pub.publish_chunk(ctx, [0.25, 0.5])
     pub.close(timeout=10)

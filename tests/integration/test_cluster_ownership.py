@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from rtvi.core.cluster import StreamOwnership
+from rtvi.settings import ClusterSettings
 from tests.kafka_redis import TansuBroker
 
 
@@ -20,9 +21,14 @@ class Member:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.running: set[str] = set()
         self._lock = threading.Lock()
-        self.ownership = StreamOwnership(
-            bootstrap, topic, f"{topic}-owners", 6, 2000, start=self._start, stop=self._stop
+        cluster = ClusterSettings(
+            cluster_bootstrap=bootstrap,
+            cluster_topic=topic,
+            cluster_partitions=6,
+            cluster_session_timeout_ms=2000,
+            replica_id="",
         )
+        self.ownership = StreamOwnership(cluster, "test", start=self._start, stop=self._stop)
 
     def _start(self, stream_id: str) -> None:
         with self._lock:

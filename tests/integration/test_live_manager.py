@@ -76,7 +76,7 @@ def test_two_processors_share_one_decoder(tmp_path: Path) -> None:
     errors: list[tuple[str, str]] = []
 
     async def run() -> tuple[list[ChunkResult[float]], list[ChunkResult[list[tuple[int, ...]]]], int]:
-        manager = LiveManager(Settings(), Metrics(), lambda s, m: errors.append((s, m)))
+        manager = LiveManager(Settings().live, Metrics(), lambda s, m: errors.append((s, m)))
         brightness, shapes = MeanBrightness(), FrameShapes()
         # Persistent (as auto-started streams are): the jobs outlive their readers below.
         a = manager.start(asset, ChunkParams(1), brightness, persistent=True)

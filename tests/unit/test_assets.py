@@ -66,7 +66,8 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _store(root: Path, **env: str) -> AssetStore:
-    return AssetStore(Settings(ASSET_STORAGE_DIR=str(root), **env))  # type: ignore[call-arg]
+    settings = Settings(ASSET_STORAGE_DIR=str(root), **env)  # type: ignore[call-arg]
+    return AssetStore(settings.storage, settings.ingest)
 
 
 def _upload(store: AssetStore, source: Path, name: str, new: NewFile) -> Asset:

@@ -14,6 +14,7 @@ import pytest
 from rtvi.core.index import open_chunk_index
 from rtvi.core.index.base import ChunkIndex, IndexedChunk, SearchFilter
 from rtvi.core.index.sqlite import SqliteChunkIndex
+from rtvi.settings import IndexSettings
 
 OpenIndex = Callable[[str, int], ChunkIndex]
 
@@ -23,9 +24,10 @@ def open_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenI
     """Opens one collection (model id, dimension) of a fresh index on either backend."""
     uri = request.getfixturevalue("milvus").uri if request.param == "milvus" else ""
     run = uuid.uuid4().hex[:8]  # the Milvus server is shared by the session: collections of this test
+    index = IndexSettings(search_index=True, milvus_uri=uri, milvus_token="")
 
     def open_(model: str, dim: int) -> ChunkIndex:
-        return open_chunk_index(tmp_path, f"{model}-{run}", dim, milvus_uri=uri)
+        return open_chunk_index(tmp_path, f"{model}-{run}", dim, index)
 
     yield open_
 

@@ -320,7 +320,7 @@ def _caption(task: vlm.CaptionTask, alert: bool = True) -> vlm.Caption:
 
 
 def _task(**kw: Any) -> vlm.CaptionTask:
-    settings = Settings()
+    settings = Settings().vlm
     base: dict[str, Any] = {
         "prompt": "Is anyone without a vest? Yes or No.",
         "system_prompt": "Answer Yes or No first.",
@@ -412,9 +412,9 @@ def test_incident_carries_the_reference_example_fields(reference_incident: Any) 
 
 
 def test_incident_priority_and_place_id_are_settable(reference_incident: Any) -> None:
-    s = Settings()
+    s = Settings().vlm
     module = vlm.AnalyticsModule.of(
-        SimpleNamespace(  # type: ignore[arg-type]  # a Settings with INCIDENT_PRIORITY=medium
+        SimpleNamespace(  # type: ignore[arg-type]  # a VlmSettings with INCIDENT_PRIORITY=medium
             analytics_module_id="forklift-watch",
             analytics_module_description="d",
             analytics_module_source="rtvi-vlm",
@@ -495,7 +495,7 @@ def test_generated_modules_are_reproducible(tmp_path: Path) -> None:
 def test_bus_routing(env: dict[str, str], results: str | None, errors: str | None) -> None:
     # Sinks connect lazily and in the background: no broker is needed to build the routes.
     settings = Settings(**env)  # type: ignore[arg-type]
-    pub = MessagePublisher("embed", settings, Metrics())
+    pub = MessagePublisher("embed", settings.bus, Metrics())
     try:
         assert (pub.results_bus, pub.error_bus) == (results, errors)
         assert pub.results_topic == "mdx-embed" and pub.error_topic == "mdx-embed-errors"
@@ -505,4 +505,4 @@ def test_bus_routing(env: dict[str, str], results: str | None, errors: str | Non
 
 def test_legacy_topic_name() -> None:
     assert Settings(KAFKA_TOPIC="legacy").message_bus_topic == "legacy"  # type: ignore[call-arg]
-    assert re.fullmatch("mdx-embed", MessagePublisher("embed", Settings(), Metrics()).results_topic)
+    assert re.fullmatch("mdx-embed", MessagePublisher("embed", Settings().bus, Metrics()).results_topic)

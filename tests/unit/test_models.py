@@ -30,14 +30,14 @@ from rtvi.services.embed.models.clip import ClipEmbedder
 from rtvi.services.embed.models.cosmos import CosmosEmbed1Embedder
 from rtvi.services.embed.models.registry import detect_embedder_kind, load_embedder
 from rtvi.services.embed.models.remote import RemoteEmbedder, decode_frames_item, encode_frames_item
-from rtvi.settings import Settings
+from rtvi.settings import ModelSettings, Settings
 from tests import model_factory as mf
 
 PHOTOS = {"a cat": skdata.chelsea(), "a rocket": skdata.rocket(), "a cup of coffee": skdata.coffee()}
 
 
-def make_settings(cache: Path, **overrides: Any) -> Settings:
-    """Settings pinned against the caller's environment (MODEL_PATH etc. may be set there)."""
+def make_settings(cache: Path, **overrides: Any) -> ModelSettings:
+    """Model settings pinned against the caller's environment (MODEL_PATH etc. may be set there)."""
     values: dict[str, Any] = {
         "MODEL_PATH": "",
         "VLM_MODEL_TO_USE": "custom",
@@ -46,7 +46,7 @@ def make_settings(cache: Path, **overrides: Any) -> Settings:
         "RTVI_DEVICE": "cpu",
     }
     values.update(overrides)
-    return Settings(**values)
+    return Settings(**values).model
 
 
 def random_frames(n: int, seed: int, shape: tuple[int, int] = (48, 64)) -> list[Frame]:

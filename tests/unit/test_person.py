@@ -223,7 +223,7 @@ def test_the_detector_can_be_switched_off(model_cache: Path) -> None:
     from rtvi.core.models.bundled import load_bundled
     from rtvi.settings import Settings
 
-    model = load_bundled(Settings(RTVI_DETECT_PEOPLE="false", NGC_MODEL_CACHE=str(model_cache)))  # type: ignore[call-arg]
+    model = load_bundled(Settings(RTVI_DETECT_PEOPLE="false", NGC_MODEL_CACHE=str(model_cache)).model)  # type: ignore[call-arg]
     assert model._detector is None
     astronaut = scene_photos()["astronaut"]
     weights = model.concept_weights([astronaut])

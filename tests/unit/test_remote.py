@@ -65,7 +65,7 @@ def test_asset_names_from_urls() -> None:
 
 
 def test_header_rules() -> None:
-    fetcher = RemoteFetcher(Settings(ASSET_DOWNLOAD_AUTH_TOKENS="media.example=Bearer abc"))  # type: ignore[call-arg]
+    fetcher = RemoteFetcher(Settings(ASSET_DOWNLOAD_AUTH_TOKENS="media.example=Bearer abc").ingest)  # type: ignore[call-arg]
     assert fetcher._auth_headers("media.example", {}) == {"authorization": "Bearer abc"}
     assert fetcher._auth_headers("other.example", {"X-Api-Key": "k"}) == {"x-api-key": "k"}
     with pytest.raises(MalformedRequest, match="not an allowed header"):
@@ -82,8 +82,9 @@ def test_redirects_are_clamped() -> None:
 def _streams(tmp_path: Path, hosts: str) -> LiveStreams:
     settings = Settings(ASSET_STORAGE_DIR=str(tmp_path), RTVI_RTSP_ALLOWED_HOSTS=hosts)  # type: ignore[call-arg]
     metrics = Metrics()
-    live = LiveManager(settings, metrics, lambda s, m: None)
-    return LiveStreams(settings, AssetStore(settings), live, metrics, lambda s, m: None)
+    live = LiveManager(settings.live, metrics, lambda s, m: None)
+    store = AssetStore(settings.storage, settings.ingest)
+    return LiveStreams(settings.live, store, live, metrics, lambda s, m: None)
 
 
 def test_camera_host_allowlist(tmp_path: Path) -> None:

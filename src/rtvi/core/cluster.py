@@ -19,6 +19,8 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from rtvi.settings import ClusterSettings
+
 log = logging.getLogger(__name__)
 
 RUN = b"run"
@@ -26,21 +28,13 @@ StreamHook = Callable[[str], None]  # called with a stream id on the consumer th
 
 
 class StreamOwnership:
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str,
-        group: str,
-        partitions: int,
-        session_timeout_ms: int,
-        start: StreamHook,
-        stop: StreamHook,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.group = group
-        self.partitions = partitions
-        self.session_timeout_ms = session_timeout_ms
+    def __init__(self, settings: ClusterSettings, service: str, start: StreamHook, stop: StreamHook) -> None:
+        bootstrap = self.bootstrap = settings.cluster_bootstrap
+        # RTVI_CLUSTER_TOPIC, else one topic per service: its replicas form one consumer group on it.
+        self.topic = settings.cluster_topic or f"rtvi-{service}-streams"
+        self.group = f"{self.topic}-owners"
+        self.partitions = settings.cluster_partitions
+        self.session_timeout_ms = settings.cluster_session_timeout_ms
         self._start = start
         self._stop = stop
         self._lock = threading.Lock()

@@ -19,6 +19,7 @@ from rtvi.core.index.base import IndexedChunk
 from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk
 from rtvi.core.pipeline.events import ChunkDone
 from rtvi.core.telemetry.metrics import Metrics
+from rtvi.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,10 @@ QueryVector = Callable[[str | None, str | None], Awaitable["npt.NDArray[np.float
 class SearchIndexing:
     """Does nothing until `open`; with RTVI_SEARCH_INDEX off, never opens."""
 
-    def __init__(
-        self,
-        enabled: bool,
-        root: Path,
-        metrics: Metrics,
-        milvus_uri: str = "",
-        milvus_token: str = "",
-    ) -> None:
-        self.enabled = enabled
+    def __init__(self, settings: IndexSettings, root: Path, metrics: Metrics) -> None:
+        self.settings = settings
         self.root = root  # the SQLite index's folder
         self.metrics = metrics
-        self.milvus_uri = milvus_uri
-        self.milvus_token = milvus_token
         self.indexer: ChunkIndexer | None = None
         self.query_vector: QueryVector | None = None
         self._entry_of: IndexEntryOf | None = None
@@ -60,20 +52,14 @@ class SearchIndexing:
         """Index every chunk from now on, in the collection of `model_id` and `dim` (`embed_captions`:
         how chunks that carry only a caption get their vector, on the index's thread). Loading the
         collection's vectors reads them all from disk: in a thread, not on the event loop."""
-        if not self.enabled or self.indexer is not None:
+        if not self.settings.search_index or self.indexer is not None:
             return
-        index = await asyncio.to_thread(
-            open_chunk_index,
-            self.root,
-            model_id,
-            dim,
-            milvus_uri=self.milvus_uri,
-            milvus_token=self.milvus_token,
-        )
+        index = await asyncio.to_thread(open_chunk_index, self.root, model_id, dim, self.settings)
         self.indexer = ChunkIndexer(index, self.metrics, embed_captions=embed_captions).start()
         self._entry_of = entry_of
         self.query_vector = query_vector
-        where = f"on Milvus {public_url(self.milvus_uri)}" if self.milvus_uri else "in SQLite"
+        uri = self.settings.milvus_uri
+        where = f"on Milvus {public_url(uri)}" if uri else "in SQLite"
         log.info("search index %s: %d chunk(s) of %s (%d-d)", where, len(index), model_id, dim)
 
     # --- ChunkListener ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from rtvi.core.cluster import StreamOwnership
 from rtvi.core.pipeline.results import ChunkProcessor
 from rtvi.core.streams import LiveStreams
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.settings import Settings, replica_name
+from rtvi.settings import ClusterSettings, replica_name
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +27,19 @@ class ClusterMembership:
     def __init__(
         self,
         service: str,
-        settings: Settings,
+        settings: ClusterSettings,
         streams: LiveStreams,
         metrics: Metrics,
         report_error: Callable[[str, str], None],
         read_result: ReadResult | None,
+        *,
+        kafka_bootstrap: str,  # the results bus's brokers, read for the feed
+        reader_queue: int,  # results a slow SSE reader may fall behind by (LIVE_SUBSCRIBER_QUEUE)
     ) -> None:
         self.service = service
         self.settings = settings
+        self.kafka_bootstrap = kafka_bootstrap
+        self.reader_queue = reader_queue
         self.streams = streams
         self.metrics = metrics
         self.report_error = report_error
@@ -46,15 +51,8 @@ class ClusterMembership:
         s = self.settings
         if not s.cluster_bootstrap:
             return
-        topic = s.cluster_topic or f"rtvi-{self.service}-streams"
         ownership = StreamOwnership(
-            s.cluster_bootstrap,
-            topic,
-            group=f"{topic}-owners",
-            partitions=s.cluster_partitions,
-            session_timeout_ms=s.cluster_session_timeout_ms,
-            start=self.streams.start_owned,
-            stop=self.streams.stop_owned,
+            s, self.service, start=self.streams.start_owned, stop=self.streams.stop_owned
         )
         try:
             await self.streams.join_cluster(ownership)
@@ -62,10 +60,10 @@ class ClusterMembership:
             log.exception("could not join the cluster on %s", s.cluster_bootstrap)
             self.report_error("", f"Could not join the cluster: {exc}")
         else:
-            log.info("replica %s joined the cluster (topic %s)", replica_name(s), topic)
+            log.info("replica %s joined the cluster (topic %s)", replica_name(s), ownership.topic)
         if publisher is not None and publisher.results_bus == "kafka" and self.read_result is not None:
             self.feed = ResultsFeed(
-                {"bootstrap.servers": s.kafka_bootstrap_servers}, publisher.results_topic, self.read_result
+                {"bootstrap.servers": self.kafka_bootstrap}, publisher.results_topic, self.read_result
             )
         else:
             log.warning("no Kafka results bus: SSE readers of a cluster-run stream are served where it runs")
@@ -81,7 +79,7 @@ class ClusterMembership:
         assert self.feed is not None, "request_id_for first"
         return self.feed.subscribe(
             request_id,
-            maxsize=self.settings.live_subscriber_queue,
+            maxsize=self.reader_queue,
             running=lambda: self.streams.runs_in_cluster(asset.id),
             on_drop=lambda: self.metrics.live_dropped.labels(reason="slow_consumer").inc(),
         )

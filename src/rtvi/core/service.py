@@ -102,25 +102,31 @@ class ServiceCore:
         self.decode_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
         self.publishing = ChunkPublishing(self.tracer)  # connected to the bus in start()
         self.indexing = SearchIndexing(
-            settings.search_index,
-            Path(settings.asset_storage_dir).resolve() / "index",
-            self.metrics,
-            milvus_uri=settings.milvus_uri,
-            milvus_token=settings.milvus_token,
+            settings.index, Path(settings.asset_storage_dir).resolve() / "index", self.metrics
         )
         self.listeners: tuple[ChunkListener, ...] = (self.publishing, self.indexing)
         self.store = AssetStore(
-            settings, self.metrics.observe_download, on_removed=self.indexing.owner_removed
+            settings.storage,
+            settings.ingest,
+            self.metrics.observe_download,
+            on_removed=self.indexing.owner_removed,
         )
         # Results and errors on Kafka / Redis (spec §6): connected in start().
         self.publisher: MessagePublisher | None = None
         # The manager reports through self.report_error, so the bus plugged in by start() is used.
         self.live = LiveManager(
-            settings, self.metrics, self.report_error, config.failure_message, listeners=self.listeners
+            settings.live, self.metrics, self.report_error, config.failure_message, listeners=self.listeners
         )
-        self.streams = LiveStreams(settings, self.store, self.live, self.metrics, self.report_error)
+        self.streams = LiveStreams(settings.live, self.store, self.live, self.metrics, self.report_error)
         self.cluster = ClusterMembership(
-            config.name, settings, self.streams, self.metrics, self.report_error, config.read_result
+            config.name,
+            settings.cluster,
+            self.streams,
+            self.metrics,
+            self.report_error,
+            config.read_result,
+            kafka_bootstrap=settings.kafka_bootstrap_servers,
+            reader_queue=settings.live_subscriber_queue,
         )
         self.stage: ModelStage | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -131,7 +137,7 @@ class ServiceCore:
     def start(self) -> None:
         self.publisher = self.publishing.publisher = MessagePublisher(
             self.config.name,
-            self.settings,
+            self.settings.bus,
             self.metrics,
             topics=self.config.topics,
             build_result=self.config.build_result,

@@ -34,7 +34,7 @@ from rtvi.errors import (
     NoSuchResource,
     RtviError,
 )
-from rtvi.settings import Settings
+from rtvi.settings import LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class LiveStarter(Protocol):
 class LiveStreams:
     def __init__(
         self,
-        settings: Settings,
+        settings: LiveSettings,
         store: AssetStore,
         live: LiveManager,
         metrics: Metrics,

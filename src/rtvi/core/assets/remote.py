@@ -39,7 +39,7 @@ from rtvi import __version__
 from rtvi.core.assets.datauri import decode_data_uri
 from rtvi.core.net import IPAddress, resolve
 from rtvi.errors import InvalidParameters, MalformedRequest, TooLarge
-from rtvi.settings import Settings, csv_set
+from rtvi.settings import IngestSettings, csv_set
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ DownloadObserver = Callable[[str, bool, float, int], None]
 
 
 class RemoteFetcher:
-    def __init__(self, settings: Settings, on_download: DownloadObserver | None = None) -> None:
+    def __init__(self, settings: IngestSettings, on_download: DownloadObserver | None = None) -> None:
         self.settings = settings
         self.max_bytes = int(settings.asset_download_max_file_size_gb * 2**30)
         self._on_download = on_download or (lambda _source, _ok, _s, _n: None)

@@ -32,7 +32,7 @@ from rtvi.errors import (
     NoSuchResource,
 )
 from rtvi.naming import UPLOAD_NAME_CHARS
-from rtvi.settings import Settings
+from rtvi.settings import IngestSettings, StorageSettings
 
 log = logging.getLogger(__name__)
 AGED_OUT = "{} already deleted because of age out policy"  # spec §2.4, for an evicted id
@@ -53,13 +53,15 @@ class NewFile:
 class AssetStore:
     def __init__(
         self,
-        settings: Settings,
+        settings: StorageSettings,
+        ingest: IngestSettings,
         on_download: DownloadObserver | None = None,
         on_removed: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         # Called with an asset's id once it is deleted or evicted (the search index forgets it).
         self.on_removed = on_removed
+        self.ingest = ingest  # server paths and media verification here; downloads in the fetcher
         self.storage = AssetStorage(settings.asset_storage_dir)
         secrets = SecretBox.from_settings(settings.secret_key, self.storage.root / "secret.key")
         self.registry = AssetRegistry(database_url(settings.database_url, self.storage.db_path), secrets)
@@ -68,7 +70,7 @@ class AssetStore:
                 "RTVI_DATABASE_URL is a shared database but RTVI_SECRET_KEY is not set: camera credentials"
                 " sealed here cannot be opened by other replicas; give every replica the same key"
             )
-        self.fetcher = RemoteFetcher(settings, on_download)
+        self.fetcher = RemoteFetcher(ingest, on_download)
         known = self.registry.ids()
         self.storage.cleanup(known)
         self.blobs: S3Blobs | None = None
@@ -244,7 +246,7 @@ class AssetStore:
         )
 
     def _allowed_server_path(self, filename: str) -> Path:
-        allowed = self.settings.allowed_local_dirs
+        allowed = self.ingest.allowed_local_dirs
         if not allowed:
             raise Forbidden(
                 "Server paths and file:// URLs are disabled: set FILE_URL_ALLOWED_DIRS to allow them"
@@ -257,7 +259,7 @@ class AssetStore:
         return path
 
     async def _verify(self, path: Path, media_type: str) -> MediaInfo | None:
-        if self.settings.skip_media_verification:
+        if self.ingest.skip_media_verification:
             return None
         try:
             info = await asyncio.to_thread(probe, path)

@@ -30,7 +30,7 @@ from rtvi.core.bus.messages import (
 )
 from rtvi.core.bus.redis import RedisItem, RedisSink
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.settings import Settings, replica_name, service_source_name
+from rtvi.settings import BusSettings, replica_name, service_source_name
 
 log = logging.getLogger(__name__)
 BusName = Literal["kafka", "redis"]
@@ -62,7 +62,7 @@ class MessagePublisher:
     def __init__(
         self,
         service: str,
-        settings: Settings,
+        settings: BusSettings,
         metrics: Metrics,
         *,
         topics: BusTopics | None = None,

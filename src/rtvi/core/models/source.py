@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from rtvi.core.credentials import redact_secret
 from rtvi.errors import ModelLoadError
-from rtvi.settings import Settings
+from rtvi.settings import ModelSettings
 
 _HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
 _GIT_SCHEMES = frozenset({"https", "http", "ssh", "git", "file"})
@@ -48,7 +48,7 @@ class ResolvedModel:
     source: str  # "local" | "huggingface" | "git" | "ngc"
 
 
-def resolve_model_path(settings: Settings) -> ResolvedModel:
+def resolve_model_path(settings: ModelSettings) -> ResolvedModel:
     spec = settings.model_path.strip()
     if not spec:
         raise ModelLoadError("MODEL_PATH is empty")
@@ -72,7 +72,7 @@ def safe_name(raw: str, max_len: int = 80) -> str:
     return f"{cleaned}-{digest}"
 
 
-def _cache_subdir(settings: Settings, kind: str, raw: str) -> Path:
+def _cache_subdir(settings: ModelSettings, kind: str, raw: str) -> Path:
     root = (Path(settings.model_cache_dir).expanduser() / kind).resolve()
     dest = (root / safe_name(raw)).resolve()
     if dest.parent != root:  # belt and braces: safe_name cannot produce this
@@ -81,7 +81,7 @@ def _cache_subdir(settings: Settings, kind: str, raw: str) -> Path:
 
 
 # --- git: ----------------------------------------------------------------------------------------
-def _resolve_git(url: str, settings: Settings) -> ResolvedModel:
+def _resolve_git(url: str, settings: ModelSettings) -> ResolvedModel:
     if not url or url.startswith("-"):
         raise ModelLoadError(f"MODEL_PATH=git:{url!r} is not a git URL")
     parsed = urlparse(url)
@@ -132,7 +132,7 @@ def _resolve_git(url: str, settings: Settings) -> ResolvedModel:
     return ResolvedModel(path=dest, name=repo_name, source="git")
 
 
-def hf_token_of(url: str, settings: Settings) -> str | None:
+def hf_token_of(url: str, settings: ModelSettings) -> str | None:
     """The token for a Hugging Face URL: the one inside it (seed 002: git:https://user:<token>@huggingface.co
     /org/name, for when HF_TOKEN is not set), else HF_TOKEN."""
     parsed = urlparse(url)
@@ -166,7 +166,7 @@ def _hf_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or flag in {"1", "true", "yes", "on"}
 
 
-def _resolve_huggingface(url_path: str, token: str | None, settings: Settings) -> ResolvedModel:
+def _resolve_huggingface(url_path: str, token: str | None, settings: ModelSettings) -> ResolvedModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -222,7 +222,7 @@ def ngc_cli_spec(spec: str) -> str:
     return spec
 
 
-def _resolve_ngc(spec: str, settings: Settings) -> ResolvedModel:
+def _resolve_ngc(spec: str, settings: ModelSettings) -> ResolvedModel:
     spec = ngc_cli_spec(spec)
     model_name = spec.rsplit("/", 1)[-1].split(":", 1)[0]
     dest = _cache_subdir(settings, "ngc", spec)

@@ -40,7 +40,7 @@ from rtvi.core.media.types import SampledChunk
 from rtvi.core.pipeline.events import ChunkDone, ChunkListener, notify
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult, middle
 from rtvi.core.telemetry.metrics import Metrics
-from rtvi.settings import Settings
+from rtvi.settings import LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class _Stopped:
     error: str | None
 
 
-def rtsp_options(settings: Settings) -> RtspOptions:
+def rtsp_options(settings: LiveSettings) -> RtspOptions:
     return RtspOptions(
         transport=settings.rtsp_transport,
         open_timeout_s=settings.rtsp_open_timeout_s,
@@ -276,7 +276,7 @@ class LiveManager:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: LiveSettings,
         metrics: Metrics,
         on_error: ErrorHook,
         failure_message: str = "Failed to process the live stream",

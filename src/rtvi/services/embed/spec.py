@@ -22,7 +22,8 @@ CORE = CoreConfig(
 
 def load_stage(core: ServiceCore) -> EmbedServing:
     """The configured embedder (see models.registry), batched across requests."""
-    return EmbedServing(core, load_embedder(core.settings), core.settings.auto_batch_size)
+    model = core.settings.model
+    return EmbedServing(core, load_embedder(model), model.auto_batch_size)
 
 
 SPEC = ServiceSpec(

@@ -12,7 +12,7 @@ from rtvi.core.bus.messages import ChunkContext, vision_llm_envelope
 from rtvi.core.bus.schema import ext_pb2
 from rtvi.core.bus.schema import schema_pb2 as nv
 from rtvi.services.vlm.answers import Answer
-from rtvi.settings import Settings
+from rtvi.settings import VlmSettings
 
 DEFAULT_ALERT_CATEGORY = "vlm-alert"
 # Incident.info.priority when INCIDENT_PRIORITY is not set: every incident is an anomaly, which the
@@ -39,7 +39,7 @@ class Place:
     id: str = ""  # "" -> the slug of `name` (see `place_slug`)
 
     @classmethod
-    def of(cls, meta: Mapping[str, Any], settings: Settings) -> Place:
+    def of(cls, meta: Mapping[str, Any], settings: VlmSettings) -> Place:
         """A stream's place_* fields (spec §3.1), each falling back to its PLACE_* setting; the id is the
         stream's place_id when it has one, else derived from the name."""
 
@@ -70,10 +70,9 @@ class AnalyticsModule:
     priority: str = DEFAULT_INCIDENT_PRIORITY
 
     @classmethod
-    def of(cls, settings: Settings) -> AnalyticsModule:
+    def of(cls, settings: VlmSettings) -> AnalyticsModule:
         s = settings
-        # getattr: a Settings without the INCIDENT_PRIORITY field gives the default.
-        priority = str(getattr(s, "incident_priority", "") or DEFAULT_INCIDENT_PRIORITY)
+        priority = s.incident_priority or DEFAULT_INCIDENT_PRIORITY
         return cls(s.analytics_module_id, s.analytics_module_description, s.analytics_module_source, priority)
 
 

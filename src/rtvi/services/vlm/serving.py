@@ -53,6 +53,7 @@ from rtvi.services.vlm.protocol import (
     ResponseFormat,
     VlmQuery,
 )
+from rtvi.settings import VlmSettings
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,16 @@ def output_format(rf: ResponseFormat) -> OutputFormat:
 
 class VlmServing:
     def __init__(
-        self, core: ServiceCore, vlm: VisionLanguageModel, captions: SentenceEncoder | None = None
+        self,
+        core: ServiceCore,
+        settings: VlmSettings,
+        vlm: VisionLanguageModel,
+        captions: SentenceEncoder | None = None,
     ) -> None:
         self.core = core
         self.vlm = vlm
         self.captions = captions  # embeds captions for the search index (None: no index)
-        self.settings = core.settings
+        self.settings = settings
         self.metrics = VlmMetrics(core.metrics.registry)
         self.audio_support = self.settings.vlm_supports_audio and vlm.accepts_audio
         if self.settings.vlm_supports_audio and not vlm.accepts_audio:

@@ -26,8 +26,8 @@ def load_stage(core: ServiceCore) -> VlmServing:
     """The configured VLM backend (see models.registry), and the text encoder its captions are indexed
     with when the search index is on."""
     settings = core.settings
-    captions = load_caption_encoder(settings) if settings.search_index else None
-    return VlmServing(core, load_vlm(settings), captions)
+    captions = load_caption_encoder(settings.model) if settings.search_index else None
+    return VlmServing(core, settings.vlm, load_vlm(settings.model), captions)
 
 
 SPEC = ServiceSpec(core=CORE, title="RTVI API", load_stage=load_stage, routers=[routes.router, search.router])

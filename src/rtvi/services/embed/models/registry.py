@@ -1,4 +1,4 @@
-"""Settings -> the one Embedder the embed service runs.
+"""The model settings (ModelSettings) -> the one Embedder the embed service runs.
 
 Choice, first match wins:
   REMOTE_EMBED_ENDPOINT set                  -> remote (as the reference switches to its CE1 NIM backend)
@@ -18,7 +18,7 @@ from rtvi.core.models.common import read_json
 from rtvi.core.models.source import ResolvedModel, resolve_model_path
 from rtvi.errors import ModelLoadError
 from rtvi.services.embed.models.base import Embedder
-from rtvi.settings import Settings
+from rtvi.settings import ModelSettings
 
 __all__ = ["EMBEDDER_KINDS", "detect_embedder_kind", "load_embedder"]
 
@@ -28,7 +28,7 @@ EMBEDDER_KINDS: Final = ("bundled", "clip", "cosmos-embed1", "remote")
 _CLIP_TYPES: Final = frozenset({"clip", "siglip", "siglip2"})
 
 
-def load_embedder(settings: Settings) -> Embedder:
+def load_embedder(settings: ModelSettings) -> Embedder:
     if settings.remote_embed_endpoint.strip():
         return _load_remote(settings)
     kind = settings.model_to_use.strip().lower()
@@ -77,7 +77,7 @@ def _model_id(resolved: ResolvedModel) -> str:
     return resolved.name.lower()
 
 
-def _load_local(kind: str, resolved: ResolvedModel, settings: Settings) -> Embedder:
+def _load_local(kind: str, resolved: ResolvedModel, settings: ModelSettings) -> Embedder:
     log.info("loading %s embedder from %s (%s)", kind, resolved.path, resolved.source)
     if kind == "clip":
         from rtvi.services.embed.models.clip import ClipEmbedder
@@ -94,13 +94,13 @@ def _load_local(kind: str, resolved: ResolvedModel, settings: Settings) -> Embed
     )
 
 
-def _load_bundled(settings: Settings) -> Embedder:
+def _load_bundled(settings: ModelSettings) -> Embedder:
     from rtvi.core.models.bundled import load_bundled
 
     return load_bundled(settings)
 
 
-def _load_remote(settings: Settings) -> Embedder:
+def _load_remote(settings: ModelSettings) -> Embedder:
     from rtvi.services.embed.models.remote import RemoteEmbedder
 
     return RemoteEmbedder(

@@ -22,7 +22,7 @@ import logging
 from rtvi.core.models.source import resolve_model_path
 from rtvi.errors import ModelLoadError
 from rtvi.services.vlm.models.base import VisionLanguageModel
-from rtvi.settings import Settings
+from rtvi.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 ENDPOINT_KINDS = ("openai-compat", "vllm-compatible")
@@ -32,7 +32,7 @@ KINDS = ("custom", *ENDPOINT_KINDS, *LOCAL_KINDS, "vllm", "offline")
 ENDPOINT_CONCURRENCY = 10  # the reference's NUM_VLM_PROCS for openai-compat
 
 
-def load_vlm(settings: Settings) -> VisionLanguageModel:
+def load_vlm(settings: ModelSettings) -> VisionLanguageModel:
     kind = settings.model_to_use.strip().lower()
     has_checkpoint = not settings.uses_bundled_model
     if kind in ("", "custom"):
@@ -66,7 +66,7 @@ def load_vlm(settings: Settings) -> VisionLanguageModel:
     )
 
 
-def _load_endpoint(settings: Settings) -> VisionLanguageModel:
+def _load_endpoint(settings: ModelSettings) -> VisionLanguageModel:
     from rtvi.services.vlm.models.openai_compat import OpenAICompatVLM
 
     endpoint = settings.vlm_endpoint.strip()
@@ -87,7 +87,7 @@ def _load_endpoint(settings: Settings) -> VisionLanguageModel:
     )
 
 
-def _load_offline(settings: Settings) -> VisionLanguageModel:
+def _load_offline(settings: ModelSettings) -> VisionLanguageModel:
     from rtvi.core.models.bundled import load_bundled
     from rtvi.services.vlm.models.offline import OfflineLabelModel
 
@@ -95,7 +95,7 @@ def _load_offline(settings: Settings) -> VisionLanguageModel:
     return OfflineLabelModel(load_bundled(settings))
 
 
-def _load_transformers(settings: Settings) -> VisionLanguageModel:
+def _load_transformers(settings: ModelSettings) -> VisionLanguageModel:
     from rtvi.services.vlm.models.local import TransformersVLM
 
     resolved = resolve_model_path(settings)
