@@ -40,7 +40,7 @@ from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.file_job import FileJob
 from rtvi.core.pipeline.live import LiveJob, LiveManager, ResultSink
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
-from rtvi.core.streams import LiveStreams
+from rtvi.core.streams import LiveStreams, M_contra, StreamMetadata
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import Unavailable
 from rtvi.settings import Settings, replica_name
@@ -57,16 +57,17 @@ QueryVector = Callable[[str | None, str | None], Awaitable["npt.NDArray[np.float
 BUS_FLUSH_TIMEOUT_S = 10.0
 
 
-class ModelStage(Protocol):
-    """A service's loaded model stage, as the core sees it."""
+class ModelStage(Protocol[M_contra]):
+    """A service's loaded model stage, as the core sees it. M_contra: the service's model of CV metadata
+    (CoreConfig.stream_metadata)."""
 
     @property
     def model(self) -> ModelInfo: ...
 
-    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> ChunkProcessor[Any] | None:
-        """The processor of a stream whose CV registration asks for inference (its metadata, with
-        chunk_duration filled in), or None when that metadata does not start this service's inference
-        (rt-embed: metadata.model is the loaded model; rt-vlm: metadata.prompt is set). Raises
+    def live_processor(self, asset: Asset, metadata: M_contra) -> ChunkProcessor[Any] | None:
+        """The processor of a stream whose CV registration asks for inference (its metadata, as the
+        service's model, whose `requests_inference()` is true), or None when that metadata does not
+        start this service's inference (rt-embed: metadata.model is not the loaded model). Raises
         RtviError for metadata that asks for inference but is invalid."""
         ...
 
@@ -83,6 +84,9 @@ class CoreConfig:
     topics: BusTopics
     build_result: ResultMessage  # a chunk's output -> its nv.VisionLLM message
     failure_message: str  # what a failed generation says first on the error bus
+    # The service's model of CV registration metadata (spec §3.4): what /v1/stream/add validates, the
+    # registry keeps for auto-started streams, and the stage's live_processor receives.
+    stream_metadata: type[StreamMetadata]
     build_incident: IncidentMessage | None = None  # a chunk's output -> the nv.Incident it raises
     # nv.VisionLLM -> the chunk's output (build_result's inverse): SSE of cluster-run streams, read back
     # from the results topic on any replica (bus/feed.py).
@@ -109,8 +113,10 @@ class ServiceCore:
         self.publisher: MessagePublisher | None = None
         # The manager reports through self.report_error, so the bus plugged in by start() is used.
         self.live = LiveManager(settings, self.metrics, self.report_error, config.failure_message)
-        self.streams = LiveStreams(settings, self.store, self.live, self.metrics, self.report_error)
-        self.stage: ModelStage | None = None
+        self.streams = LiveStreams(
+            settings, self.store, self.live, self.metrics, self.report_error, config.stream_metadata
+        )
+        self.stage: ModelStage[Any] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.model_error: str | None = None
         self.model_loaded_at: float | None = None
@@ -145,7 +151,7 @@ class ServiceCore:
                 log.exception("the storage policy sweep failed")
             await asyncio.sleep(self.settings.asset_eviction_interval_s)
 
-    async def load(self, load_stage: Callable[[ServiceCore], ModelStage]) -> None:
+    async def load(self, load_stage: Callable[[ServiceCore], ModelStage[Any]]) -> None:
         """Load the model stage (in a thread); a failure is kept for health and the error bus."""
         try:
             start = time.perf_counter()
@@ -316,7 +322,7 @@ class ServiceCore:
         self.store.close()
 
     # --- for the services ---------------------------------------------------------------------
-    def require_stage(self) -> ModelStage:
+    def require_stage(self) -> ModelStage[Any]:
         if self.stage is None:
             if self.model_error:
                 raise Unavailable(f"Model failed to load: {self.model_error}")
