@@ -37,7 +37,7 @@ from rtvi.core.pipeline.events import ChunkDone, ChunkListener, notify
 from rtvi.core.pipeline.file_job import FileJob
 from rtvi.core.pipeline.live import LiveManager
 from rtvi.core.pipeline.results import ChunkProcessor
-from rtvi.core.streams import LiveStreams
+from rtvi.core.streams import LiveStreams, M_contra, StreamMetadata
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import Unavailable
 from rtvi.settings import Settings
@@ -49,16 +49,17 @@ Out = TypeVar("Out")
 BUS_FLUSH_TIMEOUT_S = 10.0
 
 
-class ModelStage(Protocol):
-    """A service's loaded model stage, as the core sees it."""
+class ModelStage(Protocol[M_contra]):
+    """A service's loaded model stage, as the core sees it. M_contra: the service's model of CV metadata
+    (CoreConfig.stream_metadata)."""
 
     @property
     def model(self) -> ModelInfo: ...
 
-    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> ChunkProcessor[Any] | None:
-        """The processor of a stream whose CV registration asks for inference (its metadata, with
-        chunk_duration filled in), or None when that metadata does not start this service's inference
-        (rt-embed: metadata.model is the loaded model; rt-vlm: metadata.prompt is set). Raises
+    def live_processor(self, asset: Asset, metadata: M_contra) -> ChunkProcessor[Any] | None:
+        """The processor of a stream whose CV registration asks for inference (its metadata, as the
+        service's model, whose `requests_inference()` is true), or None when that metadata does not
+        start this service's inference (rt-embed: metadata.model is not the loaded model). Raises
         RtviError for metadata that asks for inference but is invalid."""
         ...
 
@@ -75,6 +76,9 @@ class CoreConfig:
     topics: BusTopics
     build_result: ResultMessage  # a chunk's output -> its nv.VisionLLM message
     failure_message: str  # what a failed generation says first on the error bus
+    # The service's model of CV registration metadata (spec §3.4): what /v1/stream/add validates, the
+    # registry keeps for auto-started streams, and the stage's live_processor receives.
+    stream_metadata: type[StreamMetadata]
     build_incident: IncidentMessage | None = None  # a chunk's output -> the nv.Incident it raises
     # nv.VisionLLM -> the chunk's output (build_result's inverse): SSE of cluster-run streams, read back
     # from the results topic on any replica (bus/feed.py).
@@ -117,7 +121,9 @@ class ServiceCore:
         self.live = LiveManager(
             settings.live, self.metrics, self.report_error, config.failure_message, listeners=self.listeners
         )
-        self.streams = LiveStreams(settings.live, self.store, self.live, self.metrics, self.report_error)
+        self.streams = LiveStreams(
+            settings.live, self.store, self.live, self.metrics, self.report_error, config.stream_metadata
+        )
         self.cluster = ClusterMembership(
             config.name,
             settings.cluster,
@@ -128,7 +134,7 @@ class ServiceCore:
             kafka_bootstrap=settings.kafka_bootstrap_servers,
             reader_queue=settings.live_subscriber_queue,
         )
-        self.stage: ModelStage | None = None
+        self.stage: ModelStage[Any] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.model_error: str | None = None
         self.model_loaded_at: float | None = None
@@ -157,7 +163,7 @@ class ServiceCore:
                 log.exception("the storage policy sweep failed")
             await asyncio.sleep(self.settings.asset_eviction_interval_s)
 
-    async def load(self, load_stage: Callable[[ServiceCore], ModelStage]) -> None:
+    async def load(self, load_stage: Callable[[ServiceCore], ModelStage[Any]]) -> None:
         """Load the model stage (in a thread); a failure is kept for health and the error bus."""
         try:
             start = time.perf_counter()
@@ -194,7 +200,7 @@ class ServiceCore:
         self.store.close()
 
     # --- for the services ---------------------------------------------------------------------
-    def require_stage(self) -> ModelStage:
+    def require_stage(self) -> ModelStage[Any]:
         if self.stage is None:
             if self.model_error:
                 raise Unavailable(f"Model failed to load: {self.model_error}")

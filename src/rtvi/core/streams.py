@@ -1,8 +1,10 @@
 """Live stream registrations (spec §3): register (probe the camera first), delete, and the inference a CV
-registration asks for (metadata.model), which starts at once and resumes after a restart.
+registration asks for in its metadata, which starts at once and resumes after a restart.
 
 A stream is an asset of kind "live": its URL without credentials in `path`, everything else (credentials,
-description, place, probe results, auto-start settings) in `meta`.
+description, place, probe results, auto-start settings) in `meta`. The auto-start settings are the
+service's own `StreamMetadata` model: stored as JSON under one key, read back as that model by
+`LiveStreams.auto_start_of` (nothing else reads them).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
@@ -50,13 +54,51 @@ def _cluster_request_id(asset: Asset) -> str:
     return str(uuid.uuid5(_REQUEST_IDS, f"{asset.id}@{asset.created_at!r}"))
 
 
-class LiveStarter(Protocol):
+DEFAULT_CHUNK_S = 10  # spec §3.4: CV metadata without chunk_duration is cut into 10 s chunks
+# The asset meta key of the auto-start settings (a StreamMetadata as JSON); only LiveStreams uses it.
+_AUTO_START = "auto_start"
+
+
+class StreamMetadata(BaseModel):
+    """The metadata of a CV registration (spec §3.4) as a service takes it: the chunking of the live
+    inference it may start. Each service declares its own subclass (`CoreConfig.stream_metadata`): its
+    fields, and `requests_inference`, whether they ask for inference. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_duration: Annotated[int, Field(ge=0, le=3600)] = DEFAULT_CHUNK_S
+    chunk_overlap_duration: Annotated[int, Field(ge=-3600, le=3600)] = 0
+
+    @field_validator("chunk_duration", "chunk_overlap_duration", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: object, info: ValidationInfo) -> object:
+        """An explicit null is the field's default (as when it is absent)."""
+        if value is None:
+            return DEFAULT_CHUNK_S if info.field_name == "chunk_duration" else 0
+        return value
+
+    def requests_inference(self) -> bool:
+        """Whether these settings ask the service to start its inference at registration (the stage's
+        `live_processor` then builds it, or declines). None of the base's fields do."""
+        return False
+
+    def chunk_params(self) -> ChunkParams:
+        """The live chunking; InvalidParameters when it cannot make chunks."""
+        params = ChunkParams(float(self.chunk_duration), float(self.chunk_overlap_duration))
+        params.require_live()
+        return params
+
+
+M_contra = TypeVar("M_contra", bound=StreamMetadata, contravariant=True)
+
+
+class LiveStarter(Protocol[M_contra]):
     """What the loaded model stage offers for streams that start inference on registration."""
 
     @property
     def model(self) -> ModelInfo: ...
 
-    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> ChunkProcessor[Any] | None: ...
+    def live_processor(self, asset: Asset, metadata: M_contra) -> ChunkProcessor[Any] | None: ...
 
 
 class LiveStreams:
@@ -67,14 +109,17 @@ class LiveStreams:
         live: LiveManager,
         metrics: Metrics,
         report_error: Callable[[str, str], None],
+        metadata_model: type[StreamMetadata] = StreamMetadata,
     ) -> None:
         self.settings = settings
         self.store = store
         self.live = live
         self.metrics = metrics
         self.report_error = report_error
+        # The service's model of CV metadata: what auto-started streams keep and their stage receives.
+        self.metadata_model = metadata_model
         # Set once the model has loaded: who runs the inference auto-started streams ask for.
-        self.starter: LiveStarter | None = None
+        self.starter: LiveStarter[Any] | None = None
         # With RTVI_CLUSTER_BOOTSTRAP: which replica runs which auto-started stream (join_cluster).
         self.ownership: StreamOwnership | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,9 +179,14 @@ class LiveStreams:
         *,
         sensor_name: str = "",
         meta: dict[str, Any],
+        metadata: StreamMetadata | None = None,
     ) -> Asset:
-        """Reserve the id, probe the camera, persist the registration."""
+        """Reserve the id, probe the camera, persist the registration. `metadata` (a CV registration's,
+        validated as the service's model): kept when it asks for inference, which `auto_start` then
+        starts and a restart resumes."""
         await self.check_host(url)
+        if metadata is not None and metadata.requests_inference():
+            meta = {**meta, _AUTO_START: metadata.model_dump(mode="json", exclude_none=True)}
         registry = self.store.registry
         with registry.reserve(stream_id, duplicate_code=duplicate_code):
             probed = await self.probe(with_credentials(url, username, password))
@@ -182,17 +232,34 @@ class LiveStreams:
                     "InvalidParameterValue",
                 )
             return
-        if asset.meta.pop("auto_start", None) is not None:
+        if asset.meta.pop(_AUTO_START, None) is not None:
             self.store.registry.update_meta(asset.id, asset.meta)
             await self._announce(asset.id, run=False)
 
+    def auto_start_of(self, asset: Asset) -> StreamMetadata | None:
+        """The CV metadata the stream's inference was asked with (the service's model), or None when its
+        registration asked for none (or it was stopped). InvalidParameters when what is stored no
+        longer fits the model."""
+        stored = asset.meta.get(_AUTO_START)
+        if not stored:
+            return None
+        try:
+            return self.metadata_model.model_validate(stored)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in err["loc"])
+            raise InvalidParameters(f"its stored metadata is invalid: {where}: {err['msg']}") from None
+
+    def _auto_started(self, asset: Asset) -> bool:
+        return bool(asset.meta.get(_AUTO_START))
+
     async def auto_start(self, asset: Asset) -> bool:
-        """Start the inference a CV registration asked for (meta.auto_start: its metadata), when the
+        """Start the inference a CV registration asked for (its metadata: `auto_start_of`), when the
         loaded stage takes it (spec §3.4): here, or, in a cluster, on the replica that owns the stream
         (announced on the cluster topic). A failure never fails the registration: it is reported."""
         if self.ownership is None:
             return self.run_here(asset)
-        if not asset.meta.get("auto_start") or self._processor(asset) is None:
+        if self._processor(asset, self.auto_start_of(asset)) is None:
             return False
         try:
             await self._announce(asset.id, run=True)
@@ -205,17 +272,12 @@ class LiveStreams:
     def run_here(self, asset: Asset, *, cluster: bool = False) -> bool:
         """Start an auto-started stream's inference in this process. In a cluster its request id and
         chunk windows do not depend on the replica, so a take-over repeats the same chunk keys."""
-        request = asset.meta.get("auto_start")
-        if not request:
-            return False
         try:
-            processor = self._processor(asset)
-            if processor is None:
+            metadata = self.auto_start_of(asset)
+            processor = self._processor(asset, metadata)
+            if metadata is None or processor is None:
                 return False
-            params = ChunkParams(
-                float(request["chunk_duration"]), float(request.get("chunk_overlap_duration") or 0)
-            )
-            params.require_live()
+            params = metadata.chunk_params()
             request_id = _cluster_request_id(asset) if cluster else None
             self.live.start(
                 asset, params, processor, persistent=True, request_id=request_id, epoch_grid=cluster
@@ -227,13 +289,15 @@ class LiveStreams:
             return False
         return True
 
-    def _processor(self, asset: Asset, *, quiet: bool = False) -> ChunkProcessor[Any] | None:
-        """The processor of the stream's own inference (its CV metadata), or None. `quiet`: a lookup,
-        not a start (every live SSE request in a cluster asks), so nothing is logged."""
-        starter, request = self.starter, asset.meta.get("auto_start")
-        if starter is None or not request:
+    def _processor(
+        self, asset: Asset, metadata: StreamMetadata | None, *, quiet: bool = False
+    ) -> ChunkProcessor[Any] | None:
+        """The processor of the stream's own inference (`metadata`: its auto_start_of), or None.
+        `quiet`: a lookup, not a start (every live SSE request in a cluster asks), so nothing is logged."""
+        starter = self.starter
+        if starter is None or metadata is None:
             return None
-        processor = starter.live_processor(asset, request)
+        processor = starter.live_processor(asset, metadata)
         if processor is None and not quiet:
             log.info("stream %s: its metadata does not start %s inference", asset.id, starter.model.id)
         return processor
@@ -244,7 +308,7 @@ class LiveStreams:
         if self.ownership is not None:
             return
         for asset in self.list():
-            if asset.meta.get("auto_start") and self.run_here(asset):
+            if self.run_here(asset):
                 log.info("stream %s: auto-started inference resumed", asset.id)
 
     # --- cluster (core/cluster.py) ---------------------------------------------------------------
@@ -262,7 +326,7 @@ class LiveStreams:
         if self.ownership is None or not asset.is_live:
             return None
         try:
-            own = self._processor(asset, quiet=True)
+            own = self._processor(asset, self.auto_start_of(asset), quiet=True)
         except RtviError:  # its metadata asks for an inference it cannot have: nothing runs
             return None
         return _cluster_request_id(asset) if own is not None and own.key == processor.key else None
@@ -270,7 +334,7 @@ class LiveStreams:
     def runs_in_cluster(self, stream_id: str) -> bool:
         """Whether the stream is still registered with its own inference (not deleted, not stopped)."""
         asset = self.store.registry.get(stream_id)
-        return asset is not None and bool(asset.meta.get("auto_start"))
+        return asset is not None and self._auto_started(asset)
 
     async def leave_cluster(self) -> None:
         if self.ownership is not None:

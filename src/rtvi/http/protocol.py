@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from rtvi.core.media.times import parse_iso
+from rtvi.core.streams import StreamMetadata
 from rtvi.naming import STREAM_TEXT_CHARS
 
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$"
@@ -244,7 +245,13 @@ class DeleteStreamsResponse(BaseModel):
 Unit = Annotated[float, Field(ge=0, le=1)]
 
 
-class StreamMetadata(Strict):
+class CvStreamMetadata(StreamMetadata):
+    """The metadata fields of the CV API's contract (spec §3.4), which both reference services take
+    (rt-embed too, though it uses only `model`): the camera's facts, the model, and rt-vlm's generation
+    settings, besides the core's chunking. Not validated as such: a service's own model
+    (CoreConfig.stream_metadata) extends it, or the core's bare StreamMetadata, and says which fields
+    start its inference."""
+
     resolution: Annotated[str, StringConstraints(pattern=r"^\d+x\d+$")] | None = None
     codec: str | None = None
     framerate: Annotated[float, Field(ge=0.1, le=240)] | None = None
@@ -258,8 +265,6 @@ class StreamMetadata(Strict):
     top_k: Annotated[int, Field(ge=1, le=1000)] | None = None
     ignore_eos: bool | None = None
     seed: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
-    chunk_duration: Annotated[int, Field(ge=0, le=3600)] | None = None
-    chunk_overlap_duration: Annotated[int, Field(ge=-3600, le=3600)] | None = None
     num_frames_per_second_or_fixed_frames_chunk: Annotated[float, Field(ge=0, le=256)] | None = None
     use_fps_for_chunking: bool | None = None
     vlm_input_width: Annotated[int, Field(ge=0, le=4096)] | None = None
@@ -270,6 +275,11 @@ class StreamMetadata(Strict):
     mm_processor_kwargs: dict[str, object] | None = None
     response_format_type: Literal["text", "json_object"] | None = None
     stream: bool | None = None
+
+
+# A CV registration's metadata as it comes: the route validates it as the service's own model
+# (CoreConfig.stream_metadata: unknown keys refused, except in the VIOS event, which drops them).
+CvMetadataObject = dict[str, object]
 
 
 class StreamHeaders(BaseModel):
@@ -290,7 +300,7 @@ class StreamValue(Strict):
     tags: object | None = None
     change: str
     creation_time: Annotated[str, StringConstraints(max_length=64)] | None = None
-    metadata: StreamMetadata | None = None
+    metadata: CvMetadataObject | None = None
 
 
 class CvStreamRequest(Strict):
@@ -308,7 +318,7 @@ class FlatCvStream(Strict):
     camera_name: str | None = None
     camera_type: Literal["rtsp", "file"] | None = None
     creation_time: Annotated[str, StringConstraints(max_length=64)] | None = None
-    metadata: StreamMetadata | None = None
+    metadata: CvMetadataObject | None = None
 
 
 class ViosEvent(BaseModel):
@@ -320,8 +330,8 @@ class ViosEvent(BaseModel):
     camera_vod_url: str | None = None
     tags: object | None = None
     change: str
-    # Only known StreamMetadata keys are used; the rest are ignored.
-    metadata: dict[str, object] | None = None
+    # Only the keys the service's model of metadata knows are used; the rest are ignored.
+    metadata: CvMetadataObject | None = None
     headers: StreamHeaders | None = None
 
 

@@ -22,6 +22,7 @@ from rtvi.core.assets.store import NewFile
 from rtvi.core.credentials import public_url, redact, resolve_credentials
 from rtvi.core.media.times import normalize_iso
 from rtvi.core.service import ServiceCore
+from rtvi.core.streams import StreamMetadata
 from rtvi.errors import Conflict, InvalidParameters, NotFound, RtviError
 from rtvi.http.deps import get_core
 from rtvi.http.errors import body_validation_error, http_status
@@ -41,7 +42,6 @@ from rtvi.http.protocol import (
     FlatCvStream,
     LiveStreamInfo,
     StreamAddResponse,
-    StreamMetadata,
     StreamRemoveResponse,
     ViosStreamRequest,
 )
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["Live Stream"])
 
 MAX_LISTED = 1024
-CV_DEFAULT_CHUNK_S = 10  # spec §3.4: missing chunk_duration defaults to 10
 ADD_CHANGES = {"camera_add", "add", "camera_streaming"}
 REMOVE_CHANGES = {"camera_remove", "remove"}
 
@@ -167,7 +166,7 @@ class CvRequest:
     camera_url: str
     camera_type: str | None
     change: str
-    metadata: StreamMetadata | None
+    metadata: StreamMetadata | None  # the service's own model of it (CoreConfig.stream_metadata)
     source: str | None
     creation_time: str | None = None  # file sensors: when the recording started
     url_headers: dict[str, str] | None = None  # file sensors fetched over https
@@ -192,8 +191,22 @@ def _validate(model: type[BaseModel], data: object, loc: tuple[str, ...] = ()) -
         raise body_validation_error(exc, loc) from exc
 
 
-def parse_cv(body: dict[str, Any], implied_change: str) -> CvRequest:
-    """The three shapes of spec §3.4 and the seed: VIOS event, direct CV {key, value}, flat CV."""
+def _metadata(
+    model: type[StreamMetadata], data: dict[str, object] | None, loc: tuple[str, ...], *, known_only: bool
+) -> StreamMetadata | None:
+    """A registration's metadata as the service's model; `known_only`: keys the model lacks are dropped
+    (the VIOS event), else refused."""
+    if data is None:
+        return None
+    if known_only:
+        data = {k: v for k, v in data.items() if k in model.model_fields}
+    result: StreamMetadata = _validate(model, data, loc)
+    return result
+
+
+def parse_cv(body: dict[str, Any], implied_change: str, metadata: type[StreamMetadata]) -> CvRequest:
+    """The three shapes of spec §3.4 and the seed: VIOS event, direct CV {key, value}, flat CV.
+    `metadata`: the service's model of their metadata."""
     if "camera_id" in body and "value" not in body:
         flat: FlatCvStream = _validate(FlatCvStream, body)
         return CvRequest(
@@ -203,7 +216,7 @@ def parse_cv(body: dict[str, Any], implied_change: str) -> CvRequest:
             flat.url or "",
             flat.camera_type,
             implied_change,
-            flat.metadata,
+            _metadata(metadata, flat.metadata, ("metadata",), known_only=False),
             None,
             creation_time=flat.creation_time,
         )
@@ -212,10 +225,6 @@ def parse_cv(body: dict[str, Any], implied_change: str) -> CvRequest:
         if vios.alert_type != "camera_status_change":
             raise InvalidParameters(f"Unsupported alert_type '{vios.alert_type[:64]}'", "BadRequest")
         ev = vios.event
-        metadata = None
-        if ev.metadata is not None:
-            known = {k: v for k, v in ev.metadata.items() if k in StreamMetadata.model_fields}
-            metadata = _validate(StreamMetadata, known, ("event", "metadata"))
         start = (ev.metadata or {}).get("file_start_time")
         return CvRequest(
             True,
@@ -224,7 +233,7 @@ def parse_cv(body: dict[str, Any], implied_change: str) -> CvRequest:
             ev.camera_url or "",
             ev.camera_type,
             ev.change,
-            metadata,
+            _metadata(metadata, ev.metadata, ("event", "metadata"), known_only=True),
             vios.source,
             creation_time=str(start) if start else vios.created_at,
             url_headers=ev.headers.url_headers if ev.headers else None,
@@ -238,7 +247,7 @@ def parse_cv(body: dict[str, Any], implied_change: str) -> CvRequest:
         v.camera_url or "",
         v.camera_type,
         v.change,
-        v.metadata,
+        _metadata(metadata, v.metadata, ("value", "metadata"), known_only=False),
         cv.headers.source if cv.headers else None,
         creation_time=v.creation_time or (cv.headers.created_at if cv.headers else None),
         url_headers=cv.headers.url_headers if cv.headers else None,
@@ -255,9 +264,9 @@ async def cv_add(
     body: dict[str, Any] = Body(...), core: ServiceCore = Depends(get_core)
 ) -> StreamAddResponse:
     """Add a camera (direct CV shape, flat CV shape or VIOS event). The camera_id is the stream id. When
-    the metadata asks for inference (rt-embed: metadata.model is the loaded model; rt-vlm:
-    metadata.prompt), it starts at once and survives restarts."""
-    req = parse_cv(body, "camera_add")
+    the metadata asks for inference (the service's model of it says which fields do: rt-embed
+    metadata.model, the loaded model; rt-vlm metadata.prompt), it starts at once and survives restarts."""
+    req = parse_cv(body, "camera_add", core.config.stream_metadata)
     if req.change not in ADD_CHANGES:
         raise InvalidParameters(f"Unsupported change '{req.change[:64]}' for stream add", "BadRequest")
     if not req.camera_url:
@@ -274,13 +283,6 @@ async def cv_add(
     }
     if req.source:
         meta["source_id"] = req.source
-    md = req.metadata
-    if md is not None and (md.model is not None or md.prompt is not None):
-        # What starts inference is the stage's call (rt-embed: model; rt-vlm: prompt); kept so a
-        # restart resumes it.
-        request = md.model_dump(exclude_none=True)
-        request.setdefault("chunk_duration", CV_DEFAULT_CHUNK_S)
-        meta["auto_start"] = request
     try:
         asset = await core.streams.register(
             req.camera_id,
@@ -290,6 +292,7 @@ async def cv_add(
             "DuplicateCameraId",
             sensor_name=req.camera_name,
             meta=meta,
+            metadata=req.metadata,
         )
     except RtviError as exc:
         core.report_error(req.camera_id, f"Failed to add camera {url}: {exc.message}")
@@ -342,7 +345,7 @@ async def _add_file_sensor(core: ServiceCore, req: CvRequest, url: str) -> Strea
 async def cv_remove(
     body: dict[str, Any] = Body(...), core: ServiceCore = Depends(get_core)
 ) -> StreamRemoveResponse:
-    req = parse_cv(body, "camera_remove")
+    req = parse_cv(body, "camera_remove", core.config.stream_metadata)
     if req.change not in REMOVE_CHANGES:
         raise InvalidParameters(f"Unsupported change '{req.change[:64]}' for stream remove", "BadRequest")
     asset = core.store.registry.get(req.camera_id)

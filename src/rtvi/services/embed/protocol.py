@@ -13,6 +13,7 @@ from rtvi.http.protocol import (
     ChunkTime,
     ChunkTimings,
     CreationTime,
+    CvStreamMetadata,
     MediaInfoOffset,
     MediaInfoTimestamp,
     StreamId,
@@ -115,3 +116,12 @@ class EmbeddingsResponse(BaseModel):
     data: list[EmbeddingItem]
     model: str
     usage: EmbeddingsUsageOpenAI = Field(default_factory=EmbeddingsUsageOpenAI)
+
+
+# --- CV registrations (spec §3.4) -------------------------------------------------------------------
+class EmbedStreamMetadata(CvStreamMetadata):
+    """The metadata of a CV registration as this service takes it: the contract's fields, of which
+    `model` starts embedding (when it is the loaded model's id: EmbedServing.live_processor)."""
+
+    def requests_inference(self) -> bool:
+        return self.model is not None

@@ -12,9 +12,8 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from rtvi.services.embed.protocol import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingsUsage,
+    EmbedStreamMetadata,
     TextEmbedding,
     TextEmbeddingsCompletionResponse,
     TextEmbeddingsQuery,
@@ -86,9 +86,9 @@ class EmbedServing:
         )
 
     # --- ModelStage ---------------------------------------------------------------------------
-    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> EmbeddingProcessor | None:
+    def live_processor(self, asset: Asset, metadata: EmbedStreamMetadata) -> EmbeddingProcessor | None:
         """CV metadata.model equal to the loaded model starts embedding (spec §3.4)."""
-        return self.processor if request.get("model") == self.embedder.id else None
+        return self.processor if metadata.model == self.embedder.id else None
 
     async def start(self) -> None:
         self.batcher.start()

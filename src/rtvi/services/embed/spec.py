@@ -9,6 +9,7 @@ from rtvi.http.spec import ServiceSpec
 from rtvi.services.embed import routes
 from rtvi.services.embed.messages import build_vision_llm, read_vision_llm
 from rtvi.services.embed.models.registry import load_embedder
+from rtvi.services.embed.protocol import EmbedStreamMetadata
 from rtvi.services.embed.serving import VIDEO_FAILED, EmbedServing
 
 CORE = CoreConfig(
@@ -16,6 +17,7 @@ CORE = CoreConfig(
     topics=BusTopics("mdx-embed", "mdx-embed-errors"),
     build_result=build_vision_llm,
     read_result=read_vision_llm,
+    stream_metadata=EmbedStreamMetadata,
     failure_message=VIDEO_FAILED.rstrip("."),
 )
 

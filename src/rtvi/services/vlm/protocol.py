@@ -31,6 +31,7 @@ from rtvi.http.protocol import (
     ChunkTime,
     ChunkTimings,
     CreationTime,
+    CvStreamMetadata,
     MediaInfoOffset,
     MediaInfoTimestamp,
     StreamId,
@@ -330,3 +331,17 @@ class CompletionRequest(BaseModel):
 
     model: Annotated[str, StringConstraints(max_length=256)]
     prompt: str | list[str] | None = None
+
+
+# --- CV registrations (spec §3.4) -------------------------------------------------------------------
+class VlmStreamMetadata(CvStreamMetadata):
+    """The metadata of a CV registration as this service takes it: the contract's fields, of which
+    `prompt` starts captioning; the others shape it (VlmServing.live_processor)."""
+
+    def requests_inference(self) -> bool:
+        return self.prompt is not None
+
+    def frame_options(self) -> FrameOptions:
+        """Its frame-selection and generation settings (FrameOptions' own bounds apply: a ValueError)."""
+        shared = self.model_dump(include=set(FrameOptions.model_fields), exclude_none=True)
+        return FrameOptions.model_validate(shared)

@@ -13,9 +13,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +51,7 @@ from rtvi.services.vlm.protocol import (
     FrameOptions,
     ResponseFormat,
     VlmQuery,
+    VlmStreamMetadata,
 )
 from rtvi.settings import VlmSettings
 
@@ -172,24 +172,20 @@ class VlmServing:
     async def stop(self) -> None:
         await self.vlm.close()
 
-    def live_processor(self, asset: Asset, request: Mapping[str, Any]) -> CaptionProcessor | None:
+    def live_processor(self, asset: Asset, metadata: VlmStreamMetadata) -> CaptionProcessor | None:
         """CV metadata.prompt starts captioning (spec §3.4); the other metadata fields shape it."""
-        if request.get("prompt") is None:
+        if metadata.prompt is None:
             return None
-        if request.get("model") is not None:
-            self.check_model(str(request["model"]))
-        options = FrameOptions.model_validate(
-            {k: v for k, v in request.items() if k in FrameOptions.model_fields}
-        )
-        fmt = ResponseFormat(type=request.get("response_format_type") or "text")
+        if metadata.model is not None:
+            self.check_model(metadata.model)
         return self.processor(
-            options,
+            metadata.frame_options(),
             asset=asset,
-            chunk_length_s=float(request["chunk_duration"]),
-            prompt=str(request["prompt"]),
-            system_prompt=request.get("system_prompt"),
-            response_format=fmt,
-            alert_category=request.get("alert_category"),
+            chunk_length_s=float(metadata.chunk_duration),
+            prompt=metadata.prompt,
+            system_prompt=metadata.system_prompt,
+            response_format=ResponseFormat(type=metadata.response_format_type or "text"),
+            alert_category=metadata.alert_category,
             key=f"vlm:cv:{asset.id}",
         )
 

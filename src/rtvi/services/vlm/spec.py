@@ -10,6 +10,7 @@ from rtvi.http.spec import ServiceSpec
 from rtvi.services.vlm import routes
 from rtvi.services.vlm.messages import build_incident, build_vision_llm, read_vision_llm
 from rtvi.services.vlm.models.registry import load_vlm
+from rtvi.services.vlm.protocol import VlmStreamMetadata
 from rtvi.services.vlm.serving import CAPTIONS_FAILED, VlmServing
 
 CORE = CoreConfig(
@@ -18,6 +19,7 @@ CORE = CoreConfig(
     build_result=build_vision_llm,
     build_incident=build_incident,
     read_result=read_vision_llm,
+    stream_metadata=VlmStreamMetadata,
     failure_message=CAPTIONS_FAILED.rstrip("."),
 )
 
