@@ -99,7 +99,7 @@ class IngestSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LiveSettings:
-    """Cameras and live jobs: LiveManager and rtsp_options (core/pipeline/live.py), LiveStreams
+    """Cameras and live jobs: LiveManager and rtsp_options (core/pipeline/live_jobs.py), LiveStreams
     (core/streams.py: allowed hosts, the registration probe, deletion)."""
 
     rtsp_timeout_ms: int
@@ -513,7 +513,7 @@ class Settings(BaseSettings):
     live_subscriber_queue: int = Field(32, validation_alias="RTVI_LIVE_SUBSCRIBER_QUEUE", ge=1)
     # Which frame a live chunk takes for each of its n parts: the keyframe nearest the part's centre
     # (only that frame is decoded; exact when the part has no keyframe), or the frame nearest the centre
-    # (its GOP decoded up to it). See core/media/live_chunks.py.
+    # (its GOP decoded up to it). See core/media/windows.py.
     live_frame_pick: Literal["keyframe", "exact"] = Field("keyframe", validation_alias="RTVI_LIVE_FRAME_PICK")
 
     @field_validator("skip_media_verification", mode="before")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtvi.core.media.live import LiveChunker, LiveDecoder, LiveEnd, LiveEvent, RtspOptions
+from rtvi.core.media.rtsp import LiveChunker, LiveDecoder, LiveEnd, LiveEvent, RtspOptions
 from rtvi.core.media.types import SampledChunk
 from tests.rtsp_server import RtspServer, gst_available
 from tests.servers import free_port

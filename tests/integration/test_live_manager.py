@@ -14,7 +14,7 @@ import pytest
 from rtvi.core.assets.registry import Asset
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.types import Frame
-from rtvi.core.pipeline.live import LiveManager
+from rtvi.core.pipeline.live_jobs import LiveManager
 from rtvi.core.pipeline.results import ChunkResult, FrameSampling
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import InvalidParameters

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import pytest
 
-from rtvi.core.media.live import KeptPackets
+from rtvi.core.media.rtsp import KeptPackets
 from tests.media_factory import make_clip, read_index
 
 FPS = 10

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from rtvi.core.credentials import split_credentials, with_credentials
-from rtvi.core.media.live_chunks import FramePick, LiveChunkPlanner, LiveWindow
+from rtvi.core.media.windows import FramePick, LiveChunkPlanner, LiveWindow
 
 
 @dataclass

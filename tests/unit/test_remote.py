@@ -11,7 +11,7 @@ import pytest
 
 from rtvi.core.assets.remote import RemoteFetcher, check_address, parse_s3_url, safe_name
 from rtvi.core.assets.store import AssetStore
-from rtvi.core.pipeline.live import LiveManager
+from rtvi.core.pipeline.live_jobs import LiveManager
 from rtvi.core.streams import LiveStreams
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import Forbidden, InvalidParameters, MalformedRequest

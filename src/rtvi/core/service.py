@@ -35,7 +35,7 @@ from rtvi.core.membership import ClusterMembership
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.pipeline.events import ChunkDone, ChunkListener, notify
 from rtvi.core.pipeline.file_job import FileJob
-from rtvi.core.pipeline.live import LiveManager
+from rtvi.core.pipeline.live_jobs import LiveManager
 from rtvi.core.pipeline.results import ChunkProcessor
 from rtvi.core.streams import LiveStreams, M_contra, StreamMetadata
 from rtvi.core.telemetry.metrics import Metrics

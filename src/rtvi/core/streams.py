@@ -24,11 +24,11 @@ from rtvi.core.assets.store import AssetStore
 from rtvi.core.cluster import StreamOwnership
 from rtvi.core.credentials import redact, with_credentials
 from rtvi.core.media.chunks import ChunkParams
-from rtvi.core.media.live import probe_rtsp
+from rtvi.core.media.rtsp import probe_rtsp
 from rtvi.core.media.types import MediaError
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.net import ip_literal, resolve
-from rtvi.core.pipeline.live import LiveManager, rtsp_options
+from rtvi.core.pipeline.live_jobs import LiveManager, rtsp_options
 from rtvi.core.pipeline.results import ChunkProcessor
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.errors import (

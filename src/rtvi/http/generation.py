@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from rtvi.core.pipeline.generation import GenerationJob, Tally
-from rtvi.core.pipeline.live import LiveStreamError
+from rtvi.core.pipeline.live_jobs import LiveStreamError
 from rtvi.core.pipeline.results import ChunkResult
 from rtvi.errors import InternalError, RtviError
 from rtvi.http.limits import unless_disconnected

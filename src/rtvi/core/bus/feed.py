@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from rtvi.core.bus.messages import chunk_result_of
 from rtvi.core.bus.schema import schema_pb2 as nv
-from rtvi.core.pipeline.live import DropOldestQueue
+from rtvi.core.pipeline.live_jobs import DropOldestQueue
 from rtvi.core.pipeline.results import ChunkResult
 
 log = logging.getLogger(__name__)

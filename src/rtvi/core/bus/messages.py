@@ -247,7 +247,7 @@ def _sensor_info(asset: Asset, fps: Any) -> dict[str, str]:
 def _frame_times(r: ChunkResult[Any], base_ts: float) -> tuple[tuple[float, ...], bool]:
     """The Unix times of a chunk's sampled frames -> (times, planned). A result that carries its frames'
     PTS (`frame_pts_s`) gives them exactly; otherwise they are the sampler's documented targets, the
-    centres of `frame_count` equal parts of the chunk (media/sampler.py, media/live_chunks.py); the
+    centres of `frame_count` equal parts of the chunk (media/sampler.py, media/windows.py); the
     frame picked for a target lies in its part. `frame_pts_s`, when present, is on `start_s`'s clock."""
     if r.frame_pts_s:
         return tuple(base_ts + t for t in r.frame_pts_s), False

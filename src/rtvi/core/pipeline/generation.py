@@ -31,7 +31,7 @@ from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.times import MediaClock
 from rtvi.core.pipeline.events import ChunkDone
 from rtvi.core.pipeline.file_job import FileJob
-from rtvi.core.pipeline.live import LiveJob
+from rtvi.core.pipeline.live_jobs import LiveJob
 from rtvi.core.pipeline.results import ChunkProcessor, ChunkResult
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, MalformedRequest, RtviError

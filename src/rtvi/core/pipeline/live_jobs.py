@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from rtvi.core.assets.registry import Asset
 from rtvi.core.credentials import with_credentials
 from rtvi.core.media.chunks import ChunkParams
-from rtvi.core.media.live import (
+from rtvi.core.media.rtsp import (
     LiveChunker,
     LiveDecoder,
     LiveEnd,

@@ -27,7 +27,7 @@ Decoding cost
 -------------
 Decoding every frame of every camera is what limits a live machine, so nothing is decoded as it
 arrives. The reader keeps the compressed packets of the GOPs a subscriber may still take a frame from
-(``KeptPackets``) and decodes only the frames the chunk planners choose (see ``live_chunks``): by default
+(``KeptPackets``) and decodes only the frames the chunk planners choose (see ``windows``): by default
 one keyframe per sampled frame, and frames are converted to RGB only when picked, resized in the same
 ``to_ndarray`` call.
 """
@@ -51,7 +51,7 @@ import av.video.frame
 
 from rtvi.core.credentials import redact
 
-from .live_chunks import FramePick, LiveChunkPlanner
+from .windows import FramePick, LiveChunkPlanner
 from .types import ChunkSpec, Frame, MediaError, SampledChunk
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class _Cursor:
 class KeptPackets:
     """The packets of the GOPs a subscriber may still take a frame from; decodes frames on request.
 
-    A ``live_chunks.FrameSource``. Used on the reader thread only.
+    A ``windows.FrameSource``. Used on the reader thread only.
     """
 
     def __init__(
