@@ -1,6 +1,6 @@
 """URL credentials (core/credentials.py): what a log line, a model source and the API show. The other
 behaviours are tested where they show: shown_url in test_messages, split/with_credentials in
-test_live_chunks (media/windows.py), resolve_credentials through the streams API (tests/e2e/test_streams.py)."""
+test_live_chunks, resolve_credentials through the streams API (tests/e2e/test_streams.py)."""
 
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ import av.video.frame
 
 from rtvi.core.credentials import redact
 
-from .windows import FramePick, LiveChunkPlanner
 from .types import ChunkSpec, Frame, MediaError, SampledChunk
+from .windows import FramePick, LiveChunkPlanner
 
 log = logging.getLogger(__name__)
 
