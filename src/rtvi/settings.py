@@ -155,6 +155,9 @@ class IndexSettings:
     search_index: bool
     milvus_uri: str = field(repr=False)
     milvus_token: str = field(repr=False)
+    index_retention_hours: float = 0.0
+    index_max_gb: float = 0.0
+    index_retention_interval_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,6 +342,13 @@ class Settings(BaseSettings):
     # under ASSET_STORAGE_DIR/index. The token ("user:password" or an API key) is never logged.
     milvus_uri: str = Field("", validation_alias="MILVUS_URI", repr=False)
     milvus_token: str = Field("", validation_alias="MILVUS_TOKEN", repr=False)
+    # Retention of live chunks in the index (docs/search.md): older than this many hours, they leave it
+    # (0 = keep); and, on SQLite, the index's footprint on disk (rows, vectors, thumbnails) is kept under
+    # this many GB by removing the oldest live chunks (0 = unlimited). Files' chunks follow their asset.
+    index_retention_hours: float = Field(0, validation_alias="RTVI_INDEX_RETENTION_HOURS", ge=0)
+    index_max_gb: float = Field(0, validation_alias="RTVI_INDEX_MAX_GB", ge=0)
+    # How often the index thread applies them (in bounded batches between writes).
+    index_retention_interval_s: float = Field(60, validation_alias="RTVI_INDEX_RETENTION_INTERVAL_S", gt=0)
 
     # --- VLM service (spec §4.7, §6.4, §8) -------------------------------------------------------
     # An OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI): with VLM_MODEL_TO_USE=openai-compat, or

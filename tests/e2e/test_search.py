@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -221,3 +222,55 @@ def test_a_live_streams_chunks_are_searchable_while_it_runs(
         assert search(sc, query="a test pattern", stream_ids=[stream_id]) == []  # gone with the stream
     finally:
         camera.kill()
+
+
+@pytest.mark.skipif(not gst_available(), reason="needs Debian's gst-rtsp-server (make rtsp-deps)")
+def test_retention_keeps_only_a_streams_recent_chunks(tmp_path: Path) -> None:
+    """RTVI_INDEX_RETENTION_HOURS: a camera at 1 s chunks keeps about the last 4 s in the index (oldest
+    removed first, thumbnails with them), while a file's chunks stay; /v1/search/stats shows it."""
+    retention_s = 4.0
+    env = {"RTVI_INDEX_RETENTION_HOURS": str(retention_s / 3600), "RTVI_INDEX_RETENTION_INTERVAL_S": "0.5"}
+    server = RtviServer(tmp_path / "assets", env=env).start()
+    camera = RtspServer(free_port(), tmp_path).start()
+    try:
+        with server.client() as c:
+            stream_id = c.post(
+                "/v1/streams/add", json={"streams": [{"liveStreamUrl": camera.url, "description": "gate"}]}
+            ).json()["results"][0]["id"]
+            model = c.get("/v1/models").json()["data"][0]["id"]
+            reader = SseReader(
+                server.url, {"id": stream_id, "model": model, "stream": True, "chunk_duration": 1}
+            )
+            try:
+                deadline = time.monotonic() + 90
+                expired = 0
+                while time.monotonic() < deadline and expired < 4:
+                    time.sleep(0.5)
+                    expired = c.get("/v1/search/stats").json()["expired"]["age"]
+                assert expired >= 4, reader.status  # several chunks have aged out by now
+                timeline = c.get("/v1/search/chunks", params={"stream_id": stream_id}).json()["data"]
+                # Every chunk left started within the retention (plus a sweep interval and the index's
+                # queue); the oldest went first, so what is left is one run of consecutive chunks.
+                now = time.time()
+                starts = [_unix(h["start_time"]) for h in timeline]
+                assert timeline and all(now - s <= retention_s + 3.0 for s in starts), (now, starts)
+                indices = [h["chunk_idx"] for h in timeline]
+                assert indices == list(range(indices[0], indices[0] + len(indices)))
+            finally:
+                reader.stop()
+            stats = c.get("/v1/search/stats").json()
+            assert stats["backend"] == "sqlite" and stats["retention_hours"] == pytest.approx(
+                retention_s / 3600
+            )
+            assert (
+                stats["entries"] <= retention_s + 4 and stats["disk_bytes"] > 0 and stats["memory_bytes"] > 0
+            )
+            metrics = c.get("/metrics").text
+            assert 'rtvi_index_chunks_expired_total{reason="age"}' in metrics
+    finally:
+        camera.kill()
+        server.stop()
+
+
+def _unix(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

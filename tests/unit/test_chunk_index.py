@@ -4,8 +4,10 @@ rows and thumbnails, filters hold against hostile owner ids, timelines come in t
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +117,81 @@ def test_sqlite_removal_deletes_thumbnail_files(tmp_path: Path) -> None:
     index.remove_owner("a")
     assert not any(f.exists() for f in files)
     index.close()
+
+
+def test_retention_removes_the_oldest_live_chunks_only(open_index: OpenIndex) -> None:
+    """expire_live: live chunks that started before the cutoff go, in bounded batches, with their
+    thumbnails; files' chunks stay; a search never returns a removed entry; a reopen keeps the bound."""
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((30, 8)).astype(np.float32)
+    index = open_index("model-r", 8)
+    index.upsert([chunk("file", i, vectors[i]) for i in range(10)])  # media times 0..90 s: not live
+    index.upsert([chunk("cam", i, vectors[10 + i], live=True) for i in range(20)])  # start_s 0..190
+    gone = [h.entry_id for h in index.latest("cam", 20)[:12]]
+    before = index.footprint()
+    assert before.entries == 30
+
+    assert index.expire_live(120.0, 5) == 5  # bounded: 12 are older than 120 s
+    assert index.expire_live(120.0, 100) == 7
+    assert index.expire_live(120.0, 100) == 0
+    assert [h.chunk_idx for h in index.latest("cam", 20)] == list(range(12, 20))
+    assert len(index.latest("file", 20)) == 10  # a file's chunks follow their asset, not the clock
+    found = {h.entry_id for h in index.search(vectors[10], 30)}
+    assert found.isdisjoint(gone) and len(found) == 18
+    assert all(index.thumbnail(e) is None for e in gone)
+    assert index.footprint().entries == 18
+    index.close()
+
+    again = open_index("model-r", 8)
+    assert len(again) == 18 and again.expire_live(120.0, 100) == 0
+    again.close()
+
+
+def test_sqlite_footprint_counts_rows_and_thumbnails_and_the_cap_takes_the_oldest(tmp_path: Path) -> None:
+    index = SqliteChunkIndex(tmp_path, "model-f", 64)
+    rng = np.random.default_rng(3)
+    empty = index.footprint()
+    assert empty.entries == 0 and empty.disk_bytes is not None
+    big = [
+        replace(chunk("cam", i, rng.standard_normal(64), live=True), thumbnail_jpeg=bytes(20_000))
+        for i in range(10)
+    ]
+    index.upsert(big)
+    full = index.footprint()
+    assert full.disk_bytes is not None and full.disk_bytes >= empty.disk_bytes + 10 * 20_000
+    assert full.memory_bytes >= 10 * 64 * 4
+    # Replacing an entry counts its new thumbnail, not both.
+    index.upsert([replace(big[0], thumbnail_jpeg=bytes(5_000))])
+    replaced = index.footprint()
+    assert replaced.disk_bytes is not None and replaced.disk_bytes < full.disk_bytes - 10_000
+    # Without an age, the oldest go first.
+    assert index.expire_live(None, 3) == 3
+    assert [h.chunk_idx for h in index.latest("cam", 10)] == list(range(3, 10))
+    after = index.footprint()
+    assert after.disk_bytes is not None and after.disk_bytes <= replaced.disk_bytes - 2 * 20_000
+    thumbnails = list((tmp_path / "thumbnails").rglob("*.jpg"))
+    assert len(thumbnails) == 7
+    index.close()
+    # A reopen counts the same thumbnails (from the rows, without walking the folder).
+    reopened = SqliteChunkIndex(tmp_path, "model-f", 64)
+    assert reopened.footprint().disk_bytes == after.disk_bytes
+    reopened.close()
+
+
+def test_an_index_written_before_thumbnail_sizes_were_kept_counts_its_files(tmp_path: Path) -> None:
+    """The thumbnail_bytes column is added on open and filled from the files, once."""
+    index = SqliteChunkIndex(tmp_path, "model-m", 4)
+    index.upsert(
+        [replace(chunk("cam", i, np.ones(4), live=True), thumbnail_jpeg=bytes(3_000)) for i in range(3)]
+    )
+    with_sizes = index.footprint().disk_bytes
+    index.close()
+    db = sqlite3.connect(tmp_path / "index.db")
+    db.execute("DROP INDEX chunks_live_age")
+    db.execute("ALTER TABLE chunks DROP COLUMN thumbnail_bytes")  # as the previous release wrote it
+    db.commit()
+    db.close()
+    reopened = SqliteChunkIndex(tmp_path, "model-m", 4)
+    assert reopened.footprint().disk_bytes == with_sizes
+    assert reopened.expire_live(None, 1) == 1 and len(list((tmp_path / "thumbnails").rglob("*.jpg"))) == 2
+    reopened.close()

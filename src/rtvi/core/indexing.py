@@ -16,7 +16,7 @@ import numpy.typing as npt
 from rtvi.core.credentials import public_url
 from rtvi.core.index import open_chunk_index
 from rtvi.core.index.base import IndexedChunk
-from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk
+from rtvi.core.index.writer import ChunkIndexer, EmbedTexts, PendingChunk, Retention
 from rtvi.core.pipeline.events import ChunkDone
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.settings import IndexSettings
@@ -55,7 +55,9 @@ class SearchIndexing:
         if not self.settings.search_index or self.indexer is not None:
             return
         index = await asyncio.to_thread(open_chunk_index, self.root, model_id, dim, self.settings)
-        self.indexer = ChunkIndexer(index, self.metrics, embed_captions=embed_captions).start()
+        self.indexer = ChunkIndexer(
+            index, self.metrics, embed_captions=embed_captions, retention=retention_of(self.settings)
+        ).start()
         self._entry_of = entry_of
         self.query_vector = query_vector
         uri = self.settings.milvus_uri
@@ -102,3 +104,11 @@ class SearchIndexing:
     async def close(self) -> None:
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.close)
+
+
+def retention_of(settings: IndexSettings) -> Retention:
+    return Retention(
+        max_age_s=settings.index_retention_hours * 3600,
+        max_disk_bytes=int(settings.index_max_gb * 2**30),
+        interval_s=settings.index_retention_interval_s,
+    )

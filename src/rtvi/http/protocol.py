@@ -407,3 +407,15 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[SearchHit]
+
+
+class SearchIndexStats(BaseModel):
+    """What the index holds and costs on this replica, and its retention (docs/search.md)."""
+
+    backend: Literal["sqlite", "milvus"]
+    entries: int  # of the open collection
+    disk_bytes: int | None  # rows, vectors and thumbnails on this machine (None: a Milvus server's)
+    memory_bytes: int  # vectors held in this process
+    retention_hours: float  # RTVI_INDEX_RETENTION_HOURS (0: kept)
+    max_gb: float  # RTVI_INDEX_MAX_GB (0: unlimited; SQLite only)
+    expired: dict[str, int]  # live chunks removed so far, by reason (age, size)

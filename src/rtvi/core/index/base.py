@@ -156,7 +156,24 @@ class ChunkIndex(Protocol):
         """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
         ...
 
+    def expire_live(self, before: float | None, limit: int) -> int:
+        """Remove up to `limit` live chunks, oldest first, that started before `before` (Unix seconds;
+        None: whatever their age), with their thumbnails. Files' chunks are never touched. -> removed."""
+        ...
+
+    def footprint(self) -> Footprint: ...
+
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What an index holds and costs here: entries, bytes on this machine's disk (rows, vectors and
+    thumbnails; None when a server keeps them) and bytes of vectors in this process's memory."""
+
+    entries: int
+    disk_bytes: int | None
+    memory_bytes: int
 
 
 def collection_of(model_id: str, dim: int) -> str:

@@ -27,6 +27,7 @@ from pymilvus import DataType, MilvusClient
 
 from rtvi.core.index.base import (
     HIT_FIELDS,
+    Footprint,
     Hit,
     IndexedChunk,
     SearchFilter,
@@ -214,6 +215,28 @@ class MilvusChunkIndex:
         rows = self._client.get(self.name, ids=[entry], output_fields=["thumbnail"])
         encoded = str(rows[0]["thumbnail"]) if rows else ""
         return base64.b64decode(encoded) if encoded else None
+
+    # --- retention ----------------------------------------------------------------------------------
+    def expire_live(self, before: float | None, limit: int) -> int:
+        """By age only: Milvus queries have no ORDER BY, so any `limit` of the live chunks older than
+        `before` go (all of them, batch by batch). The server's disk is the server's: no size cap here
+        (`footprint` has no disk bytes), so `before=None` removes nothing."""
+        if before is None:
+            return 0
+        rows = self._client.query(
+            self.name,
+            filter=f"live == true and start_s < {float(before)!r}",
+            output_fields=["entry_id"],
+            limit=limit,
+        )
+        ids = [str(r["entry_id"]) for r in rows]
+        if ids:
+            self._client.delete(self.name, ids=ids)
+        return len(ids)
+
+    def footprint(self) -> Footprint:
+        """The server keeps the rows: nothing on this machine's disk or in this process's memory."""
+        return Footprint(entries=len(self), disk_bytes=None, memory_bytes=0)
 
 
 def _cut(text: str, max_bytes: int) -> str:

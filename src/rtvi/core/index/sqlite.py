@@ -25,6 +25,7 @@ import numpy.typing as npt
 from rtvi.core.assets.storage import atomic_write
 from rtvi.core.index.base import (
     HIT_FIELDS,
+    Footprint,
     Hit,
     IndexedChunk,
     SearchFilter,
@@ -53,10 +54,13 @@ CREATE TABLE IF NOT EXISTS chunks (
     end_time TEXT NOT NULL,
     caption TEXT,
     thumbnail INTEGER NOT NULL DEFAULT 0,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    thumbnail_bytes INTEGER NOT NULL DEFAULT 0  -- the JPEG file's size: the footprint without a walk
 );
 CREATE INDEX IF NOT EXISTS chunks_owner ON chunks (collection, owner_id);
 """
+# After _SCHEMA (an index made before thumbnail_bytes existed gets the column first).
+_AGE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_live_age ON chunks (collection, live, start_s)"
 
 
 _WINDOW_GUARD = {"wall_clock_known": "abs_start IS NOT NULL", "files": "live = 0"}
@@ -99,6 +103,11 @@ class _Vectors:
 
     def __len__(self) -> int:
         return len(self._position)
+
+    @property
+    def nbytes(self) -> int:
+        """Allocated, not used: the matrix keeps its capacity (a steady state under retention)."""
+        return int(self._matrix.nbytes + self._ids.nbytes)
 
     def add(self, ids: Sequence[int], vectors: npt.NDArray[np.float32]) -> None:
         n, needed = len(self), len(self) + len(ids)
@@ -152,12 +161,31 @@ class SqliteChunkIndex:
         self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._add_thumbnail_sizes()
+        self._db.execute(_AGE_INDEX)
+        # The thumbnails' bytes, all collections (they share the folder): kept up to date by every write.
+        self._thumbnail_bytes = int(
+            self._db.execute("SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks").fetchone()[0]
+        )
         self._vectors = _Vectors(dim)
         rows = self._db.execute("SELECT id, vector FROM chunks WHERE collection = ?", (self.collection,))
         while batch := rows.fetchmany(4096):
             self._vectors.add(
                 [r[0] for r in batch], np.stack([np.frombuffer(r[1], np.float32) for r in batch])
             )
+
+    def _add_thumbnail_sizes(self) -> None:
+        """An index written before thumbnail sizes were kept: add the column, from the files (once)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}
+        if "thumbnail_bytes" in columns:
+            return
+        self._db.execute("ALTER TABLE chunks ADD COLUMN thumbnail_bytes INTEGER NOT NULL DEFAULT 0")
+        rows = self._db.execute("SELECT id, owner_id, entry_id FROM chunks WHERE thumbnail = 1").fetchall()
+        sizes = []
+        for row_id, owner, entry in rows:
+            path = self._thumbnail_file(owner, entry)
+            sizes.append((path.stat().st_size if path.is_file() else 0, row_id))
+        self._db.executemany("UPDATE chunks SET thumbnail_bytes = ? WHERE id = ?", sizes)
 
     def close(self) -> None:
         with self._lock:
@@ -175,19 +203,25 @@ class SqliteChunkIndex:
         with self._lock:
             written: list[int] = []
             replaced: list[int] = []
+            thumbnail_bytes = 0  # the change to the thumbnails' total
             self._db.execute("BEGIN")
             try:
                 for c, vector in zip(chunks, matrix, strict=True):
                     entry = entry_id(self.collection, c.owner_id, c.key)
-                    old = self._db.execute("SELECT id FROM chunks WHERE entry_id = ?", (entry,)).fetchone()
+                    old = self._db.execute(
+                        "SELECT id, thumbnail_bytes FROM chunks WHERE entry_id = ?", (entry,)
+                    ).fetchone()
                     if old is not None:
                         replaced.append(old[0])
+                        thumbnail_bytes -= old[1]
                         self._db.execute("DELETE FROM chunks WHERE id = ?", (old[0],))
+                    jpeg = c.thumbnail_jpeg
+                    thumbnail_bytes += len(jpeg) if jpeg is not None else 0
                     cur = self._db.execute(
                         "INSERT INTO chunks (collection, entry_id, owner_id, live, source, chunk_idx,"
                         " start_s, end_s, abs_start, abs_end, start_time, end_time, caption, thumbnail,"
-                        " vector)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " vector, thumbnail_bytes)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             self.collection,
                             entry,
@@ -202,20 +236,22 @@ class SqliteChunkIndex:
                             c.start_time,
                             c.end_time,
                             c.caption,
-                            int(c.thumbnail_jpeg is not None),
+                            int(jpeg is not None),
                             vector.tobytes(),
+                            len(jpeg) if jpeg is not None else 0,
                         ),
                     )
                     assert cur.lastrowid is not None
                     written.append(cur.lastrowid)
-                    if c.thumbnail_jpeg is not None:
-                        atomic_write(self._thumbnail_file(c.owner_id, entry), c.thumbnail_jpeg)
+                    if jpeg is not None:
+                        atomic_write(self._thumbnail_file(c.owner_id, entry), jpeg)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._vectors.remove(replaced)
             self._vectors.add(written, matrix)
+            self._thumbnail_bytes += thumbnail_bytes
 
     def remove_owner(self, owner_id: str) -> int:
         with self._lock:
@@ -225,14 +261,50 @@ class SqliteChunkIndex:
                     "SELECT id FROM chunks WHERE owner_id = ? AND collection = ?", (owner_id, self.collection)
                 )
             ]
+            (freed,) = self._db.execute(
+                "SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks WHERE owner_id = ?", (owner_id,)
+            ).fetchone()
             removed = self._db.execute("DELETE FROM chunks WHERE owner_id = ?", (owner_id,)).rowcount
             self._vectors.remove(ids)
+            self._thumbnail_bytes -= int(freed)
         owner_dir = self._owner_dir(owner_id)
         if owner_dir.is_dir():
             for f in owner_dir.iterdir():
                 f.unlink(missing_ok=True)
             owner_dir.rmdir()
         return removed
+
+    def expire_live(self, before: float | None, limit: int) -> int:
+        age = "" if before is None else " AND start_s < ?"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, owner_id, entry_id, thumbnail_bytes FROM chunks"
+                f" WHERE collection = ? AND live = 1{age} ORDER BY start_s LIMIT ?",
+                [self.collection, *([] if before is None else [before]), limit],
+            ).fetchall()
+            if not rows:
+                return 0
+            ids = [r[0] for r in rows]
+            self._db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(ids))})", ids)
+            self._vectors.remove(ids)
+            self._thumbnail_bytes -= sum(r[3] for r in rows)
+        for _, owner, entry, size in rows:  # after the rows: a search never names a missing thumbnail
+            if size:
+                self._thumbnail_file(owner, entry).unlink(missing_ok=True)
+        return len(rows)
+
+    def footprint(self) -> Footprint:
+        """Disk: the database's used pages (freed pages are reused, so they do not count) and the
+        thumbnail files; memory: the open collection's matrix."""
+        with self._lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            return Footprint(
+                entries=len(self._vectors),
+                disk_bytes=(pages - free) * page_size + self._thumbnail_bytes,
+                memory_bytes=self._vectors.nbytes,
+            )
 
     # --- reads --------------------------------------------------------------------------------------
     def search(

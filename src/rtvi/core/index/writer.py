@@ -6,7 +6,8 @@ JPEG of one sampled frame, 320 pixels wide, in the source's aspect ratio) and wr
 batches. Chunks that come with a caption but no vector (the VLM service) get one here, from the text
 encoder the service gives, so captions are embedded off the results path too. A failing write is kept
 as the index's error for /v1/ready?detailed=true and counted in
-`rtvi_index_errors_total`; generate requests never see it.
+`rtvi_index_errors_total`; generate requests never see it. The same thread applies the retention
+(RTVI_INDEX_RETENTION_HOURS, RTVI_INDEX_MAX_GB) in bounded batches between writes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -22,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from rtvi.core.index.base import ChunkIndex, IndexedChunk
+from rtvi.core.index.base import ChunkIndex, Footprint, IndexedChunk
 from rtvi.core.media.types import Frame
 from rtvi.core.telemetry.metrics import Metrics
 
@@ -34,6 +36,25 @@ MAX_PENDING = 256
 _BATCH = 64
 THUMBNAIL_WIDTH = 320
 _STOP = object()
+
+
+# Retention removes this many entries per step, and at most _SWEEP_STEPS steps between two writes, so
+# neither a long backlog of expired chunks nor a lowered cap stalls indexing.
+_EXPIRE_BATCH = 1000
+_SWEEP_STEPS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long live chunks stay and how much the index may take on disk (0: no limit)."""
+
+    max_age_s: float = 0.0
+    max_disk_bytes: int = 0
+    interval_s: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age_s > 0 or self.max_disk_bytes > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +80,18 @@ class ChunkIndexer:
         metrics: Metrics,
         max_pending: int = MAX_PENDING,
         embed_captions: EmbedTexts | None = None,
+        retention: Retention = Retention(),
     ) -> None:
         self.index = index
         self.metrics = metrics
         self.embed_captions = embed_captions  # for chunks indexed by caption: their text's vector
+        self.retention = retention
+        self._next_sweep = time.monotonic()  # the first sweep at once: a restart may find a backlog
         self.error: str | None = None
         self._queue: queue.Queue[object] = queue.Queue(max_pending)
         self._thread = threading.Thread(target=self._run, name="chunk-indexer", daemon=True)
         self._dropped_logged = False
-        metrics.index_size.set(len(index))
+        self._observe(index.footprint())
 
     def start(self) -> ChunkIndexer:
         self._thread.start()
@@ -106,9 +130,17 @@ class ChunkIndexer:
         self.index.close()
 
     def _run(self) -> None:
-        """Write what is queued in batches of up to _BATCH, until _STOP."""
+        """Write what is queued in batches of up to _BATCH, until _STOP; apply the retention between
+        batches, every interval (sooner while a sweep has more to remove)."""
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._until_sweep())
+            except queue.Empty:
+                item = None
+            if self._until_sweep() == 0:
+                self._sweep()
+            if item is None:
+                continue
             batch: list[PendingChunk] = []
             while isinstance(item, PendingChunk):
                 batch.append(item)
@@ -136,6 +168,42 @@ class ChunkIndexer:
         self.metrics.index_written.inc(len(chunks))
         self.metrics.index_size.set(len(self.index))
 
+    # --- retention ----------------------------------------------------------------------------------
+    def _until_sweep(self) -> float | None:
+        """Seconds to the next retention sweep (None: no retention)."""
+        if not self.retention.enabled:
+            return None
+        return max(0.0, self._next_sweep - time.monotonic())
+
+    def _sweep(self) -> None:
+        """Up to _SWEEP_STEPS batches: expired live chunks first, then the oldest while over the cap."""
+        r = self.retention
+        done = True
+        try:
+            for _ in range(_SWEEP_STEPS):
+                removed = 0
+                if r.max_age_s > 0:
+                    removed = self.index.expire_live(time.time() - r.max_age_s, _EXPIRE_BATCH)
+                    self.metrics.index_expired.labels(reason="age").inc(removed)
+                footprint = self.index.footprint()
+                if not removed and r.max_disk_bytes > 0 and (footprint.disk_bytes or 0) > r.max_disk_bytes:
+                    removed = self.index.expire_live(None, _over_cap_batch(footprint, r.max_disk_bytes))
+                    self.metrics.index_expired.labels(reason="size").inc(removed)
+                    footprint = self.index.footprint()
+                self._observe(footprint)
+                if not removed:
+                    break
+            else:
+                done = False  # more to remove: the next sweep comes after the next write
+        except Exception as exc:
+            self._failed(exc)
+        self._next_sweep = time.monotonic() + (0.0 if not done else r.interval_s)
+
+    def _observe(self, footprint: Footprint) -> None:
+        self.metrics.index_size.set(footprint.entries)
+        self.metrics.index_disk_bytes.set(footprint.disk_bytes or 0)
+        self.metrics.index_memory_bytes.set(footprint.memory_bytes)
+
     def _with_thumbnail(self, pending: PendingChunk) -> IndexedChunk:
         if pending.frame is None:
             return pending.chunk
@@ -157,3 +225,11 @@ class ChunkIndexer:
         self.error = f"{type(exc).__name__}: {exc}"
         self.metrics.index_errors.inc()
         log.error("search index write failed: %s", self.error)
+
+
+def _over_cap_batch(footprint: Footprint, cap: int) -> int:
+    """How many of the oldest entries to remove for the excess, estimated from the mean entry size (at
+    least one, at most _EXPIRE_BATCH): the next step measures again."""
+    excess = (footprint.disk_bytes or 0) - cap
+    mean = (footprint.disk_bytes or 0) / max(1, footprint.entries)
+    return max(1, min(_EXPIRE_BATCH, int(excess / max(mean, 1.0)) + 1))

@@ -14,7 +14,7 @@ from rtvi.core.index.base import ChunkIndex, Hit, SearchFilter
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, NoSuchResource, Unavailable
 from rtvi.http.deps import get_core
-from rtvi.http.protocol import SearchHit, SearchRequest, SearchResponse
+from rtvi.http.protocol import SearchHit, SearchIndexStats, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/search", tags=["Search"])
 THUMBNAIL_PATH = "/v1/search/thumbnails/{entry_id}"
@@ -89,6 +89,27 @@ async def chunks(
     assert owner is not None
     hits = await asyncio.to_thread(index.latest, owner, limit)
     return SearchResponse(data=[_rendered(h) for h in hits if h.live == (stream_id is not None)])
+
+
+@router.get("/stats", response_model=SearchIndexStats)
+async def stats(core: ServiceCore = Depends(get_core)) -> SearchIndexStats:
+    """The index's entries, its bytes on disk and in memory, and its retention."""
+    index = _index(core)
+    footprint = await asyncio.to_thread(index.footprint)  # on Milvus, a request to the server
+    s = core.settings.index
+    expired = core.metrics.registry.get_sample_value
+    return SearchIndexStats(
+        backend="milvus" if s.milvus_uri else "sqlite",
+        entries=footprint.entries,
+        disk_bytes=footprint.disk_bytes,
+        memory_bytes=footprint.memory_bytes,
+        retention_hours=s.index_retention_hours,
+        max_gb=s.index_max_gb,
+        expired={
+            reason: int(expired("rtvi_index_chunks_expired_total", {"reason": reason}) or 0)
+            for reason in ("age", "size")
+        },
+    )
 
 
 def _rendered(h: Hit) -> SearchHit:
