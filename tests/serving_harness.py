@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -43,10 +43,10 @@ def with_serving(
     return asyncio.run(run())
 
 
-async def upload(core: ServiceCore, clip: Path) -> str:
-    """Register a clip as an upload does; its asset id."""
+async def upload(core: ServiceCore, clip: Path, media_type: Literal["video", "image"] = "video") -> str:
+    """Register a clip (or an image) as an upload does; its asset id."""
     with core.store.staging() as tmp:
         staged = tmp / "upload.bin"
         staged.write_bytes(clip.read_bytes())
-        asset = await core.store.add_upload(staged, clip.name, staged.stat().st_size, NewFile("video"))
+        asset = await core.store.add_upload(staged, clip.name, staged.stat().st_size, NewFile(media_type))
     return asset.id

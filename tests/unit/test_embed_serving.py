@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from rtvi.core.service import ServiceCore
 from rtvi.errors import InvalidParameters, NoSuchResource
@@ -97,5 +98,23 @@ def test_texts_match_the_model(tmp_path: Path, embedder: ClipEmbedder) -> None:
         np.testing.assert_allclose(got, embedder.embed_texts(["a cat", "a dog"]), atol=1e-5)
         with pytest.raises(InvalidParameters, match="empty"):
             await serving.text_embeddings(TextEmbeddingsQuery(text_input=" ", model=embedder.id))
+
+    _with_serving(tmp_path, embedder, body)
+
+
+def test_an_image_is_one_chunk_whatever_the_chunking_says(tmp_path: Path, embedder: ClipEmbedder) -> None:
+    """Chunking is checked where it applies: an image request with unusable chunk values is still one
+    chunk (as the reference takes it), not a 400."""
+    image = tmp_path / "dock.jpg"
+    Image.fromarray(np.full((64, 96, 3), 128, np.uint8)).save(image)
+
+    async def body(core: ServiceCore, serving: EmbedServing) -> None:
+        asset_id = await upload(core, image, "image")
+        query = VideoEmbeddingsQuery(
+            id=asset_id, model=embedder.id, chunk_duration=5, chunk_overlap_duration=5
+        )
+        req = await serving.video_request(query)
+        results = [r async for r in req.results()]
+        assert len(results) == 1 and results[0].output.shape == (embedder.dim,)
 
     _with_serving(tmp_path, embedder, body)

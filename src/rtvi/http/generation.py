@@ -54,7 +54,7 @@ async def generation_response(
     req: GenerationJob[Out],
     rendering: Rendering[Out],
     response_model: type[BaseModel],
-    stream_options: StreamOptions | None = None,
+    stream_options: StreamOptions | None,
 ) -> Response:
     """The JSON body of every chunk, or SSE events as chunks complete (spec §4.1, §4.4, §4.7)."""
     if req.plan.streaming:

@@ -51,12 +51,27 @@ class MediaInput:
 
 
 @dataclass(frozen=True, slots=True)
+class Chunking:
+    """The request's chunking as sent, checked (ChunkParams) where it applies: a video file, a live stream;
+    images are one chunk whatever it says."""
+
+    chunk_duration: float = 0
+    overlap: float = 0
+    start_offset: float = 0
+    end_offset: float | None = None
+
+    def params(self) -> ChunkParams:
+        """InvalidParameters (400) when they cannot make chunks."""
+        return ChunkParams(self.chunk_duration, self.overlap, self.start_offset, self.end_offset)
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationPlan:
     """A validated request, as the core needs it."""
 
     media: MediaInput
-    chunking: ChunkParams = field(default_factory=lambda: ChunkParams(0))
-    requested_model: str = ""  # as the client named it (bus messages carry it)
+    chunking: Chunking = field(default_factory=Chunking)
+    requested_model: str | None = None  # as the client named it (bus messages carry it; None: the model's id)
     streaming: bool = False  # live streams answer only streaming requests
     failure_message: str = "Failed to process the request."  # what the error bus says first
     temporary: bool = False  # a url input is removed when the generation ends (chat)
@@ -105,7 +120,7 @@ class GenerateFields(Protocol):
 
 
 def plan_of(query: GenerateFields, failure_message: str) -> GenerationPlan:
-    """A generate request body as a plan (its chunking validated later, by the job that uses it)."""
+    """A generate request body as a plan (its chunking is checked where it applies: open_generation)."""
     mi = query.media_info
     return GenerationPlan(
         media=MediaInput(
@@ -115,7 +130,7 @@ def plan_of(query: GenerateFields, failure_message: str) -> GenerationPlan:
             media_type=query.media_type,
             creation_time=query.creation_time,
         ),
-        chunking=ChunkParams(
+        chunking=Chunking(
             chunk_duration=query.chunk_duration,
             overlap=query.chunk_overlap_duration,
             start_offset=mi.start_offset if mi else 0,
@@ -129,7 +144,8 @@ def plan_of(query: GenerateFields, failure_message: str) -> GenerationPlan:
 
 @dataclass(frozen=True, slots=True)
 class GenerationTarget:
-    """What a processor factory knows: the request's final id and what it processes."""
+    """What a processor factory knows: the request's id as opened and what it processes (re-attaching to
+    a running live job, or reading a cluster-run stream, gives the request that job's id instead)."""
 
     request_id: str
     asset: Asset  # the (first) asset
@@ -154,13 +170,17 @@ async def open_generation(
     try:
         assets = [own] if own is not None else [_lookup(core, i) for i in media.ids]
         _check_assets(assets, plan)
+        # The client's own chunking mistakes are refused here: its answer, not a service failure.
+        params = _chunk_params(plan.chunking, assets[0])
         # A url request's id is its new asset's id: the response tells the client what to delete.
         request_id = own.id if own is not None else str(uuid.uuid4())
         is_live = assets[0].is_live
         made = (
             processor(GenerationTarget(request_id, assets[0], is_live)) if callable(processor) else processor
         )
-        job: GenerationJob[Out] = GenerationJob(core, plan, made, assets, request_id, received_at, own)
+        job: GenerationJob[Out] = GenerationJob(
+            core, plan, made, assets, request_id, received_at, own, params
+        )
         try:
             await job.start()
         except Exception as exc:
@@ -171,6 +191,12 @@ async def open_generation(
             core.store.discard(own.id)
         raise
     return job
+
+
+def _chunk_params(chunking: Chunking, first: Asset) -> ChunkParams | None:
+    if first.is_live:
+        return chunking.params().require_live()
+    return chunking.params() if first.media_type == "video" else None
 
 
 def _lookup(core: ServiceCore, asset_id: str) -> Asset:
@@ -207,6 +233,7 @@ class GenerationJob(Generic[Out]):
         request_id: str,
         received_at: float,
         own: Asset | None,
+        params: ChunkParams | None,
     ) -> None:
         self.core = core
         self.plan = plan
@@ -215,6 +242,7 @@ class GenerationJob(Generic[Out]):
         self.request_id = request_id
         self.received_at = received_at
         self._own = own  # the asset made from the request's url
+        self.params = params  # checked chunking (None: images)
         self._temporary = plan.temporary and own is not None  # ... removed when the generation ends
         self.is_live = assets[0].is_live
         self.is_video = assets[0].media_type == "video"
@@ -232,8 +260,8 @@ class GenerationJob(Generic[Out]):
             if cluster_id is not None:
                 self._cluster_run, self.request_id = True, cluster_id
                 return
-            params = self.plan.chunking.require_live()
-            job = core.live.start(asset, params, self.processor, request_id=self.request_id)
+            assert self.params is not None
+            job = core.live.start(asset, self.params, self.processor, request_id=self.request_id)
             # Re-attached to a running job (same processor key): the request is that job's.
             self._live_job, self.request_id, self.received_at = job, job.request_id, job.created
             return
@@ -246,7 +274,7 @@ class GenerationJob(Generic[Out]):
             self._file_job = core.file_job(
                 self.processor,
                 video=self.assets[0],
-                params=self.plan.chunking,
+                params=self.params,
                 received_at=self.received_at,
                 span_attributes=ids,
             )

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.pipeline.generation import (
+    Chunking,
     GenerationJob,
     GenerationPlan,
     GenerationTarget,
@@ -176,7 +176,7 @@ class ChatTurn:
         # A chat's media URL is temporary: the chat response has no field to name an asset.
         plan = GenerationPlan(
             media=MediaInput(tuple(ids), url, media_type=media_type),
-            chunking=ChunkParams(chunk, body.chunk_overlap_duration),
+            chunking=Chunking(chunk, body.chunk_overlap_duration),
             requested_model=body.model,
             streaming=body.stream,
             failure_message=CAPTIONS_FAILED,
