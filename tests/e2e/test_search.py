@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from rtvi.core.media.times import parse_iso
 from tests.conftest import CREATION_TIME, upload
 from tests.rtsp_server import RtspServer, gst_available
 from tests.servers import RtviServer, free_port
@@ -252,7 +252,7 @@ def test_retention_keeps_only_a_streams_recent_chunks(tmp_path: Path) -> None:
                 # Every chunk left started within the retention (plus a sweep interval and the index's
                 # queue); the oldest went first, so what is left is one run of consecutive chunks.
                 now = time.time()
-                starts = [_unix(h["start_time"]) for h in timeline]
+                starts = [parse_iso(h["start_time"]).timestamp() for h in timeline]
                 assert timeline and all(now - s <= retention_s + 3.0 for s in starts), (now, starts)
                 indices = [h["chunk_idx"] for h in timeline]
                 assert indices == list(range(indices[0], indices[0] + len(indices)))
@@ -270,7 +270,3 @@ def test_retention_keeps_only_a_streams_recent_chunks(tmp_path: Path) -> None:
     finally:
         camera.kill()
         server.stop()
-
-
-def _unix(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -195,3 +195,17 @@ def test_an_index_written_before_thumbnail_sizes_were_kept_counts_its_files(tmp_
     assert reopened.footprint().disk_bytes == with_sizes
     assert reopened.expire_live(None, 1) == 1 and len(list((tmp_path / "thumbnails").rglob("*.jpg"))) == 2
     reopened.close()
+
+
+def test_sqlite_memory_stops_growing_once_retention_holds_the_count(tmp_path: Path) -> None:
+    """Removed rows free matrix slots that new chunks reuse: a steady count keeps a steady allocation."""
+    index = SqliteChunkIndex(tmp_path, "model-s", 4)
+    ones = np.ones(4)
+    index.upsert([chunk("cam", i, ones, live=True, thumb=False) for i in range(1500)])
+    allocated = index.footprint().memory_bytes
+    for turn in range(1, 6):
+        assert index.expire_live(None, 500) == 500
+        index.upsert([chunk("cam", 1500 * turn + i, ones, live=True, thumb=False) for i in range(500)])
+        assert index.footprint().entries == 1500
+        assert index.footprint().memory_bytes == allocated
+    index.close()

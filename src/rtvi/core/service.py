@@ -115,8 +115,6 @@ class ServiceCore:
             self.metrics.observe_download,
             on_removed=self.indexing.owner_removed,
         )
-        # Results and errors on Kafka / Redis (spec §6): connected in start().
-        self.publisher: MessagePublisher | None = None
         # The manager reports through self.report_error, so the bus plugged in by start() is used.
         self.live = LiveManager(
             settings.live, self.metrics, self.report_error, config.failure_message, listeners=self.listeners
@@ -139,9 +137,14 @@ class ServiceCore:
         self.model_error: str | None = None
         self.model_loaded_at: float | None = None
 
+    @property
+    def publisher(self) -> MessagePublisher | None:
+        """Results and errors on Kafka / Redis (spec §6): connected in start()."""
+        return self.publishing.publisher
+
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self.publisher = self.publishing.publisher = MessagePublisher(
+        self.publishing.publisher = MessagePublisher(
             self.config.name,
             self.settings.bus,
             self.metrics,

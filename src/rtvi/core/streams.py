@@ -73,8 +73,8 @@ class StreamMetadata(BaseModel):
     @classmethod
     def _null_is_default(cls, value: object, info: ValidationInfo) -> object:
         """An explicit null is the field's default (as when it is absent)."""
-        if value is None:
-            return DEFAULT_CHUNK_S if info.field_name == "chunk_duration" else 0
+        if value is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
         return value
 
     def requests_inference(self) -> bool:

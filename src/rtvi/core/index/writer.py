@@ -176,7 +176,8 @@ class ChunkIndexer:
         return max(0.0, self._next_sweep - time.monotonic())
 
     def _sweep(self) -> None:
-        """Up to _SWEEP_STEPS batches: expired live chunks first, then the oldest while over the cap."""
+        """Up to _SWEEP_STEPS batches: expired live chunks first, then the oldest while over the cap. The
+        footprint is measured only for the cap (on Milvus a count is a request), and shown once at the end."""
         r = self.retention
         done = True
         try:
@@ -185,16 +186,16 @@ class ChunkIndexer:
                 if r.max_age_s > 0:
                     removed = self.index.expire_live(time.time() - r.max_age_s, _EXPIRE_BATCH)
                     self.metrics.index_expired.labels(reason="age").inc(removed)
-                footprint = self.index.footprint()
-                if not removed and r.max_disk_bytes > 0 and (footprint.disk_bytes or 0) > r.max_disk_bytes:
-                    removed = self.index.expire_live(None, _over_cap_batch(footprint, r.max_disk_bytes))
-                    self.metrics.index_expired.labels(reason="size").inc(removed)
+                if not removed and r.max_disk_bytes > 0:
                     footprint = self.index.footprint()
-                self._observe(footprint)
+                    if (footprint.disk_bytes or 0) > r.max_disk_bytes:
+                        removed = self.index.expire_live(None, _over_cap_batch(footprint, r.max_disk_bytes))
+                        self.metrics.index_expired.labels(reason="size").inc(removed)
                 if not removed:
                     break
             else:
                 done = False  # more to remove: the next sweep comes after the next write
+            self._observe(self.index.footprint())
         except Exception as exc:
             self._failed(exc)
         self._next_sweep = time.monotonic() + (0.0 if not done else r.interval_s)

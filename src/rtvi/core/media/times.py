@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 
@@ -48,16 +48,17 @@ class MediaClock:
 
     live: bool
     creation_time: str | None = None
+    # The wall-clock time (Unix seconds) of chunk time 0, when known: parsed once, read for every chunk.
+    origin_ts: float | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        origin = (
+            0.0 if self.live else parse_iso(self.creation_time).timestamp() if self.creation_time else None
+        )
+        object.__setattr__(self, "origin_ts", origin)
 
     def time(self, seconds: float) -> str:
         return unix_to_iso(seconds) if self.live else chunk_time(seconds, self.creation_time)
-
-    @property
-    def origin_ts(self) -> float | None:
-        """The wall-clock time (Unix seconds) of chunk time 0, when known."""
-        if self.live:
-            return 0.0
-        return parse_iso(self.creation_time).timestamp() if self.creation_time else None
 
     def media_info(self, start_s: float, end_s: float) -> dict[str, str | int]:
         """The API's media_info of a span: timestamps when they are known, else whole-second offsets."""

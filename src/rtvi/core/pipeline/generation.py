@@ -244,12 +244,15 @@ class GenerationJob(Generic[Out]):
         self._own = own  # the asset made from the request's url
         self.params = params  # checked chunking (None: images)
         self._temporary = plan.temporary and own is not None  # ... removed when the generation ends
-        self.is_live = assets[0].is_live
         self.is_video = assets[0].media_type == "video"
-        self.clock = MediaClock(self.is_live, plan.media.creation_time or assets[0].creation_time)
+        self.clock = MediaClock(assets[0].is_live, plan.media.creation_time or assets[0].creation_time)
         self._file_job: FileJob[Out] | None = None
         self._live_job: LiveJob[Out] | None = None
         self._cluster_run = False  # a cluster-run stream: its chunks come from the results topic
+
+    @property
+    def is_live(self) -> bool:
+        return self.clock.live
 
     async def start(self) -> None:
         """Plan a file's chunks, or start (or re-attach to) the live stream's job."""
