@@ -158,6 +158,9 @@ class IndexSettings:
     index_retention_hours: float = 0.0
     index_max_gb: float = 0.0
     index_retention_interval_s: float = 60.0
+    index_ann_from: int = 200_000
+    index_ann_nprobe: int = 32
+    index_ann_candidates: int = 300
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,6 +352,12 @@ class Settings(BaseSettings):
     index_max_gb: float = Field(0, validation_alias="RTVI_INDEX_MAX_GB", ge=0)
     # How often the index thread applies them (in bounded batches between writes).
     index_retention_interval_s: float = Field(60, validation_alias="RTVI_INDEX_RETENTION_INTERVAL_S", gt=0)
+    # SQLite: from this many chunks a collection is searched through an ANN index (compressed codes in
+    # memory, exact re-rank of the candidates) instead of every vector in memory; 0 = always exact.
+    # nprobe (cells scanned) and candidates (re-ranked) trade speed for recall (docs/search.md).
+    index_ann_from: int = Field(200_000, validation_alias="RTVI_INDEX_ANN_FROM", ge=0)
+    index_ann_nprobe: int = Field(32, validation_alias="RTVI_INDEX_ANN_NPROBE", ge=1, le=4096)
+    index_ann_candidates: int = Field(300, validation_alias="RTVI_INDEX_ANN_CANDIDATES", ge=10, le=100_000)
 
     # --- VLM service (spec §4.7, §6.4, §8) -------------------------------------------------------
     # An OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI): with VLM_MODEL_TO_USE=openai-compat, or

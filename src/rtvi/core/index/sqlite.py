@@ -14,15 +14,26 @@ every replica shares (milvus.py).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from rtvi.core.assets.storage import atomic_write
+from rtvi.core.index.ann import (
+    AnnIndex,
+    AnnPolicy,
+    build_from_sqlite,
+    latest_snapshot,
+    read_vectors,
+    stored_batches,
+    write_snapshot,
+)
 from rtvi.core.index.base import (
     HIT_FIELDS,
     Footprint,
@@ -58,10 +69,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     thumbnail_bytes INTEGER NOT NULL DEFAULT 0  -- the JPEG file's size: the footprint without a walk
 );
 CREATE INDEX IF NOT EXISTS chunks_owner ON chunks (collection, owner_id);
+-- Rows removed since a collection's ANN snapshot (ann.py): the snapshot still holds them.
+CREATE TABLE IF NOT EXISTS ann_removed (
+    collection TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
 """
 # After _SCHEMA (an index made before thumbnail_bytes existed gets the column first).
 _AGE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_live_age ON chunks (collection, live, start_s)"
 
+
+log = logging.getLogger(__name__)
+ReadVectors = Callable[[Sequence[int]], tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]
+# A filter that keeps at most this many entries of a large collection is scored exactly: reading their
+# vectors costs less than scanning the ANN index for them.
+_EXACT_SELECTION = 10_000
 
 _WINDOW_GUARD = {"wall_clock_known": "abs_start IS NOT NULL", "files": "live = 0"}
 # The hit's fields, by their names in base.HIT_FIELDS.
@@ -139,24 +162,67 @@ class _Vectors:
         else:
             rows = np.fromiter((self._position[i] for i in among if i in self._position), dtype=np.int64)
             matrix, ids = self._matrix[rows], self._ids[rows]
-        if len(ids) == 0:
-            return []
-        scores = matrix @ query
-        k = min(k, len(ids))
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(ids[i]), float(scores[i])) for i in best]
+        return exact_top(ids, matrix, query, k)
+
+
+def exact_top(
+    ids: npt.NDArray[np.int64], matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float32], k: int
+) -> list[tuple[int, float]]:
+    """The k (id, cosine) pairs of `matrix`'s rows closest to `query`, best first."""
+    if len(ids) == 0:
+        return []
+    scores = matrix @ query
+    k = min(k, len(ids))
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [(int(ids[i]), float(scores[i])) for i in best]
+
+
+class _AnnVectors:
+    """A large collection's vectors: candidates from the ANN index (ann.py), re-ranked exactly with their
+    vectors read from SQLite. A filter that keeps few entries is scored exactly, all of them."""
+
+    def __init__(self, ann: AnnIndex, policy: AnnPolicy, read: ReadVectors) -> None:
+        self.ann = ann
+        self._policy = policy
+        self._read = read
+
+    def __len__(self) -> int:
+        return len(self.ann)
+
+    @property
+    def nbytes(self) -> int:
+        return self.ann.nbytes
+
+    def add(self, ids: Sequence[int], vectors: npt.NDArray[np.float32]) -> None:
+        self.ann.add(ids, vectors)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        self.ann.remove(ids)
+
+    def top(
+        self, query: npt.NDArray[np.float32], k: int, among: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        if among is not None and len(among) <= _EXACT_SELECTION:
+            candidates: Sequence[int] = among
+        else:
+            n = max(self._policy.candidates, 4 * k)
+            candidates = self.ann.candidates(query, n, self._policy.nprobe, among).tolist()
+        ids, matrix = self._read(candidates)
+        return exact_top(ids, matrix, query, k)
 
 
 class SqliteChunkIndex:
     """One collection (model id + dimension) of the index in SQLite under `root`. Thread-safe. The methods
     are `base.ChunkIndex`'s."""
 
-    def __init__(self, root: Path, model_id: str, dim: int) -> None:
+    def __init__(self, root: Path, model_id: str, dim: int, ann: AnnPolicy | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.collection = collection_of(model_id, dim)
         self.dim = dim
+        self._policy = ann if ann is not None else AnnPolicy()
+        self._ann_dir = root / "ann"
         self._lock = threading.RLock()
         self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -167,12 +233,127 @@ class SqliteChunkIndex:
         self._thumbnail_bytes = int(
             self._db.execute("SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks").fetchone()[0]
         )
-        self._vectors = _Vectors(dim)
-        rows = self._db.execute("SELECT id, vector FROM chunks WHERE collection = ?", (self.collection,))
-        while batch := rows.fetchmany(4096):
-            self._vectors.add(
-                [r[0] for r in batch], np.stack([np.frombuffer(r[1], np.float32) for r in batch])
+        self._closed = False
+        self._building: threading.Thread | None = None
+        self._changes = 0  # adds and removals the ANN snapshot on disk does not have
+        # New rows get ids above this (and above every row's): an id the ANN snapshot covers is never
+        # given again, even when the row that had it was the last and is gone.
+        self._id_floor = 1
+        self._vectors: _Vectors | _AnnVectors = self._open_vectors()
+        self._start_build()
+
+    def _open_vectors(self) -> _Vectors | _AnnVectors:
+        """The newest ANN snapshot brought up to date, or (none, or ANN switched off) every vector."""
+        snapshot = latest_snapshot(self._ann_dir, self.collection) if self._policy.from_entries else None
+        if snapshot is not None:
+            path, mark = snapshot
+            return self._ann_vectors(AnnIndex.load(path), mark)
+        self._db.execute("DELETE FROM ann_removed WHERE collection = ?", (self.collection,))
+        vectors = _Vectors(self.dim)
+        for ids, matrix in stored_batches(self._db, self.collection, self.dim, after=0):
+            vectors.add(ids.tolist(), matrix)
+        return vectors
+
+    def _ann_vectors(self, ann: AnnIndex, mark: int) -> _AnnVectors:
+        """`ann`, which covers row ids up to `mark`, with the rows removed and written since."""
+        removed = [
+            r[0]
+            for r in self._db.execute("SELECT id FROM ann_removed WHERE collection = ?", (self.collection,))
+        ]
+        ann.remove(removed)
+        self._changes = len(removed)
+        for ids, matrix in stored_batches(self._db, self.collection, self.dim, after=mark):
+            ann.add(ids, matrix)
+            self._changes += len(ids)
+        self._id_floor = max(self._id_floor, mark + 1)
+        return _AnnVectors(ann, self._policy, self._read_vectors)
+
+    def _read_vectors(self, ids: Sequence[int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        with self._lock:
+            return read_vectors(self._db, self.collection, ids, self.dim)
+
+    # --- the move to approximate search -------------------------------------------------------------
+    @property
+    def approximate(self) -> bool:
+        """Whether searches go through the ANN index (the collection outgrew exact search)."""
+        return isinstance(self._vectors, _AnnVectors)
+
+    def _start_build(self) -> None:
+        """Past the policy's size, build the ANN index in a thread from what SQLite holds now; exact
+        search serves until it is ready, and rows written meanwhile are added when it is swapped in."""
+        with self._lock:
+            if self.approximate or self._building is not None or self._closed:
+                return
+            if not self._policy.applies(self.dim, len(self._vectors)):
+                return
+            mark = self._max_id()
+            self._id_floor = max(self._id_floor, mark + 1)
+            self._building = threading.Thread(
+                target=self._build, args=(mark, len(self._vectors)), name="ann-build", daemon=True
             )
+            self._building.start()
+
+    def _build(self, mark: int, entries: int) -> None:
+        try:
+            reader = sqlite3.connect(self.root / "index.db", check_same_thread=False)
+            try:
+                ann = build_from_sqlite(reader, self.collection, self.dim, mark, entries)
+            finally:
+                reader.close()
+            with self._lock:
+                if self._closed:
+                    return
+                write_snapshot(self._ann_dir, self.collection, ann, mark)
+                self._vectors = self._ann_vectors(ann, mark)
+            log.info(
+                "search index %s: %d entries now searched approximately (%d cells)",
+                self.collection,
+                len(ann),
+                ann.nlist,
+            )
+        except Exception:
+            log.exception(
+                "search index %s: building the ANN index failed; search stays exact", self.collection
+            )
+        finally:
+            with self._lock:
+                self._building = None
+
+    def wait_for_build(self, timeout: float | None = None) -> bool:
+        """Wait for an ANN build in progress (tests, benches). -> whether none is running."""
+        thread = self._building
+        if thread is not None:
+            thread.join(timeout)
+        return self._building is None
+
+    def _max_id(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0])
+
+    def _removed(self, ids: Sequence[int]) -> None:
+        """Inside a write's transaction: rows an ANN snapshot (or one being built) may still hold."""
+        if ids and (self.approximate or self._building is not None):
+            self._db.executemany(
+                "INSERT OR IGNORE INTO ann_removed (collection, id) VALUES (?, ?)",
+                [(self.collection, i) for i in ids],
+            )
+
+    def _changed(self, count: int) -> None:
+        """After a write: snapshot the ANN index when enough has changed since the last one; or, exact,
+        start the move to ANN once the collection is big enough."""
+        if not self.approximate:
+            self._start_build()
+            return
+        self._changes += count
+        if self._changes >= self._policy.snapshot_every:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        assert isinstance(self._vectors, _AnnVectors)
+        mark = max(self._max_id(), self._id_floor - 1)
+        write_snapshot(self._ann_dir, self.collection, self._vectors.ann, mark)
+        self._db.execute("DELETE FROM ann_removed WHERE collection = ?", (self.collection,))
+        self._id_floor = mark + 1
+        self._changes = 0
 
     def _add_thumbnail_sizes(self) -> None:
         """An index written before thumbnail sizes were kept: add the column, from the files (once)."""
@@ -189,6 +370,9 @@ class SqliteChunkIndex:
 
     def close(self) -> None:
         with self._lock:
+            if self.approximate and self._changes and not self._closed:
+                self._snapshot()  # so the next start replays nothing
+            self._closed = True
             self._db.close()
 
     def __len__(self) -> int:
@@ -204,8 +388,7 @@ class SqliteChunkIndex:
             written: list[int] = []
             replaced: list[int] = []
             thumbnail_bytes = 0  # the change to the thumbnails' total
-            self._db.execute("BEGIN")
-            try:
+            with self._transaction():
                 for c, vector in zip(chunks, matrix, strict=True):
                     entry = entry_id(self.collection, c.owner_id, c.key)
                     old = self._db.execute(
@@ -213,16 +396,19 @@ class SqliteChunkIndex:
                     ).fetchone()
                     if old is not None:
                         replaced.append(old[0])
+                        self._removed([old[0]])
                         thumbnail_bytes -= old[1]
                         self._db.execute("DELETE FROM chunks WHERE id = ?", (old[0],))
                     jpeg = c.thumbnail_jpeg
                     thumbnail_bytes += len(jpeg) if jpeg is not None else 0
                     cur = self._db.execute(
-                        "INSERT INTO chunks (collection, entry_id, owner_id, live, source, chunk_idx,"
+                        "INSERT INTO chunks (id, collection, entry_id, owner_id, live, source, chunk_idx,"
                         " start_s, end_s, abs_start, abs_end, start_time, end_time, caption, thumbnail,"
                         " vector, thumbnail_bytes)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (MAX(?, (SELECT COALESCE(MAX(id), 0) + 1 FROM chunks)),"
+                        " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
+                            self._id_floor,
                             self.collection,
                             entry,
                             c.owner_id,
@@ -245,13 +431,20 @@ class SqliteChunkIndex:
                     written.append(cur.lastrowid)
                     if jpeg is not None:
                         atomic_write(self._thumbnail_file(c.owner_id, entry), jpeg)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._vectors.remove(replaced)
             self._vectors.add(written, matrix)
             self._thumbnail_bytes += thumbnail_bytes
+            self._changed(len(replaced) + len(written))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def remove_owner(self, owner_id: str) -> int:
         with self._lock:
@@ -264,9 +457,12 @@ class SqliteChunkIndex:
             (freed,) = self._db.execute(
                 "SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks WHERE owner_id = ?", (owner_id,)
             ).fetchone()
-            removed = self._db.execute("DELETE FROM chunks WHERE owner_id = ?", (owner_id,)).rowcount
+            with self._transaction():
+                removed = self._db.execute("DELETE FROM chunks WHERE owner_id = ?", (owner_id,)).rowcount
+                self._removed(ids)
             self._vectors.remove(ids)
             self._thumbnail_bytes -= int(freed)
+            self._changed(len(ids))
         owner_dir = self._owner_dir(owner_id)
         if owner_dir.is_dir():
             for f in owner_dir.iterdir():
@@ -285,24 +481,28 @@ class SqliteChunkIndex:
             if not rows:
                 return 0
             ids = [r[0] for r in rows]
-            self._db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(ids))})", ids)
+            with self._transaction():
+                self._db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(ids))})", ids)
+                self._removed(ids)
             self._vectors.remove(ids)
             self._thumbnail_bytes -= sum(r[3] for r in rows)
+            self._changed(len(ids))
         for _, owner, entry, size in rows:  # after the rows: a search never names a missing thumbnail
             if size:
                 self._thumbnail_file(owner, entry).unlink(missing_ok=True)
         return len(rows)
 
     def footprint(self) -> Footprint:
-        """Disk: the database's used pages (freed pages are reused, so they do not count) and the
-        thumbnail files; memory: the open collection's matrix."""
+        """Disk: the database's used pages (freed pages are reused, so they do not count), the thumbnail
+        files and the ANN snapshots; memory: the open collection's matrix or ANN codes."""
         with self._lock:
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
             free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
             page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            snapshots = sum(f.stat().st_size for f in self._ann_dir.glob("*.faiss"))
             return Footprint(
                 entries=len(self._vectors),
-                disk_bytes=(pages - free) * page_size + self._thumbnail_bytes,
+                disk_bytes=(pages - free) * page_size + self._thumbnail_bytes + snapshots,
                 memory_bytes=self._vectors.nbytes,
             )
 
