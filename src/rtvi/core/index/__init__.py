@@ -1,13 +1,18 @@
 """The chunk index (docs/search.md): `base` (the ChunkIndex interface, filters, hits), `sqlite` (one
-machine), `milvus` (MILVUS_URI, shared by replicas), `writer` (feeding it off the results path)."""
+machine), `milvus` (MILVUS_URI, shared by replicas), `thumbnails` (where thumbnails live), `writer`
+(feeding it off the results path)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from rtvi.core.index.base import ChunkIndex
 from rtvi.core.index.sqlite import SqliteChunkIndex
+from rtvi.core.index.thumbnails import LocalThumbnails, S3Thumbnails, ThumbnailStore
 from rtvi.settings import IndexSettings
+
+log = logging.getLogger(__name__)
 
 
 def open_chunk_index(root: Path, model_id: str, dim: int, settings: IndexSettings) -> ChunkIndex:
@@ -16,5 +21,25 @@ def open_chunk_index(root: Path, model_id: str, dim: int, settings: IndexSetting
     if settings.milvus_uri:
         from rtvi.core.index.milvus import MilvusChunkIndex  # pymilvus is imported only when used
 
-        return MilvusChunkIndex(settings.milvus_uri, model_id, dim, token=settings.milvus_token)
+        return MilvusChunkIndex(
+            settings.milvus_uri,
+            model_id,
+            dim,
+            milvus_thumbnails(root, settings),
+            token=settings.milvus_token,
+            index_type=settings.milvus_index,
+        )
     return SqliteChunkIndex(root, model_id, dim)
+
+
+def milvus_thumbnails(root: Path, settings: IndexSettings) -> ThumbnailStore:
+    """Where the Milvus index's thumbnails go: the asset store's S3 bucket, shared by every replica; with
+    no S3 asset store, this machine's disk under `root` (only this replica serves and removes them)."""
+    if settings.asset_store:
+        return S3Thumbnails(settings.asset_store, settings.s3_endpoint_url)
+    log.warning(
+        "search index: Milvus without an S3 asset store (RTVI_ASSET_STORE): thumbnails are kept on this"
+        " replica's disk under %s, and only this replica serves them",
+        root / "thumbnails",
+    )
+    return LocalThumbnails(root / "thumbnails")
