@@ -155,6 +155,10 @@ class IndexSettings:
     search_index: bool
     milvus_uri: str = field(repr=False)
     milvus_token: str = field(repr=False)
+    milvus_index: Literal["HNSW", "IVF_FLAT", "FLAT"] = "HNSW"
+    # With Milvus, thumbnails go to the asset store's bucket when it is S3 (else on this machine's disk).
+    asset_store: str = ""
+    s3_endpoint_url: str = ""
     index_retention_hours: float = 0.0
     index_max_gb: float = 0.0
     index_retention_interval_s: float = 60.0
@@ -345,6 +349,8 @@ class Settings(BaseSettings):
     # under ASSET_STORAGE_DIR/index. The token ("user:password" or an API key) is never logged.
     milvus_uri: str = Field("", validation_alias="MILVUS_URI", repr=False)
     milvus_token: str = Field("", validation_alias="MILVUS_TOKEN", repr=False)
+    # The vector index of a new Milvus collection (docs/search.md): HNSW, IVF_FLAT or FLAT (exact).
+    milvus_index: Literal["HNSW", "IVF_FLAT", "FLAT"] = Field("HNSW", validation_alias="RTVI_MILVUS_INDEX")
     # Retention of live chunks in the index (docs/search.md): older than this many hours, they leave it
     # (0 = keep); and, on SQLite, the index's footprint on disk (rows, vectors, thumbnails) is kept under
     # this many GB by removing the oldest live chunks (0 = unlimited). Files' chunks follow their asset.

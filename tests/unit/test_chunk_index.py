@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rtvi.core.index import open_chunk_index
-from rtvi.core.index.base import ChunkIndex, IndexedChunk, SearchFilter
+from rtvi.core.index.base import ChunkIndex, IndexedChunk, SearchFilter, owner_key
 from rtvi.core.index.sqlite import SqliteChunkIndex
 from rtvi.settings import IndexSettings
 
@@ -113,10 +113,31 @@ def test_sqlite_removal_deletes_thumbnail_files(tmp_path: Path) -> None:
     index = SqliteChunkIndex(tmp_path, "model-t", 4)
     index.upsert([chunk("a", 0, np.ones(4))])
     files = list((tmp_path / "thumbnails").rglob("*.jpg"))
-    assert len(files) == 1
+    # thumbnails/<owner digest>/<first two hex digits of the entry>/<entry>.jpg: no folder of millions.
+    entry = index.latest("a", 1)[0].entry_id
+    assert files == [tmp_path / "thumbnails" / owner_key("a") / entry[:2] / f"{entry}.jpg"]
     index.remove_owner("a")
     assert not any(f.exists() for f in files)
     index.close()
+
+
+def test_thumbnails_of_an_earlier_layout_are_fanned_out_on_open(tmp_path: Path) -> None:
+    """A folder an earlier release wrote (thumbnails/<owner digest>/<entry>.jpg) is moved into the
+    fanned-out layout once, and its thumbnails are still served and removed."""
+    index = SqliteChunkIndex(tmp_path, "model-l", 4)
+    index.upsert([chunk("a", i, np.ones(4)) for i in range(3)])
+    entries = [h.entry_id for h in index.latest("a", 3)]
+    index.close()
+    root = tmp_path / "thumbnails"
+    for f in list(root.rglob("*.jpg")):  # as the earlier release laid them out
+        f.rename(root / owner_key("a") / f.name)
+        f.parent.rmdir()
+    (root / "LAYOUT").unlink()
+    reopened = SqliteChunkIndex(tmp_path, "model-l", 4)
+    assert sorted(root.rglob("*.jpg")) == sorted(root / owner_key("a") / e[:2] / f"{e}.jpg" for e in entries)
+    assert reopened.thumbnail(entries[0]) == b"\xff\xd8jpeg-a-0"
+    assert reopened.remove_owner("a") == 3 and not list(root.rglob("*.jpg"))
+    reopened.close()
 
 
 def test_retention_removes_the_oldest_live_chunks_only(open_index: OpenIndex) -> None:

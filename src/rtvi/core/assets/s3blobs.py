@@ -1,6 +1,7 @@
 """Asset blobs in S3 (RTVI_ASSET_STORE=s3://bucket/prefix), so every replica reads the same files.
 
     s3://bucket/prefix/<asset id>/<name>   one object per asset, written once, never modified
+    s3://bucket/prefix/_thumbnails/...     the search index's thumbnails (Milvus; core/index/thumbnails.py)
     <storage>/cache/<asset id>/<name>      a local copy for the decoder, least recently used out first
 
 Objects are streamed from and to disk by boto3's transfer manager (multipart for large files), never
@@ -25,6 +26,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
+
+# The search index's thumbnails, next to the assets (core/index/thumbnails.py). No asset id starts with "_"
+# (they are UUIDs or stream ids, which start with a letter or digit), so this is never an asset's folder.
+THUMBNAILS = "_thumbnails"
+
+
+def s3_client(endpoint_url: str) -> Any:
+    """A boto3 S3 client (thread-safe; credentials from the environment), at S3_ENDPOINT_URL if set."""
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +68,8 @@ class S3Blobs:
         cache_cap_bytes: int,
         in_use: Callable[[str], bool],
     ) -> None:
-        import boto3
-
         self.where = S3Location.parse(location)
-        # One client for every thread (boto3 clients are thread-safe); credentials from the environment.
-        self._s3: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url or None)
+        self._s3 = s3_client(endpoint_url)  # one client for every thread
         self.cache_dir = cache_dir
         self.cache_cap_bytes = cache_cap_bytes
         self._in_use = in_use
@@ -145,14 +154,16 @@ class S3Blobs:
     # --- crash debris ---------------------------------------------------------------------------
     def sweep(self, known_ids: set[str], grace_s: float, now: float | None = None) -> int:
         """Delete objects of no registered asset and abort multipart uploads, both older than `grace_s`;
-        drop cached copies of unknown assets. -> objects deleted."""
+        drop cached copies of unknown assets. The index's thumbnails are not assets: left alone. -> objects
+        deleted."""
         now = time.time() if now is None else now
         bucket, prefix = self.where.bucket, self.where.prefix
         deleted = 0
         for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 asset_id = obj["Key"][len(prefix) :].split("/", 1)[0]
-                if asset_id not in known_ids and now - obj["LastModified"].timestamp() >= grace_s:
+                orphan = asset_id != THUMBNAILS and asset_id not in known_ids
+                if orphan and now - obj["LastModified"].timestamp() >= grace_s:
                     log.warning("removing the orphaned object s3://%s/%s", bucket, obj["Key"])
                     self._s3.delete_object(Bucket=bucket, Key=obj["Key"])
                     deleted += 1

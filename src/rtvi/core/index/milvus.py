@@ -1,10 +1,18 @@
 """The chunk index on Milvus (MILVUS_URI, issue 13): one index that every replica writes and searches.
 
 Same interface (base.py) and behaviour as the SQLite index (sqlite.py): one collection per model id and
-dimension, entries keyed by owner and chunk, exact cosine on unit vectors (a FLAT index with the inner
-product), filters by owner and time window. Thumbnails are kept in the entry (base64 JPEG), so any
-replica serves any thumbnail. Collections are created with Strong consistency: a chunk written by one
-replica is found by a search on another as soon as the write returns.
+dimension, entries keyed by owner and chunk, cosine on unit vectors (the inner product), filters by owner
+and time window. Collections are created with Strong consistency: a chunk written by one replica is found
+by a search on another as soon as the write returns.
+
+The vector index is RTVI_MILVUS_INDEX (`INDEXES`): HNSW by default, IVF_FLAT, or FLAT (exact). A
+collection keeps the index it was created with (an older one: FLAT), and searches use the parameters of
+the index it has. A server that refuses the configured type fails the open with a message naming the
+setting: no silent fallback to another cost per search.
+
+Thumbnails are not in the entries: they are files or S3 objects (thumbnails.py; in the asset store's
+bucket when RTVI_ASSET_STORE is s3://, so any replica serves any thumbnail), and an entry's `thumbnail`
+field holds `ref:<key>`. Entries written before that hold the JPEG itself there (base64): still served.
 
 Owner ids are client-chosen (stream ids), so filters never carry them: each entry also holds the SHA-256
 of its owner (`owner_key`, hex), and filters compare hashes. A filter expression is thus built only from
@@ -14,12 +22,14 @@ hex digests, booleans and numbers, and cannot be bent by a hostile id.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import heapq
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -38,15 +48,45 @@ from rtvi.core.index.base import (
     owner_key,
     unit_vector,
 )
+from rtvi.core.index.thumbnails import ThumbnailStore, key_of_digest, thumbnail_key
 
 log = logging.getLogger(__name__)
 
 COLLECTION_PREFIX = "rtvi_chunks_"
-# VARCHAR limits (bytes). A thumbnail whose base64 does not fit is left out of its entry.
-_MAX_THUMBNAIL_B64 = 65_535
+# VARCHAR limits (bytes). The thumbnail field held a base64 JPEG before it held a reference: its limit
+# stays that of the collections written then, so every collection has one schema.
+_MAX_THUMBNAIL_FIELD = 65_535
+_REF = "ref:"
 _MAX_TEXT = 4_096  # sources and owner ids are cut to this many bytes
 _MAX_CAPTION = 16_384  # captions are indexed up to 4,000 characters (4 bytes each at most)
 _PAGE = 1_000  # rows per page when a timeline scans an owner's entries
+
+
+IndexType = Literal["HNSW", "IVF_FLAT", "FLAT"]
+
+
+@dataclass(frozen=True, slots=True)
+class VectorIndex:
+    """How a collection's vectors are indexed: Milvus's build parameters, and the search parameters for a
+    `top_k` (tuned so the top 10 are the exact top 10 on the tests' data, tests/unit/test_chunk_index.py)."""
+
+    build: dict[str, int]
+    search_param: str = ""  # the search parameter that widens the search, if any
+    search_value: int = 0
+
+    def search_params(self, top_k: int) -> dict[str, int]:
+        if not self.search_param:
+            return {}
+        # HNSW's ef must be at least top_k; nprobe is a number of cells, whatever top_k is.
+        value = max(self.search_value, top_k) if self.search_param == "ef" else self.search_value
+        return {self.search_param: value}
+
+
+INDEXES: dict[str, VectorIndex] = {
+    "HNSW": VectorIndex({"M": 16, "efConstruction": 200}, "ef", 128),
+    "IVF_FLAT": VectorIndex({"nlist": 128}, "nprobe", 32),
+    "FLAT": VectorIndex({}),
+}
 
 
 def collection_name(model_id: str, dim: int) -> str:
@@ -85,17 +125,40 @@ class MilvusChunkIndex:
     """One collection (model id + dimension) on a Milvus server, or a Milvus Lite file. The methods are
     `base.ChunkIndex`'s."""
 
-    def __init__(self, uri: str, model_id: str, dim: int, token: str = "") -> None:
+    def __init__(
+        self,
+        uri: str,
+        model_id: str,
+        dim: int,
+        thumbnails: ThumbnailStore,
+        token: str = "",
+        index_type: IndexType = "HNSW",
+    ) -> None:
         self.collection = collection_of(model_id, dim)
         self.dim = dim
         self.name = collection_name(model_id, dim)
+        self.thumbnails = thumbnails
         self._client = MilvusClient(uri=uri, token=token)
         if self._client.has_collection(self.name):
             self._client.load_collection(self.name)
         else:
-            self._create()
+            self._create(index_type)
+        self.index_type = self._vector_index_type()
+        if self.index_type != index_type:
+            log.warning(
+                "search index: collection %s keeps its %s index (RTVI_MILVUS_INDEX=%s applies to new"
+                " collections; docs/search.md says how to rebuild one)",
+                self.name,
+                self.index_type,
+                index_type,
+            )
+        self._index = INDEXES.get(self.index_type, INDEXES["FLAT"])
 
-    def _create(self) -> None:
+    def _vector_index_type(self) -> str:
+        described = self._client.describe_index(self.name, "vector")
+        return str(described.get("index_type", "FLAT")) if described else "FLAT"
+
+    def _create(self, index_type: IndexType) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("entry_id", DataType.VARCHAR, max_length=32, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
@@ -112,14 +175,23 @@ class MilvusChunkIndex:
         schema.add_field("end_time", DataType.VARCHAR, max_length=64)
         schema.add_field("caption", DataType.VARCHAR, max_length=_MAX_CAPTION, nullable=True)
         schema.add_field("has_thumbnail", DataType.BOOL)
-        schema.add_field("thumbnail", DataType.VARCHAR, max_length=_MAX_THUMBNAIL_B64)
+        schema.add_field("thumbnail", DataType.VARCHAR, max_length=_MAX_THUMBNAIL_FIELD)
         index = self._client.prepare_index_params()
-        index.add_index("vector", index_type="FLAT", metric_type="IP")
+        index.add_index("vector", index_type=index_type, metric_type="IP", params=INDEXES[index_type].build)
         index.add_index("owner_key", index_type="INVERTED")  # timelines and deletes select by owner
-        self._client.create_collection(
-            self.name, schema=schema, index_params=index, consistency_level="Strong"
-        )
-        log.info("search index: collection %s created on Milvus", self.name)
+        try:
+            self._client.create_collection(
+                self.name, schema=schema, index_params=index, consistency_level="Strong"
+            )
+        except Exception as exc:
+            # The collection may be made before its index is refused: gone again, so the next open tries
+            # afresh (with another RTVI_MILVUS_INDEX) instead of finding a collection it cannot load.
+            with contextlib.suppress(Exception):
+                self._client.drop_collection(self.name)
+            raise RuntimeError(
+                f"Milvus refused a {index_type} index (RTVI_MILVUS_INDEX; HNSW, IVF_FLAT or FLAT): {exc}"
+            ) from exc
+        log.info("search index: collection %s created on Milvus (%s index)", self.name, index_type)
 
     def close(self) -> None:
         self._client.close()
@@ -133,15 +205,20 @@ class MilvusChunkIndex:
         """Add chunks, replacing an entry with the same owner and key (one upsert request)."""
         if not chunks:
             return
-        rows = [self._row(c) for c in chunks]
+        rows = []
+        for c in chunks:
+            entry = entry_id(self.collection, c.owner_id, c.key)
+            thumbnail = ""
+            if c.thumbnail_jpeg is not None:  # the thumbnail first: an entry never names a missing one
+                key = thumbnail_key(c.owner_id, entry)
+                self.thumbnails.put(key, c.thumbnail_jpeg)
+                thumbnail = _REF + key
+            rows.append(self._row(c, entry, thumbnail))
         self._client.upsert(self.name, rows)
 
-    def _row(self, c: IndexedChunk) -> dict[str, Any]:
-        thumbnail = base64.b64encode(c.thumbnail_jpeg).decode() if c.thumbnail_jpeg is not None else ""
-        if len(thumbnail) > _MAX_THUMBNAIL_B64:
-            thumbnail = ""
+    def _row(self, c: IndexedChunk, entry: str, thumbnail: str) -> dict[str, Any]:
         return {
-            "entry_id": entry_id(self.collection, c.owner_id, c.key),
+            "entry_id": entry,
             "vector": chunk_vector(c, self.dim).tolist(),
             "owner_key": owner_key(c.owner_id),
             "owner_id": _cut(c.owner_id, _MAX_TEXT),
@@ -160,7 +237,8 @@ class MilvusChunkIndex:
         }
 
     def remove_owner(self, owner_id: str) -> int:
-        """Forget every chunk of a file or stream, in every rtvi collection. -> entries removed."""
+        """Forget every chunk of a file or stream, in every rtvi collection, then its thumbnails (one
+        folder or prefix for all collections). -> entries removed."""
         removed = 0
         expression = _owner_expression(owner_id)
         for name in self._client.list_collections():
@@ -168,6 +246,7 @@ class MilvusChunkIndex:
                 result = self._client.delete(name, filter=expression)
                 # A Milvus server answers {"delete_count": n}; Milvus Lite the deleted ids.
                 removed += int(result["delete_count"]) if isinstance(result, dict) else len(result)
+        self.thumbnails.delete_owner(owner_id)
         return removed
 
     # --- reads --------------------------------------------------------------------------------------
@@ -180,7 +259,7 @@ class MilvusChunkIndex:
             limit=top_k,
             filter=filter_expression(where) if where is not None else "",
             output_fields=list(HIT_FIELDS),
-            search_params={"metric_type": "IP"},
+            search_params={"metric_type": "IP", "params": self._index.search_params(top_k)},
         )
         return [hit_of(str(h["entry_id"]), h["entity"], float(h["distance"])) for h in found[0]]
 
@@ -213,8 +292,10 @@ class MilvusChunkIndex:
 
     def thumbnail(self, entry: str) -> bytes | None:
         rows = self._client.get(self.name, ids=[entry], output_fields=["thumbnail"])
-        encoded = str(rows[0]["thumbnail"]) if rows else ""
-        return base64.b64decode(encoded) if encoded else None
+        held = str(rows[0]["thumbnail"]) if rows else ""
+        if held.startswith(_REF):
+            return self.thumbnails.get(held[len(_REF) :])
+        return base64.b64decode(held) if held else None  # an entry written before references
 
     # --- retention ----------------------------------------------------------------------------------
     def expire_live(self, before: float | None, limit: int) -> int:
@@ -226,12 +307,17 @@ class MilvusChunkIndex:
         rows = self._client.query(
             self.name,
             filter=f"live == true and start_s < {float(before)!r}",
-            output_fields=["entry_id"],
+            output_fields=["entry_id", "owner_key", "has_thumbnail"],
             limit=limit,
         )
         ids = [str(r["entry_id"]) for r in rows]
         if ids:
             self._client.delete(self.name, ids=ids)
+            # After the rows. The keys from the entries' fields, not their `thumbnail` (an entry written
+            # before references holds a JPEG there; its key names nothing, which deletes nothing).
+            self.thumbnails.delete(
+                [key_of_digest(str(r["owner_key"]), str(r["entry_id"])) for r in rows if r["has_thumbnail"]]
+            )
         return len(ids)
 
     def footprint(self) -> Footprint:

@@ -1,10 +1,11 @@
 """The chunk index in SQLite (one machine; the default): exact search over an in-memory matrix.
 
-Rows live in SQLite next to the asset registry (metadata, the vector, the thumbnail's file name), so the
-index survives a restart; the vectors of the open collection are also held in memory as one float32
-matrix, and a search is exact: one BLAS matrix-vector product and a partial sort (bench/search_bench.py
-measures it against numpy on a bare matrix). Filters select row ids in SQLite and only those rows are
-scored. Vectors are unit-normalised on the way in, so the inner product is the cosine.
+Rows live in SQLite next to the asset registry (metadata, the vector, whether there is a thumbnail:
+its file is named by the owner and entry, thumbnails.py), so the index survives a restart; the vectors
+of the open collection are also held in memory as one float32 matrix, and a search is exact: one BLAS
+matrix-vector product and a partial sort (bench/search_bench.py measures it against numpy on a bare
+matrix). Filters select row ids in SQLite and only those rows are scored. Vectors are unit-normalised on
+the way in, so the inner product is the cosine.
 
 A collection is one model id and dimension: vectors of two models never mix, and a new MODEL_PATH starts
 an empty collection (`rtvi reindex` fills it again). Why SQLite and not Milvus Lite on one machine:
@@ -24,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from rtvi.core.assets.storage import atomic_write
 from rtvi.core.index.ann import (
     AnnIndex,
     AnnPolicy,
@@ -44,9 +44,9 @@ from rtvi.core.index.base import (
     collection_of,
     entry_id,
     hit_of,
-    owner_key,
     unit_vector,
 )
+from rtvi.core.index.thumbnails import LocalThumbnails, thumbnail_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -223,6 +223,7 @@ class SqliteChunkIndex:
         self.dim = dim
         self._policy = ann if ann is not None else AnnPolicy()
         self._ann_dir = root / "ann"
+        self.thumbnails = LocalThumbnails(root / "thumbnails")
         self._lock = threading.RLock()
         self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -364,8 +365,7 @@ class SqliteChunkIndex:
         rows = self._db.execute("SELECT id, owner_id, entry_id FROM chunks WHERE thumbnail = 1").fetchall()
         sizes = []
         for row_id, owner, entry in rows:
-            path = self._thumbnail_file(owner, entry)
-            sizes.append((path.stat().st_size if path.is_file() else 0, row_id))
+            sizes.append((self.thumbnails.size(thumbnail_key(owner, entry)), row_id))
         self._db.executemany("UPDATE chunks SET thumbnail_bytes = ? WHERE id = ?", sizes)
 
     def close(self) -> None:
@@ -430,7 +430,7 @@ class SqliteChunkIndex:
                     assert cur.lastrowid is not None
                     written.append(cur.lastrowid)
                     if jpeg is not None:
-                        atomic_write(self._thumbnail_file(c.owner_id, entry), jpeg)
+                        self.thumbnails.put(thumbnail_key(c.owner_id, entry), jpeg)
             self._vectors.remove(replaced)
             self._vectors.add(written, matrix)
             self._thumbnail_bytes += thumbnail_bytes
@@ -463,11 +463,7 @@ class SqliteChunkIndex:
             self._vectors.remove(ids)
             self._thumbnail_bytes -= int(freed)
             self._changed(len(ids))
-        owner_dir = self._owner_dir(owner_id)
-        if owner_dir.is_dir():
-            for f in owner_dir.iterdir():
-                f.unlink(missing_ok=True)
-            owner_dir.rmdir()
+        self.thumbnails.delete_owner(owner_id)  # after the rows: a search never names a missing thumbnail
         return removed
 
     def expire_live(self, before: float | None, limit: int) -> int:
@@ -487,9 +483,8 @@ class SqliteChunkIndex:
             self._vectors.remove(ids)
             self._thumbnail_bytes -= sum(r[3] for r in rows)
             self._changed(len(ids))
-        for _, owner, entry, size in rows:  # after the rows: a search never names a missing thumbnail
-            if size:
-                self._thumbnail_file(owner, entry).unlink(missing_ok=True)
+        # After the rows: a search never names a missing thumbnail.
+        self.thumbnails.delete([thumbnail_key(owner, entry) for _, owner, entry, size in rows if size])
         return len(rows)
 
     def footprint(self) -> Footprint:
@@ -547,16 +542,7 @@ class SqliteChunkIndex:
             ).fetchone()
         if row is None:
             return None
-        path = self._thumbnail_file(row[0], entry)
-        return path.read_bytes() if path.is_file() else None
-
-    # --- names --------------------------------------------------------------------------------------
-    def _owner_dir(self, owner_id: str) -> Path:
-        # Hashed: stream ids are client-chosen and may not be safe file names.
-        return self.root / "thumbnails" / owner_key(owner_id)
-
-    def _thumbnail_file(self, owner_id: str, entry: str) -> Path:
-        return self._owner_dir(owner_id) / f"{entry}.jpg"
+        return self.thumbnails.get(thumbnail_key(row[0], entry))
 
 
 def _hit_row(row: Sequence[object]) -> tuple[str, dict[str, object]]:
