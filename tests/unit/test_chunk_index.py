@@ -230,3 +230,22 @@ def test_sqlite_memory_stops_growing_once_retention_holds_the_count(tmp_path: Pa
         assert index.footprint().entries == 1500
         assert index.footprint().memory_bytes == allocated
     index.close()
+
+
+def test_filters_read_only_the_rows_they_select(tmp_path: Path) -> None:
+    """An owner filter goes through the owner index and a "since" window through the end-time index, not
+    a scan of every live row (rows carry their vectors: at millions of chunks a scan reads gigabytes)."""
+    from rtvi.core.index.sqlite import filter_clause
+
+    SqliteChunkIndex(tmp_path, "model-plan", 4).close()
+    db = sqlite3.connect(tmp_path / "index.db")
+    for where, index in (
+        (SearchFilter(stream_ids=["cam"]), "chunks_owner"),
+        (SearchFilter(asset_ids=["a", "b"]), "chunks_owner"),
+        (SearchFilter(abs_from=1e9), "chunks_abs_end"),
+    ):
+        sql, args = filter_clause(where)
+        plan = db.execute(
+            f"EXPLAIN QUERY PLAN SELECT id FROM chunks WHERE collection = ? AND {sql}", ["c", *args]
+        ).fetchall()
+        assert f"USING INDEX {index} " in plan[0][3], (where, plan)

@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS ann_removed (
 """
 # After _SCHEMA (an index made before thumbnail_bytes existed gets the column first).
 _AGE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_live_age ON chunks (collection, live, start_s)"
+# A search "since" a wall-clock time reads only the chunks that end after it, not the whole collection.
+_WINDOW_INDEX = "CREATE INDEX IF NOT EXISTS chunks_abs_end ON chunks (collection, abs_end)"
 
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,8 @@ def filter_clause(where: SearchFilter) -> tuple[str, list[object]]:
     params: list[object] = []
     owners: list[str] = []
     for live, ids in where.owners():
-        owners.append(f"(live = {int(live)} AND owner_id IN ({','.join('?' * len(ids))}))")
+        # "+live": not an index term, so the owner index is used (the age index would scan every live row).
+        owners.append(f"(+live = {int(live)} AND owner_id IN ({','.join('?' * len(ids))}))")
         params += ids
     if owners:
         parts.append("(" + " OR ".join(owners) + ")")
@@ -230,6 +233,7 @@ class SqliteChunkIndex:
         self._db.executescript(_SCHEMA)
         self._add_thumbnail_sizes()
         self._db.execute(_AGE_INDEX)
+        self._db.execute(_WINDOW_INDEX)
         # The thumbnails' bytes, all collections (they share the folder): kept up to date by every write.
         self._thumbnail_bytes = int(
             self._db.execute("SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks").fetchone()[0]
