@@ -181,7 +181,7 @@ def read_vectors(
     for i in range(0, len(ids), _ID_BATCH):
         part = [int(x) for x in ids[i : i + _ID_BATCH]]
         for row_id, blob in db.execute(
-            f"SELECT id, vector FROM chunks WHERE collection = ? AND id IN ({','.join('?' * len(part))})",
+            f"SELECT id, vector FROM chunks WHERE +collection = ? AND id IN ({','.join('?' * len(part))})",
             [collection, *part],
         ):
             found_ids.append(row_id)
@@ -198,7 +198,7 @@ def stored_batches(
     bound = "" if upto is None else " AND id <= ?"
     while True:
         rows = db.execute(
-            f"SELECT id, vector FROM chunks WHERE collection = ? AND id > ?{bound} ORDER BY id LIMIT ?",
+            f"SELECT id, vector FROM chunks WHERE +collection = ? AND id > ?{bound} ORDER BY id LIMIT ?",
             [collection, last, *([] if upto is None else [upto]), _BUILD_BATCH],
         ).fetchall()
         if not rows:
