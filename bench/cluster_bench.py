@@ -14,10 +14,13 @@ PostgreSQL (`make postgres-deps`).
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +44,80 @@ from tests.servers import RtviServer, free_port  # noqa: E402
 CAMERAS = [f"cam-{i}" for i in range(6)]
 SESSION_TIMEOUT_MS = 3000
 RESULTS = "bench-results"
+PHASES = ["detect", "rebalance", "start", "open", "keyframe", "window", "model"]
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+ (.*)$")
+
+
+def log_events(path: Path, since: float) -> list[tuple[float, str]]:
+    """(Unix time, message) of a replica's log lines from `since` on (its asctime is local time)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _LINE.match(line)
+        if m:
+            t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if t >= since:
+                out.append((t, m.group(2)))
+    return out
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The broker's group coordinator says when it dropped a member whose session lapsed.
+TANSU_LOG = "warn,tansu_broker::coordinator::group::administrator=info"
+
+
+def missed_heartbeat(broker_log: Path, since: float) -> float | None:
+    """When the broker noticed a member's session lapse (its first such line from `since` on)."""
+    for line in broker_log.read_text(errors="replace").splitlines():
+        line = _ANSI.sub("", line)
+        if "missed heartbeat" in line:
+            t = datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+            if t >= since:
+                return t
+    return None
+
+
+def breakdown(
+    replicas: list[RtviServer],
+    victim_id: str,
+    cam: str,
+    killed: float,
+    tail: ResultsTail,
+    detected: float | None,
+) -> dict[str, float]:
+    """Where the take-over of `cam` spent its time, from the survivors' logs and the results topic."""
+    events = []
+    for i, r in enumerate(replicas):
+        if f"r{i}" != victim_id:
+            events += [(t, f"r{i}", m) for t, m in log_events(r.log_path, killed)]
+    run = next((t, r) for t, r, m in sorted(events) if m == f"cluster: stream {cam} runs here")
+    owner = run[1]
+    mine = sorted((t, m) for t, r, m in events if r == owner)
+    assigned = next(t for t, m in mine if re.search(r"partitions \[\d[\d, ]*\] of .* assigned here", m))
+    connected = next(t for t, m in mine if m.startswith(f"stream {cam}: connected in"))
+    keyed = next(t for t, m in mine if m.startswith(f"stream {cam}: first keyframe"))
+    first = min(
+        (c for c in tail.since(killed) if c.camera == cam and c.replica == owner), key=lambda c: c.received
+    )
+    detect = (detected if detected is not None else assigned) - killed
+    return {
+        "detect": detect,
+        "rebalance": assigned - killed - detect,
+        "start": run[0] - assigned,
+        "open": connected - run[0],
+        "keyframe": keyed - connected,
+        "window": first.end - keyed,
+        "model": first.received - first.end,
+        "chunk_len": first.end - first.start,
+        # How late chunks come in steady state (every camera before the kill): the model pass's share.
+        "steady_late": float(
+            np.median([c.received - c.end for c in tail.chunks if killed - 10 <= c.received < killed])
+        ),
+    }
 
 
 def main(rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="rtvi-cluster-bench-"))
+    os.environ.setdefault("RUST_LOG", TANSU_LOG)  # read by the broker (a child process)
     broker, pg = TansuBroker(work / "tansu.log"), PostgresServer(work / "postgres.log")
     broker.start(), pg.start()
     camera = RtspServer(free_port(), work).start()
@@ -59,8 +132,18 @@ def main(rounds: int) -> None:
         tail = ResultsTail(broker.bootstrap, RESULTS)
         wait_for(lambda: {c.camera for c in tail.chunks} == set(CAMERAS), 90, "first chunks")
         failovers: list[float] = []
+        phases: list[dict[str, float]] = []
         for n in range(rounds):
             time.sleep(6)  # steady state: every camera delivering from its owner
+            # ... and caught up (on a busy machine the model pass may lag): every camera in the last 4 s.
+            try:
+                wait_for(
+                    lambda: {c.camera for c in tail.since(time.time() - 4)} == set(CAMERAS), 180, "steady"
+                )
+            except AssertionError:  # the machine is shared: a round only starts from a steady state
+                load = os.getloadavg()[0]
+                print(f"round {n + 1}: skipped, the cameras did not all deliver for 180 s (load {load:.1f})")
+                continue
             owners = {c.camera: c.replica for c in tail.since(time.time() - 4)}
             victim_id = Counter(owners.values()).most_common(1)[0][0]
             moved = {cam for cam, r in owners.items() if r == victim_id}
@@ -80,7 +163,26 @@ def main(rounds: int) -> None:
                 for cam in moved
             )
             failovers.append(back - killed)
-            print(f"round {n + 1}: {victim_id} held {len(moved)} cameras; back after {back - killed:.1f} s")
+            load = os.getloadavg()[0]  # the machine is shared: what else ran shows here
+            print(
+                f"round {n + 1}: {victim_id} held {len(moved)} cameras; back after {back - killed:.1f} s"
+                f" (load {load:.1f})"
+            )
+            last = max(
+                moved,
+                key=lambda cam: min(
+                    c.received for c in tail.since(killed) if c.camera == cam and c.replica != victim_id
+                ),
+            )
+            time.sleep(1)  # the logs are flushed
+            try:
+                b = breakdown(
+                    replicas, victim_id, last, killed, tail, missed_heartbeat(broker.log_path, killed)
+                )
+                phases.append(b)
+                print("  last camera " + last + ": " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
+            except StopIteration:
+                print("  (no breakdown: a log line is missing)")
             victim.start()
             wait_for(lambda: spread(replicas), 60, "partitions spread again")
         f = np.asarray(failovers)
@@ -88,6 +190,10 @@ def main(rounds: int) -> None:
         print(f"\nfailover over {rounds} kills (6 cameras, 3 replicas, chunk 2 s):")
         print(f"p50 {p50:.1f} s, p95 {p95:.1f} s, max {f.max():.1f} s")
         print(f"floor (session timeout) {floor:.1f} s; p50 / floor {p50 / floor:.2f}")
+        if phases:
+            print("breakdown of the last camera's take-over, median (max) over the rounds, s:")
+            print(", ".join(f"{k} {np.median([p[k] for p in phases]):.2f} ({max(p[k] for p in phases):.2f})"
+                            for k in phases[0]))  # fmt: skip
     finally:
         if tail is not None:
             tail.close()

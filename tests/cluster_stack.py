@@ -41,6 +41,7 @@ class Chunk:
     index: int
     replica: str
     end: float = 0.0  # the chunk's end (Unix seconds): received - end is how late it came
+    start: float = 0.0  # the chunk's start (Unix seconds)
 
 
 class ResultsTail:
@@ -71,7 +72,8 @@ class ResultsTail:
             headers = dict(m.headers() or [])
             index = int((m.key() or b"").decode().rsplit(":", 1)[1])
             replica = headers.get("rtvi-replica", b"").decode()
-            self.chunks.append(Chunk(time.time(), v.sensor.id, index, replica, v.end.ToMicroseconds() / 1e6))
+            end, start = v.end.ToMicroseconds() / 1e6, v.timestamp.ToMicroseconds() / 1e6
+            self.chunks.append(Chunk(time.time(), v.sensor.id, index, replica, end, start))
 
     def since(self, t: float) -> list[Chunk]:
         return [c for c in list(self.chunks) if c.received >= t]

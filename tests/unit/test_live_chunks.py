@@ -214,12 +214,34 @@ def test_credentials_move_out_of_the_url_and_back() -> None:
 
 def test_an_epoch_grid_cuts_and_numbers_windows_alike_wherever_the_stream_is_joined() -> None:
     """Two replicas that join one camera at different moments (a take-over) cut the same windows with the
-    same indices: multiples of the step since the Unix epoch."""
+    same indices: multiples of the step since the Unix epoch. Each one's first window is the grid window
+    its first keyframe falls in, from that keyframe on (the take-over delivers a chunk when it ends)."""
     base = 1_700_000_000.0  # a wall-clock time, a multiple of 2
     times = [base + 0.3 + i / 10 for i in range(80)]
     early, _ = run(LiveChunkPlanner(2, 0, 4, identity, "exact", epoch_grid=True), times, key_every=5)
-    late, _ = run(LiveChunkPlanner(2, 0, 4, identity, "exact", epoch_grid=True), times[25:], key_every=5)
-    first = int(base / 2) + 1  # the stream starts at base + 0.3: the first whole window starts at base + 2
-    assert [(w.index, w.start_s) for w, _ in early] == [(first + k, base + 2 + 2 * k) for k in range(3)]
-    assert [(w.index, w.start_s) for w, _ in late] == [(first + k, base + 2 + 2 * k) for k in (1, 2)]
-    assert [len(frames) for _, frames in late] == [4, 4]
+    joined = times[25:]
+    late, _ = run(LiveChunkPlanner(2, 0, 4, identity, "exact", epoch_grid=True), joined, key_every=5)
+    first = int(base / 2)  # the stream starts at base + 0.3, in the window [base, base + 2)
+    whole = [(first + k, base + 2 * k, base + 2 * k + 2) for k in range(4)]
+    assert [(w.index, w.start_s, w.end_s) for w, _ in early] == [(first, base + 0.3, base + 2), *whole[1:]]
+    # Joined at base + 2.8: the rest of window first + 1, then the same whole windows.
+    assert [(w.index, w.start_s, w.end_s) for w, _ in late] == [(first + 1, joined[0], base + 4), *whole[2:]]
+    assert [len(frames) for _, frames in late] == [4, 4, 4]
+    # The cut window's frames lie in its own part of the stream.
+    window, frames = late[0]
+    assert all(window.start_s <= joined[f] < window.end_s for f in frames)
+
+
+def test_an_epoch_grid_resumes_after_a_gap_without_opening_a_window_twice() -> None:
+    base = 1_700_000_000.0
+    p = LiveChunkPlanner(2, 0, 4, identity, "exact", epoch_grid=True)
+    before = [base + 0.5 + i / 10 for i in range(20)]  # to base + 2.4: window first + 1 is open
+    done, _ = run(p, before, key_every=5)
+    assert [w.index for w, _ in done] == [int(base / 2)]
+    p.reset()  # the camera drops; it is back at base + 3.0, inside the window dropped
+    after = [base + 3.0 + i / 10 for i in range(52)]
+    done, _ = run(p, after, key_every=5)
+    assert [(w.index, w.start_s) for w, _ in done] == [
+        (int(base / 2) + 2, base + 4),
+        (int(base / 2) + 3, base + 6),
+    ]

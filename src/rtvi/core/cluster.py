@@ -27,6 +27,11 @@ RUN = b"run"
 StreamHook = Callable[[str], None]  # called with a stream id on the consumer thread
 
 
+def heartbeat_interval_ms(session_timeout_ms: int) -> int:
+    """A tenth of the session timeout (at least 100 ms): how late a survivor may learn of a rebalance."""
+    return max(100, session_timeout_ms // 10)
+
+
 class StreamOwnership:
     def __init__(self, settings: ClusterSettings, service: str, start: StreamHook, stop: StreamHook) -> None:
         bootstrap = self.bootstrap = settings.cluster_bootstrap
@@ -91,7 +96,12 @@ class StreamOwnership:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.session_timeout_ms,
-                "heartbeat.interval.ms": max(100, self.session_timeout_ms // 4),
+                # A survivor hears of a rebalance at its next heartbeat: often, so that a dead replica's
+                # cameras move soon after its session lapses (docs/scale-out.md, "Failover, measured").
+                "heartbeat.interval.ms": heartbeat_interval_ms(self.session_timeout_ms),
+                # A partition just assigned is read from its next fetch: a broker holds an idle fetch
+                # this long (librdkafka's default, 500 ms, delayed every take-over by up to that).
+                "fetch.wait.max.ms": 100,
                 # Incremental rebalances: when a replica dies or joins, only the partitions that move
                 # change hands; the others' cameras keep running.
                 "partition.assignment.strategy": "cooperative-sticky",

@@ -482,12 +482,14 @@ class LiveDecoder:
         while not self._stop.is_set():
             error = "end of stream"
             got_frames = False
+            opening = time.monotonic()
             try:
                 container = open_rtsp(self._url, opts)
             except MediaError as exc:
                 error = str(exc)
             else:
                 self.connections += 1
+                log.info("stream %s: connected in %.2f s", self.stream_id, time.monotonic() - opening)
                 self.connected = True
                 try:
                     got_frames, error = self._pump(container)
@@ -529,9 +531,10 @@ class LiveDecoder:
         clock = FrameClock(self.stream_id)
         kept = KeptPackets(self.stream_id, stream.codec_context)
         time_base = stream.time_base or 1 / 90000
-        got = False
+        got = keyed = False
         t = time.time()
         rate = _FrameRate(self._on_fps)
+        connected = time.monotonic()
         try:
             for packet in container.demux(stream):
                 if self._stop.is_set():
@@ -541,6 +544,10 @@ class LiveDecoder:
                 pts_s = float(packet.pts * time_base) if packet.pts is not None else None
                 t = clock.time(container.start_time_realtime, pts_s, time.time()) if pts_s is not None else t
                 got = True
+                if packet.is_keyframe and not keyed:  # what a chunk can start from
+                    keyed = True
+                    log.info("stream %s: first keyframe %.2f s after connecting", self.stream_id,
+                             time.monotonic() - connected)  # fmt: skip
                 if pts_s is not None:
                     rate.add(pts_s)
                 kept.add(packet, t)

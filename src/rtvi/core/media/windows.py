@@ -7,6 +7,15 @@ covers ``[origin + i * step, origin + i * step + duration)`` with ``step = durat
 Unix seconds). A disconnect (``reset``) drops the windows that cannot be completed honestly and
 re-anchors on the first keyframe after the reconnect, so a chunk never spans an outage.
 
+On the epoch grid (a cluster-run camera, whichever replica decodes it) window ``i`` covers
+``[i * step, i * step + duration)`` since the Unix epoch. The first window of a connection is the grid
+window its first keyframe falls in, cut to start at that keyframe: a camera that changes hands delivers
+its first chunk when that window ends, not one to two windows later, with the same index any replica
+gives it. No replica delivered that index before: the one that held the camera stopped (or died) before that
+keyframe, so every window it delivered ended before it and started at least a window's duration earlier,
+before this window's grid start. After a reset a window already opened (and dropped) is not opened again:
+the grid resumes at the next one.
+
 Frames
 ------
 A window of ``n`` frames is cut into ``n`` equal parts; part ``k`` has its target at its centre (as for
@@ -120,6 +129,7 @@ class LiveChunkPlanner(Generic[P, F]):
         self.epoch_grid = epoch_grid
         self._convert = convert
         self._origin: float | None = None
+        self._since = float("-inf")  # the anchoring keyframe: no window starts before it
         self._now = float("-inf")
         self._next_index = 0  # window indices keep increasing across resets
         self._origin_index = 0  # the index of the window that starts at the origin
@@ -153,11 +163,13 @@ class LiveChunkPlanner(Generic[P, F]):
         if self._origin is None:
             if not key:
                 return []
-            self._origin = t
+            self._origin = self._since = t
             if self.epoch_grid:
-                multiple = math.ceil(t / self.step_s - 1e-9)
-                self._origin = multiple * self.step_s
-                self._origin_index = self._next_index = max(multiple, self._next_index)
+                # The grid window this keyframe falls in, from the keyframe on (see the module docstring);
+                # after a reset, a window already opened (and dropped) is not opened again.
+                index = max(math.floor(t / self.step_s + 1e-9), self._next_index)
+                self._origin = index * self.step_s
+                self._origin_index = self._next_index = index
         now = self._now = max(self._now, t)  # packets come in decoding order; B-frames step back
         if key and (not self._keys or t > self._keys[-1]):
             self._keys.append(t)
@@ -238,7 +250,7 @@ class LiveChunkPlanner(Generic[P, F]):
             start = self._origin + (self._next_index - self._origin_index) * self.step_s
             if start > t:
                 return
-            window = LiveWindow(self._next_index, start, start + self.duration_s)
+            window = LiveWindow(self._next_index, max(start, self._since), start + self.duration_s)
             self._open[window.index] = _Open(window, [None] * self.n, [0.0] * self.n, self.n)
             for k, target in enumerate(window.targets(self.n)):
                 bisect.insort(self._targets, (target, window.index, k))
