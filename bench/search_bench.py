@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from rtvi.core.index.ann import AnnPolicy  # noqa: E402
 from rtvi.core.index.base import IndexedChunk, SearchFilter  # noqa: E402
 from rtvi.core.index.sqlite import SqliteChunkIndex  # noqa: E402
 
@@ -71,7 +72,7 @@ def level(n: int, rng: np.random.Generator) -> dict[str, float]:
     queries = rng.standard_normal((QUERIES, DIM), dtype=np.float32)
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        index = SqliteChunkIndex(Path(tmp), "bench", DIM)
+        index = SqliteChunkIndex(Path(tmp), "bench", DIM, AnnPolicy(from_entries=0))  # exact: ann_bench.py
         start = time.perf_counter()
         for i in range(0, n, BATCH):
             index.upsert(chunks(vectors[i : i + BATCH], i))

@@ -94,11 +94,17 @@ def test_recall_on_a_larger_collection_and_exact_filters(tmp_path: Path, scenes:
     assert recall >= 0.95, recall
 
     ids = np.arange(len(vectors))
-    # One camera of ten (4,000 entries: scored exactly) and a time window keeping 30% (the ANN scan
-    # restricted to the window): no hit outside the filter, and the same hits as exact search.
+    # A camera's last 10,000 chunks (1,000 entries: scored exactly), one camera of ten (4,000) and a
+    # time window keeping 30% (both: the ANN scan restricted to them): no hit outside the filter, and the
+    # same hits as exact search.
+    recent = SearchFilter(stream_ids=["cam-3"], abs_from=1e9 + 30_000)
     one_camera = SearchFilter(stream_ids=["cam-3"])
     window = SearchFilter(abs_from=1e9 + 10_000, abs_to=1e9 + 22_000)
-    for where, keep in ((one_camera, ids % 10 == 3), (window, (ids + 1 > 10_000) & (ids < 22_000))):
+    for where, keep in (
+        (recent, (ids % 10 == 3) & (ids + 1 > 30_000)),
+        (one_camera, ids % 10 == 3),
+        (window, (ids + 1 > 10_000) & (ids < 22_000)),
+    ):
         filtered_recall = []
         for q in queries[:20]:
             got = top_ids(index, q, where)

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     thumbnail_bytes INTEGER NOT NULL DEFAULT 0  -- the JPEG file's size: the footprint without a walk
 );
 CREATE INDEX IF NOT EXISTS chunks_owner ON chunks (collection, owner_id);
+-- Running totals kept by every write (a SUM over millions of rows would read them all at each start).
+CREATE TABLE IF NOT EXISTS index_totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- Rows removed since a collection's ANN snapshot (ann.py): the snapshot still holds them.
 CREATE TABLE IF NOT EXISTS ann_removed (
     collection TEXT NOT NULL,
@@ -85,8 +87,8 @@ _WINDOW_INDEX = "CREATE INDEX IF NOT EXISTS chunks_abs_end ON chunks (collection
 log = logging.getLogger(__name__)
 ReadVectors = Callable[[Sequence[int]], tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]
 # A filter that keeps at most this many entries of a large collection is scored exactly: reading their
-# vectors costs less than scanning the ANN index for them.
-_EXACT_SELECTION = 10_000
+# vectors from SQLite (~8 us each) costs less than scanning the ANN index for them.
+_EXACT_SELECTION = 2_000
 
 _WINDOW_GUARD = {"wall_clock_known": "abs_start IS NOT NULL", "files": "live = 0"}
 # The hit's fields, by their names in base.HIT_FIELDS.
@@ -235,9 +237,7 @@ class SqliteChunkIndex:
         self._db.execute(_AGE_INDEX)
         self._db.execute(_WINDOW_INDEX)
         # The thumbnails' bytes, all collections (they share the folder): kept up to date by every write.
-        self._thumbnail_bytes = int(
-            self._db.execute("SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks").fetchone()[0]
-        )
+        self._thumbnail_bytes = self._total_thumbnail_bytes()
         self._closed = False
         self._building: threading.Thread | None = None
         self._changes = 0  # adds and removals the ANN snapshot on disk does not have
@@ -360,6 +360,22 @@ class SqliteChunkIndex:
         self._id_floor = mark + 1
         self._changes = 0
 
+    def _total_thumbnail_bytes(self) -> int:
+        """The running total; summed from the rows once, for an index written before it was kept."""
+        row = self._db.execute("SELECT value FROM index_totals WHERE name = 'thumbnail_bytes'").fetchone()
+        if row is not None:
+            return int(row[0])
+        (total,) = self._db.execute("SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks").fetchone()
+        self._db.execute("INSERT INTO index_totals (name, value) VALUES ('thumbnail_bytes', ?)", (total,))
+        return int(total)
+
+    def _add_to_thumbnail_bytes(self, change: int) -> None:
+        """Inside a write's transaction."""
+        if change:
+            self._db.execute(
+                "UPDATE index_totals SET value = value + ? WHERE name = 'thumbnail_bytes'", (change,)
+            )
+
     def _add_thumbnail_sizes(self) -> None:
         """An index written before thumbnail sizes were kept: add the column, from the files (once)."""
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}
@@ -435,6 +451,7 @@ class SqliteChunkIndex:
                     written.append(cur.lastrowid)
                     if jpeg is not None:
                         self.thumbnails.put(thumbnail_key(c.owner_id, entry), jpeg)
+                self._add_to_thumbnail_bytes(thumbnail_bytes)
             self._vectors.remove(replaced)
             self._vectors.add(written, matrix)
             self._thumbnail_bytes += thumbnail_bytes
@@ -464,6 +481,7 @@ class SqliteChunkIndex:
             with self._transaction():
                 removed = self._db.execute("DELETE FROM chunks WHERE owner_id = ?", (owner_id,)).rowcount
                 self._removed(ids)
+                self._add_to_thumbnail_bytes(-int(freed))
             self._vectors.remove(ids)
             self._thumbnail_bytes -= int(freed)
             self._changed(len(ids))
@@ -484,6 +502,7 @@ class SqliteChunkIndex:
             with self._transaction():
                 self._db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(ids))})", ids)
                 self._removed(ids)
+                self._add_to_thumbnail_bytes(-sum(r[3] for r in rows))
             self._vectors.remove(ids)
             self._thumbnail_bytes -= sum(r[3] for r in rows)
             self._changed(len(ids))
