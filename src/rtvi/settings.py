@@ -16,7 +16,7 @@ import os
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, TypeVar
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -160,6 +160,8 @@ class IndexSettings:
     asset_store: str = ""
     s3_endpoint_url: str = ""
     index_retention_hours: float = 0.0
+    index_retention_by_stream: dict[str, float] = field(default_factory=dict)
+    index_thumbnail_retention_hours: float = 0.0
     index_max_gb: float = 0.0
     index_retention_interval_s: float = 60.0
     index_ann_from: int = 200_000
@@ -355,6 +357,15 @@ class Settings(BaseSettings):
     # (0 = keep); and, on SQLite, the index's footprint on disk (rows, vectors, thumbnails) is kept under
     # this many GB by removing the oldest live chunks (0 = unlimited). Files' chunks follow their asset.
     index_retention_hours: float = Field(0, validation_alias="RTVI_INDEX_RETENTION_HOURS", ge=0)
+    # Streams that keep their chunks longer or shorter: a JSON object {"stream id": hours} (0 = keep).
+    index_retention_by_stream: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        {}, validation_alias="RTVI_INDEX_RETENTION_BY_STREAM"
+    )
+    # Live chunks' thumbnails may go before their entries (0: they stay as long as the entry): an old hit
+    # is still found and played from its times, without a picture.
+    index_thumbnail_retention_hours: float = Field(
+        0, validation_alias="RTVI_INDEX_THUMBNAIL_RETENTION_HOURS", ge=0
+    )
     index_max_gb: float = Field(0, validation_alias="RTVI_INDEX_MAX_GB", ge=0)
     # How often the index thread applies them (in bounded batches between writes).
     index_retention_interval_s: float = Field(60, validation_alias="RTVI_INDEX_RETENTION_INTERVAL_S", gt=0)

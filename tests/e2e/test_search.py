@@ -227,46 +227,90 @@ def test_a_live_streams_chunks_are_searchable_while_it_runs(
 @pytest.mark.skipif(not gst_available(), reason="needs Debian's gst-rtsp-server (make rtsp-deps)")
 def test_retention_keeps_only_a_streams_recent_chunks(tmp_path: Path) -> None:
     """RTVI_INDEX_RETENTION_HOURS: a camera at 1 s chunks keeps about the last 4 s in the index (oldest
-    removed first, thumbnails with them), while a file's chunks stay; /v1/search/stats shows it."""
-    retention_s = 4.0
-    env = {"RTVI_INDEX_RETENTION_HOURS": str(retention_s / 3600), "RTVI_INDEX_RETENTION_INTERVAL_S": "0.5"}
-    server = RtviServer(tmp_path / "assets", env=env).start()
+    removed first), while a stream with its own limit (RTVI_INDEX_RETENTION_BY_STREAM, 0 = keep) keeps
+    everything; thumbnails go after 2 s (RTVI_INDEX_THUMBNAIL_RETENTION_HOURS), their entries stay. Once
+    the cameras stop, nothing past a limit is left: no entry, no thumbnail file; a restart keeps it so.
+    /v1/search/stats and the metrics show it."""
+    retention_s, thumbnails_s = 4.0, 2.0
+    env = {
+        "RTVI_INDEX_RETENTION_HOURS": str(retention_s / 3600),
+        "RTVI_INDEX_RETENTION_BY_STREAM": '{"kept": 0}',
+        "RTVI_INDEX_THUMBNAIL_RETENTION_HOURS": str(thumbnails_s / 3600),
+        "RTVI_INDEX_RETENTION_INTERVAL_S": "0.5",
+    }
+    storage = tmp_path / "assets"
+    server = RtviServer(storage, env=env).start()
     camera = RtspServer(free_port(), tmp_path).start()
+
+    def timeline(c: httpx.Client, stream_id: str) -> list[dict[str, object]]:
+        hits = c.get("/v1/search/chunks", params={"stream_id": stream_id, "limit": 1000}).json()["data"]
+        assert isinstance(hits, list)
+        return hits
+
     try:
         with server.client() as c:
-            stream_id = c.post(
-                "/v1/streams/add", json={"streams": [{"liveStreamUrl": camera.url, "description": "gate"}]}
-            ).json()["results"][0]["id"]
+            streams = [
+                {"liveStreamUrl": camera.url, "description": name, "id": name} for name in ("gate", "kept")
+            ]
+            assert not c.post("/v1/streams/add", json={"streams": streams}).json()["errors"]
             model = c.get("/v1/models").json()["data"][0]["id"]
-            reader = SseReader(
-                server.url, {"id": stream_id, "model": model, "stream": True, "chunk_duration": 1}
-            )
+            body = {"model": model, "stream": True, "chunk_duration": 1}
+            readers = [SseReader(server.url, {**body, "id": name}) for name in ("gate", "kept")]
             try:
                 deadline = time.monotonic() + 90
                 expired = 0
                 while time.monotonic() < deadline and expired < 4:
                     time.sleep(0.5)
                     expired = c.get("/v1/search/stats").json()["expired"]["age"]
-                assert expired >= 4, reader.status  # several chunks have aged out by now
-                timeline = c.get("/v1/search/chunks", params={"stream_id": stream_id}).json()["data"]
+                assert expired >= 4, [r.status for r in readers]  # several chunks have aged out by now
+                gate = timeline(c, "gate")
                 # Every chunk left started within the retention (plus a sweep interval and the index's
-                # queue); the oldest went first, so what is left is one run of consecutive chunks.
+                # queue); the oldest went first, so what is left is one run of consecutive chunks. Those
+                # older than the thumbnails' limit (and its slack) have lost their thumbnail only.
                 now = time.time()
-                starts = [parse_iso(h["start_time"]).timestamp() for h in timeline]
-                assert timeline and all(now - s <= retention_s + 3.0 for s in starts), (now, starts)
-                indices = [h["chunk_idx"] for h in timeline]
-                assert indices == list(range(indices[0], indices[0] + len(indices)))
+                ages = [now - parse_iso(str(h["start_time"])).timestamp() for h in gate]
+                assert gate and all(age <= retention_s + 3.0 for age in ages), ages
+                indices = [h["chunk_idx"] for h in gate]
+                assert indices == list(range(int(indices[0]), int(indices[0]) + len(indices)))
+                assert all(
+                    h["thumbnail_url"] is None
+                    for h, age in zip(gate, ages, strict=True)
+                    if age > thumbnails_s + 3
+                )
+                kept = timeline(c, "kept")
+                assert kept[0]["chunk_idx"] == 0 and len(kept) > len(gate)  # its own limit: none
+                assert kept[0]["thumbnail_url"] is None  # ... but thumbnails go all the same
+                # A search never returns a removed entry.
+                found = c.post("/v1/search", json={"query": "a ball", "top_k": 100, "stream_ids": ["gate"]})
+                now = time.time()
+                ages = [now - parse_iso(h["start_time"]).timestamp() for h in found.json()["data"]]
+                assert ages and all(age <= retention_s + 3.0 for age in ages), ages
             finally:
-                reader.stop()
+                for reader in readers:
+                    reader.stop()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (timeline(c, "gate") or _thumbnail_files(storage)):
+                time.sleep(0.5)
+            assert timeline(c, "gate") == [] and _thumbnail_files(storage) == []
+            kept_count = len(timeline(c, "kept"))
             stats = c.get("/v1/search/stats").json()
             assert stats["backend"] == "sqlite" and stats["retention_hours"] == pytest.approx(
                 retention_s / 3600
             )
-            assert (
-                stats["entries"] <= retention_s + 4 and stats["disk_bytes"] > 0 and stats["memory_bytes"] > 0
-            )
+            assert stats["entries"] == kept_count and stats["disk_bytes"] > 0 and stats["memory_bytes"] > 0
             metrics = c.get("/metrics").text
             assert 'rtvi_index_chunks_expired_total{reason="age"}' in metrics
+            assert "rtvi_index_thumbnails_dropped_total" in metrics
+        server.stop()
+        server = RtviServer(storage, env=env).start()
+        with server.client() as c:
+            kept = timeline(c, "kept")
+            assert len(kept) == kept_count and kept[0]["chunk_idx"] == 0 and timeline(c, "gate") == []
+            assert all(h["thumbnail_url"] is None for h in kept) and _thumbnail_files(storage) == []
     finally:
         camera.kill()
         server.stop()
+
+
+def _thumbnail_files(storage: Path) -> list[Path]:
+    return list((storage / "index" / "thumbnails").rglob("*.jpg"))

@@ -168,6 +168,35 @@ def test_retention_removes_the_oldest_live_chunks_only(open_index: OpenIndex) ->
     again.close()
 
 
+def test_per_stream_retention_and_thumbnails_that_go_before_their_entries(open_index: OpenIndex) -> None:
+    """expire_live for some streams only, or all but some (RTVI_INDEX_RETENTION_BY_STREAM); and
+    drop_thumbnails: old live chunks lose their thumbnail but stay searchable, files keep theirs."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((30, 8)).astype(np.float32)
+    index = open_index("model-s", 8)
+    index.upsert([chunk("file", i, vectors[i]) for i in range(10)])
+    index.upsert([chunk("cam", i, vectors[10 + i], live=True) for i in range(10)])  # start_s 0..90
+    index.upsert([chunk("pinned", i, vectors[20 + i], live=True) for i in range(10)])
+
+    assert index.expire_live(50.0, 100, excluding=["pinned"]) == 5  # cam 0-4
+    assert index.expire_live(30.0, 100, owners=["pinned"]) == 3  # pinned 0-2
+    assert [h.chunk_idx for h in index.latest("cam", 20)] == list(range(5, 10))
+    assert [h.chunk_idx for h in index.latest("pinned", 20)] == list(range(3, 10))
+
+    old = {h.entry_id for h in index.latest("cam", 20)[:2] + index.latest("pinned", 20)[:4]}  # < 70 s
+    assert index.drop_thumbnails(70.0, 4) == 4  # bounded
+    assert index.drop_thumbnails(70.0, 100) == 2
+    assert index.drop_thumbnails(70.0, 100) == 0
+    for owner in ("cam", "pinned"):
+        for hit in index.latest(owner, 20):
+            assert hit.has_thumbnail == (hit.entry_id not in old)
+            assert (index.thumbnail(hit.entry_id) is None) == (hit.entry_id in old)
+    assert all(h.has_thumbnail for h in index.latest("file", 20))  # files keep theirs
+    best = index.search(vectors[16], 1)[0]  # cam 6 (start 60 s): still found, now without a thumbnail
+    assert (best.owner_id, best.chunk_idx, best.has_thumbnail) == ("cam", 6, False)
+    index.close()
+
+
 def test_sqlite_footprint_counts_rows_and_thumbnails_and_the_cap_takes_the_oldest(tmp_path: Path) -> None:
     index = SqliteChunkIndex(tmp_path, "model-f", 64)
     rng = np.random.default_rng(3)
@@ -240,8 +269,8 @@ def test_filters_read_only_the_rows_they_select(tmp_path: Path) -> None:
     SqliteChunkIndex(tmp_path, "model-plan", 4).close()
     db = sqlite3.connect(tmp_path / "index.db")
     for where, index in (
-        (SearchFilter(stream_ids=["cam"]), "chunks_owner"),
-        (SearchFilter(asset_ids=["a", "b"]), "chunks_owner"),
+        (SearchFilter(stream_ids=["cam"]), "chunks_owner_age"),
+        (SearchFilter(asset_ids=["a", "b"]), "chunks_owner_age"),
         (SearchFilter(abs_from=1e9), "chunks_abs_end"),
     ):
         sql, args = filter_clause(where)
@@ -249,3 +278,24 @@ def test_filters_read_only_the_rows_they_select(tmp_path: Path) -> None:
             f"EXPLAIN QUERY PLAN SELECT id FROM chunks WHERE collection = ? AND {sql}", ["c", *args]
         ).fetchall()
         assert f"USING INDEX {index} " in plan[0][3], (where, plan)
+
+
+def test_retention_reads_only_what_it_removes(tmp_path: Path) -> None:
+    """Expiry reads the oldest rows through an index, in time order (no sort of every row): the age index
+    for all streams, the owner index for one stream's own limit; old thumbnails through the partial
+    index of live rows that still have one."""
+    from rtvi.core.index.sqlite import expiry_query, old_thumbnails_query
+
+    SqliteChunkIndex(tmp_path, "model-plan", 4).close()
+    db = sqlite3.connect(tmp_path / "index.db")
+    for (before, owners, excluding), index in (
+        ((1e9, None, ()), "chunks_live_age"),
+        ((None, None, ["pinned"]), "chunks_live_age"),
+        ((1e9, ["cam"], ()), "chunks_owner_age"),
+    ):
+        sql, args = expiry_query("c", before, 10, owners, excluding)
+        plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+        assert f"USING INDEX {index} " in plan and "TEMP B-TREE" not in plan, plan
+    sql, args = old_thumbnails_query("c", 1e9, 10)
+    plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+    assert "USING INDEX chunks_thumbnail_age " in plan and "TEMP B-TREE" not in plan, plan

@@ -38,6 +38,8 @@ class SearchIndexing:
         self.root = root  # the SQLite index's folder
         self.metrics = metrics
         self.indexer: ChunkIndexer | None = None
+        # What the asset storage cap leaves the index (AssetStore.room_for_index; None: no cap).
+        self.room: Callable[[], int | None] | None = None
         self.query_vector: QueryVector | None = None
         self._entry_of: IndexEntryOf | None = None
 
@@ -56,7 +58,11 @@ class SearchIndexing:
             return
         index = await asyncio.to_thread(open_chunk_index, self.root, model_id, dim, self.settings)
         self.indexer = ChunkIndexer(
-            index, self.metrics, embed_captions=embed_captions, retention=retention_of(self.settings)
+            index,
+            self.metrics,
+            embed_captions=embed_captions,
+            retention=retention_of(self.settings),
+            room=self.room,
         ).start()
         self._entry_of = entry_of
         self.query_vector = query_vector
@@ -101,6 +107,13 @@ class SearchIndexing:
         if self.indexer is not None:
             self.indexer.remove_owner(asset_id)
 
+    # --- the asset store's IndexSpace: the index's share of MAX_ASSET_STORAGE_SIZE_GB -----------
+    def disk_bytes(self) -> int:
+        return (self.indexer.index.footprint().disk_bytes or 0) if self.indexer is not None else 0
+
+    def free_disk(self, nbytes: int) -> int:
+        return self.indexer.free_disk(nbytes) if self.indexer is not None else 0
+
     async def close(self) -> None:
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.close)
@@ -109,6 +122,8 @@ class SearchIndexing:
 def retention_of(settings: IndexSettings) -> Retention:
     return Retention(
         max_age_s=settings.index_retention_hours * 3600,
+        by_stream={stream: hours * 3600 for stream, hours in settings.index_retention_by_stream.items()},
+        thumbnail_age_s=settings.index_thumbnail_retention_hours * 3600,
         max_disk_bytes=int(settings.index_max_gb * 2**30),
         interval_s=settings.index_retention_interval_s,
     )

@@ -114,7 +114,9 @@ class ServiceCore:
             settings.ingest,
             self.metrics.observe_download,
             on_removed=self.indexing.owner_removed,
+            index=self.indexing,
         )
+        self.indexing.room = self.store.room_for_index
         # The manager reports through self.report_error, so the bus plugged in by start() is used.
         self.live = LiveManager(
             settings.live, self.metrics, self.report_error, config.failure_message, listeners=self.listeners

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from rtvi.core.assets.registry import Asset, AssetRegistry, database_url
@@ -50,6 +51,17 @@ class NewFile:
     source_url: str = ""  # the URL it was fetched from, credentials redacted (kept in meta)
 
 
+class IndexSpace(Protocol):
+    """The search index's share of the storage cap: its bytes on this machine's disk, and how it gives
+    some back (its oldest live chunks) when an upload needs room."""
+
+    def disk_bytes(self) -> int: ...
+
+    def free_disk(self, nbytes: int) -> int:
+        """-> bytes freed."""
+        ...
+
+
 class AssetStore:
     def __init__(
         self,
@@ -57,10 +69,12 @@ class AssetStore:
         ingest: IngestSettings,
         on_download: DownloadObserver | None = None,
         on_removed: Callable[[str], None] | None = None,
+        index: IndexSpace | None = None,
     ) -> None:
         self.settings = settings
         # Called with an asset's id once it is deleted or evicted (the search index forgets it).
         self.on_removed = on_removed
+        self.index = index  # counted in MAX_ASSET_STORAGE_SIZE_GB (docs/search.md)
         self.ingest = ingest  # server paths and media verification here; downloads in the fetcher
         self.storage = AssetStorage(settings.asset_storage_dir)
         secrets = SecretBox.from_settings(settings.secret_key, self.storage.root / "secret.key")
@@ -277,13 +291,25 @@ class AssetStore:
         cap = self.settings.max_asset_storage_size_gb
         return None if cap is None or cap <= 0 else int(cap * 2**30)
 
+    def room_for_index(self) -> int | None:
+        """What MAX_ASSET_STORAGE_SIZE_GB leaves the search index beside the assets (None: no cap)."""
+        cap = self.cap_bytes
+        return None if cap is None else max(0, cap - self.registry.stored_bytes())
+
     def make_room(self, incoming: int) -> None:
-        """Before `incoming` bytes join the store: if they would push it over MAX_ASSET_STORAGE_SIZE_GB,
-        evict the oldest evictable assets first; InsufficientStorage if even that cannot make room."""
+        """Before `incoming` bytes join the store: if they would push it (assets and the search index)
+        over MAX_ASSET_STORAGE_SIZE_GB, the index's oldest live chunks give way first, then the oldest
+        evictable assets; InsufficientStorage if even that cannot make room."""
         cap = self.cap_bytes
         if cap is None:
             return
         used = self.registry.stored_bytes()
+        index = self.index.disk_bytes() if self.index is not None else 0
+        if used + index + incoming <= cap:
+            return
+        if self.index is not None:
+            index -= self.index.free_disk(used + index + incoming - cap)
+        used += index
         if used + incoming <= cap:
             return
         victims: list[Asset] = []
@@ -296,6 +322,7 @@ class AssetStore:
             raise InsufficientStorage(
                 f"Storing {incoming} bytes would exceed MAX_ASSET_STORAGE_SIZE_GB ({cap} bytes) even after "
                 "removing every asset that is not in use"
+                + (f" (the search index holds {index} bytes of it)" if index else "")
             )
         for asset in victims:
             self._evict(asset, "storage cap")
@@ -331,6 +358,8 @@ class AssetStore:
             "aged_out_count": self.registry.evicted_count(),
             "oldest_asset_age_hours": round(max((now - a.created_at for a in assets), default=0.0) / 3600, 3),
             "storage_usage_bytes": self.registry.stored_bytes(),
+            # rtvi: the search index's bytes on this disk, which the cap counts too (docs/search.md).
+            "index_storage_usage_bytes": self.index.disk_bytes() if self.index is not None else 0,
             "max_storage_usage_gb": s.max_asset_storage_size_gb,
             "max_asset_age_hours": s.asset_max_age_hours or None,
         }

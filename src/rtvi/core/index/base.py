@@ -156,9 +156,23 @@ class ChunkIndex(Protocol):
         """The JPEG of an entry, or None (unknown entry, or indexed without one)."""
         ...
 
-    def expire_live(self, before: float | None, limit: int) -> int:
+    def expire_live(
+        self,
+        before: float | None,
+        limit: int,
+        owners: Sequence[str] | None = None,
+        excluding: Sequence[str] = (),
+        max_bytes: int | None = None,
+    ) -> int:
         """Remove up to `limit` live chunks, oldest first, that started before `before` (Unix seconds;
-        None: whatever their age), with their thumbnails. Files' chunks are never touched. -> removed."""
+        None: whatever their age), with their thumbnails; of the streams `owners` only (None: any) and
+        none of `excluding`; and no more than it takes to free `max_bytes` of the footprint on this disk
+        (None: no such bound). Files' chunks are never touched. -> removed."""
+        ...
+
+    def drop_thumbnails(self, before: float, limit: int) -> int:
+        """Delete the thumbnails of up to `limit` live chunks, oldest first, that started before `before`;
+        their entries stay searchable (has_thumbnail false). -> thumbnails dropped."""
         ...
 
     def footprint(self) -> Footprint: ...

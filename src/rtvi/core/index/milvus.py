@@ -60,6 +60,11 @@ _REF = "ref:"
 _MAX_TEXT = 4_096  # sources and owner ids are cut to this many bytes
 _MAX_CAPTION = 16_384  # captions are indexed up to 4,000 characters (4 bytes each at most)
 _PAGE = 1_000  # rows per page when a timeline scans an owner's entries
+# Every field of an entry (the schema's, as _row writes them): what rewriting one needs.
+_FIELDS = (
+    "entry_id", "vector", "owner_key", "owner_id", "live", "source", "chunk_idx", "start_s", "end_s",
+    "abs_start", "abs_end", "start_time", "end_time", "caption", "has_thumbnail", "thumbnail",
+)  # fmt: skip
 
 
 IndexType = Literal["HNSW", "IVF_FLAT", "FLAT"]
@@ -103,13 +108,17 @@ def _owner_expression(owner_id: str) -> str:
     return f'owner_key == "{owner_key(owner_id)}"'
 
 
+def _keys(owner_ids: Sequence[str]) -> str:
+    """Owner ids as the quoted digests a Milvus `in [...]` list takes."""
+    return ", ".join(f'"{owner_key(i)}"' for i in owner_ids)
+
+
 def filter_expression(where: SearchFilter) -> str:
     """A SearchFilter as a Milvus boolean expression (hex digests, booleans and numbers only)."""
     parts: list[str] = []
     owners: list[str] = []
     for live, ids in where.owners():
-        keys = ", ".join(f'"{owner_key(i)}"' for i in ids)
-        owners.append(f"(live == {str(live).lower()} and owner_key in [{keys}])")
+        owners.append(f"(live == {str(live).lower()} and owner_key in [{_keys(ids)}])")
     if owners:
         parts.append("(" + " or ".join(owners) + ")")
     for window in where.windows():  # a chunk matches when it overlaps the window
@@ -298,15 +307,27 @@ class MilvusChunkIndex:
         return base64.b64decode(held) if held else None  # an entry written before references
 
     # --- retention ----------------------------------------------------------------------------------
-    def expire_live(self, before: float | None, limit: int) -> int:
+    def expire_live(
+        self,
+        before: float | None,
+        limit: int,
+        owners: Sequence[str] | None = None,
+        excluding: Sequence[str] = (),
+        max_bytes: int | None = None,
+    ) -> int:
         """By age only: Milvus queries have no ORDER BY, so any `limit` of the live chunks older than
         `before` go (all of them, batch by batch). The server's disk is the server's: no size cap here
-        (`footprint` has no disk bytes), so `before=None` removes nothing."""
+        (`footprint` has no disk bytes), so `before=None` removes nothing and `max_bytes` is not used."""
         if before is None:
             return 0
+        expression = f"live == true and start_s < {float(before)!r}"
+        if owners is not None:
+            expression += f" and owner_key in [{_keys(owners)}]"
+        if excluding:
+            expression += f" and owner_key not in [{_keys(excluding)}]"
         rows = self._client.query(
             self.name,
-            filter=f"live == true and start_s < {float(before)!r}",
+            filter=expression,
             output_fields=["entry_id", "owner_key", "has_thumbnail"],
             limit=limit,
         )
@@ -319,6 +340,22 @@ class MilvusChunkIndex:
                 [key_of_digest(str(r["owner_key"]), str(r["entry_id"])) for r in rows if r["has_thumbnail"]]
             )
         return len(ids)
+
+    def drop_thumbnails(self, before: float, limit: int) -> int:
+        """Rewrites the entries without their reference (an upsert needs every field), then deletes the
+        thumbnails; any `limit` of those older than `before`, as expire_live."""
+        rows = self._client.query(
+            self.name,
+            filter=f"live == true and has_thumbnail == true and start_s < {float(before)!r}",
+            output_fields=list(_FIELDS),
+            limit=limit,
+        )
+        if not rows:
+            return 0
+        kept = [{**{f: r[f] for f in _FIELDS}, "has_thumbnail": False, "thumbnail": ""} for r in rows]
+        self._client.upsert(self.name, kept)
+        self.thumbnails.delete([key_of_digest(str(r["owner_key"]), str(r["entry_id"])) for r in rows])
+        return len(rows)
 
     def footprint(self) -> Footprint:
         """The server keeps the rows: nothing on this machine's disk or in this process's memory."""

@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS chunks (
     vector BLOB NOT NULL,
     thumbnail_bytes INTEGER NOT NULL DEFAULT 0  -- the JPEG file's size: the footprint without a walk
 );
-CREATE INDEX IF NOT EXISTS chunks_owner ON chunks (collection, owner_id);
+-- An owner's chunks in time order: timelines, deletes, an owner's own retention.
+CREATE INDEX IF NOT EXISTS chunks_owner_age ON chunks (collection, owner_id, start_s);
+DROP INDEX IF EXISTS chunks_owner;  -- the prefix of chunks_owner_age (an index from before it)
 -- Running totals kept by every write (a SUM over millions of rows would read them all at each start).
 CREATE TABLE IF NOT EXISTS index_totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- Rows removed since a collection's ANN snapshot (ann.py): the snapshot still holds them.
@@ -82,6 +84,12 @@ CREATE TABLE IF NOT EXISTS ann_removed (
 _AGE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_live_age ON chunks (collection, live, start_s)"
 # A search "since" a wall-clock time reads only the chunks that end after it, not the whole collection.
 _WINDOW_INDEX = "CREATE INDEX IF NOT EXISTS chunks_abs_end ON chunks (collection, abs_end)"
+# Live chunks that still have a thumbnail, oldest first: dropping old thumbnails never walks the entries
+# whose thumbnails are already gone.
+_THUMBNAIL_AGE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS chunks_thumbnail_age ON chunks (collection, start_s)"
+    " WHERE live = 1 AND thumbnail = 1"
+)
 
 
 log = logging.getLogger(__name__)
@@ -118,6 +126,37 @@ def filter_clause(where: SearchFilter) -> tuple[str, list[object]]:
             parts.append(f"{window.start} < ?")
             params.append(window.hi)
     return " AND ".join(parts), params
+
+
+def expiry_query(
+    collection: str, before: float | None, limit: int, owners: Sequence[str] | None, excluding: Sequence[str]
+) -> tuple[str, list[object]]:
+    """The oldest live chunks `expire_live` removes: (id, owner_id, entry_id, thumbnail_bytes) rows."""
+    where: list[str] = ["collection = ?"]
+    params: list[object] = [collection]
+    if owners is not None:  # through the owners' index, already in time order
+        where.append(f"owner_id IN ({','.join('?' * len(owners))}) AND +live = 1")
+        params += owners
+    else:  # through the age index
+        where.append("live = 1")
+    if excluding:
+        where.append(f"owner_id NOT IN ({','.join('?' * len(excluding))})")
+        params += excluding
+    if before is not None:
+        where.append("start_s < ?")
+        params.append(before)
+    sql = f"SELECT id, owner_id, entry_id, thumbnail_bytes FROM chunks WHERE {' AND '.join(where)}"
+    return f"{sql} ORDER BY start_s LIMIT ?", [*params, limit]
+
+
+def old_thumbnails_query(collection: str, before: float, limit: int) -> tuple[str, list[object]]:
+    """The oldest live chunks that still have a thumbnail, started before `before` (as expiry_query)."""
+    return (
+        # Without statistics SQLite would pick the age index, and walk the entries already without one.
+        "SELECT id, owner_id, entry_id, thumbnail_bytes FROM chunks INDEXED BY chunks_thumbnail_age"
+        " WHERE collection = ? AND live = 1 AND thumbnail = 1 AND start_s < ? ORDER BY start_s LIMIT ?",
+        [collection, before, limit],
+    )
 
 
 class _Vectors:
@@ -236,6 +275,7 @@ class SqliteChunkIndex:
         self._add_thumbnail_sizes()
         self._db.execute(_AGE_INDEX)
         self._db.execute(_WINDOW_INDEX)
+        self._db.execute(_THUMBNAIL_AGE_INDEX)
         # The thumbnails' bytes, all collections (they share the folder): kept up to date by every write.
         self._thumbnail_bytes = self._total_thumbnail_bytes()
         self._closed = False
@@ -244,6 +284,9 @@ class SqliteChunkIndex:
         # New rows get ids above this (and above every row's): an id the ANN snapshot covers is never
         # given again, even when the row that had it was the last and is gone.
         self._id_floor = 1
+        # A row's share of the database (its vector, its fields and index entries), roughly: what removing
+        # it frees besides its thumbnail.
+        self._row_bytes = 4 * dim + 256
         self._vectors: _Vectors | _AnnVectors = self._open_vectors()
         self._start_build()
 
@@ -488,14 +531,19 @@ class SqliteChunkIndex:
         self.thumbnails.delete_owner(owner_id)  # after the rows: a search never names a missing thumbnail
         return removed
 
-    def expire_live(self, before: float | None, limit: int) -> int:
-        age = "" if before is None else " AND start_s < ?"
+    def expire_live(
+        self,
+        before: float | None,
+        limit: int,
+        owners: Sequence[str] | None = None,
+        excluding: Sequence[str] = (),
+        max_bytes: int | None = None,
+    ) -> int:
+        sql, params = expiry_query(self.collection, before, limit, owners, excluding)
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, owner_id, entry_id, thumbnail_bytes FROM chunks"
-                f" WHERE collection = ? AND live = 1{age} ORDER BY start_s LIMIT ?",
-                [self.collection, *([] if before is None else [before]), limit],
-            ).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
+            if max_bytes is not None:
+                rows = _first_reaching(rows, max_bytes, self._row_bytes)
             if not rows:
                 return 0
             ids = [r[0] for r in rows]
@@ -508,6 +556,23 @@ class SqliteChunkIndex:
             self._changed(len(ids))
         # After the rows: a search never names a missing thumbnail.
         self.thumbnails.delete([thumbnail_key(owner, entry) for _, owner, entry, size in rows if size])
+        return len(rows)
+
+    def drop_thumbnails(self, before: float, limit: int) -> int:
+        with self._lock:
+            rows = self._db.execute(*old_thumbnails_query(self.collection, before, limit)).fetchall()
+            if not rows:
+                return 0
+            freed = sum(r[3] for r in rows)
+            with self._transaction():
+                self._db.executemany(
+                    "UPDATE chunks SET thumbnail = 0, thumbnail_bytes = 0 WHERE id = ?",
+                    [(r[0],) for r in rows],
+                )
+                self._add_to_thumbnail_bytes(-freed)
+            self._thumbnail_bytes -= freed
+        # After the rows: a search never names a missing thumbnail.
+        self.thumbnails.delete([thumbnail_key(owner, entry) for _, owner, entry, _ in rows])
         return len(rows)
 
     def footprint(self) -> Footprint:
@@ -566,6 +631,18 @@ class SqliteChunkIndex:
         if row is None:
             return None
         return self.thumbnails.get(thumbnail_key(row[0], entry))
+
+
+def _first_reaching(
+    rows: list[tuple[int, str, str, int]], nbytes: int, row_bytes: int
+) -> list[tuple[int, str, str, int]]:
+    """The first of `rows` (expiry_query's) whose thumbnails and rows add up to `nbytes`."""
+    total = 0
+    for n, row in enumerate(rows):
+        if total >= nbytes:
+            return rows[:n]
+        total += row[3] + row_bytes
+    return rows
 
 
 def _hit_row(row: Sequence[object]) -> tuple[str, dict[str, object]]:

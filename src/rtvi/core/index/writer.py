@@ -7,7 +7,8 @@ batches. Chunks that come with a caption but no vector (the VLM service) get one
 encoder the service gives, so captions are embedded off the results path too. A failing write is kept
 as the index's error for /v1/ready?detailed=true and counted in
 `rtvi_index_errors_total`; generate requests never see it. The same thread applies the retention
-(RTVI_INDEX_RETENTION_HOURS, RTVI_INDEX_MAX_GB) in bounded batches between writes.
+(RTVI_INDEX_RETENTION_HOURS and _BY_STREAM, RTVI_INDEX_THUMBNAIL_RETENTION_HOURS, RTVI_INDEX_MAX_GB) in
+bounded batches between writes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -46,15 +47,19 @@ _SWEEP_STEPS = 10
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long live chunks stay and how much the index may take on disk (0: no limit)."""
+    """How long live chunks stay, by default and for some streams, how long their thumbnails stay, and
+    how much the index may take on disk (0: no limit)."""
 
     max_age_s: float = 0.0
+    by_stream: Mapping[str, float] = field(default_factory=dict)  # stream id -> max age, s (0: keep)
+    thumbnail_age_s: float = 0.0
     max_disk_bytes: int = 0
     interval_s: float = 60.0
 
     @property
     def enabled(self) -> bool:
-        return self.max_age_s > 0 or self.max_disk_bytes > 0
+        ages = (self.max_age_s, self.thumbnail_age_s, *self.by_stream.values())
+        return any(age > 0 for age in ages) or self.max_disk_bytes > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +86,15 @@ class ChunkIndexer:
         max_pending: int = MAX_PENDING,
         embed_captions: EmbedTexts | None = None,
         retention: Retention = Retention(),
+        room: Callable[[], int | None] | None = None,
     ) -> None:
         self.index = index
         self.metrics = metrics
         self.embed_captions = embed_captions  # for chunks indexed by caption: their text's vector
         self.retention = retention
+        # The bytes the asset storage cap (MAX_ASSET_STORAGE_SIZE_GB) leaves the index beside the assets
+        # (None: no cap): a second size limit, applied like RTVI_INDEX_MAX_GB.
+        self.room = room
         self._next_sweep = time.monotonic()  # the first sweep at once: a restart may find a backlog
         self.error: str | None = None
         self._queue: queue.Queue[object] = queue.Queue(max_pending)
@@ -122,6 +131,18 @@ class ChunkIndexer:
         if removed:
             log.info("search index: %d chunk(s) of %s removed", removed, owner_id)
         self.metrics.index_size.set(len(self.index))
+
+    def free_disk(self, nbytes: int) -> int:
+        """Remove the oldest live chunks until `nbytes` of the index's footprint are freed, or no live
+        chunk is left (an upload that needs room under the storage cap). On the caller's thread: the
+        index is thread-safe. -> bytes freed."""
+        first = self.index.footprint()
+        target = (first.disk_bytes or 0) - nbytes
+        try:
+            _, last = self._shrink_to(target, _SWEEP_STEPS * 10)
+            return (first.disk_bytes or 0) - (last.disk_bytes or 0)
+        finally:
+            self.metrics.index_size.set(len(self.index))
 
     def close(self, timeout: float = 10.0) -> None:
         if self._thread.is_alive():
@@ -171,34 +192,67 @@ class ChunkIndexer:
     # --- retention ----------------------------------------------------------------------------------
     def _until_sweep(self) -> float | None:
         """Seconds to the next retention sweep (None: no retention)."""
-        if not self.retention.enabled:
+        if not self.retention.enabled and self.room is None:
             return None
         return max(0.0, self._next_sweep - time.monotonic())
 
     def _sweep(self) -> None:
-        """Up to _SWEEP_STEPS batches: expired live chunks first, then the oldest while over the cap. The
-        footprint is measured only for the cap (on Milvus a count is a request), and shown once at the end."""
-        r = self.retention
+        """Up to _SWEEP_STEPS steps of bounded batches: expired live chunks first, then the oldest while
+        over the cap, then thumbnails past their age. The footprint is measured only for the cap (on
+        Milvus a count is a request), and shown once at the end."""
         done = True
         try:
             for _ in range(_SWEEP_STEPS):
-                removed = 0
-                if r.max_age_s > 0:
-                    removed = self.index.expire_live(time.time() - r.max_age_s, _EXPIRE_BATCH)
-                    self.metrics.index_expired.labels(reason="age").inc(removed)
-                if not removed and r.max_disk_bytes > 0:
-                    footprint = self.index.footprint()
-                    if (footprint.disk_bytes or 0) > r.max_disk_bytes:
-                        removed = self.index.expire_live(None, _over_cap_batch(footprint, r.max_disk_bytes))
-                        self.metrics.index_expired.labels(reason="size").inc(removed)
-                if not removed:
+                if not self._step(time.time()):
                     break
             else:
                 done = False  # more to remove: the next sweep comes after the next write
             self._observe(self.index.footprint())
         except Exception as exc:
             self._failed(exc)
-        self._next_sweep = time.monotonic() + (0.0 if not done else r.interval_s)
+        self._next_sweep = time.monotonic() + (0.0 if not done else self.retention.interval_s)
+
+    def _cap(self) -> int | None:
+        """The smaller of RTVI_INDEX_MAX_GB and what the asset storage cap leaves (None: neither)."""
+        caps = [self.retention.max_disk_bytes] if self.retention.max_disk_bytes > 0 else []
+        room = self.room() if self.room is not None else None
+        caps += [] if room is None else [room]
+        return min(caps) if caps else None
+
+    def _shrink_to(self, cap: int, steps: int) -> tuple[int, Footprint]:
+        """Up to `steps` batches of the oldest live chunks while the footprint is over `cap`. -> (entries
+        removed, the footprint after)."""
+        footprint = self.index.footprint()
+        total = 0
+        for _ in range(steps):
+            if (footprint.disk_bytes or 0) <= cap:
+                break
+            removed = self.index.expire_live(None, _EXPIRE_BATCH, max_bytes=(footprint.disk_bytes or 0) - cap)
+            self.metrics.index_expired.labels(reason="size").inc(removed)
+            if not removed:
+                break
+            total += removed
+            footprint = self.index.footprint()
+        return total, footprint
+
+    def _step(self, now: float) -> int:
+        """One batch of each limit that applies. -> entries removed or thumbnails dropped."""
+        r = self.retention
+        removed = 0
+        if r.max_age_s > 0:  # every stream without its own limit
+            removed += self.index.expire_live(now - r.max_age_s, _EXPIRE_BATCH, excluding=list(r.by_stream))
+        for stream_id, age in r.by_stream.items():
+            if age > 0:
+                removed += self.index.expire_live(now - age, _EXPIRE_BATCH, owners=[stream_id])
+        self.metrics.index_expired.labels(reason="age").inc(removed)
+        cap = self._cap() if not removed else None
+        if cap is not None:
+            removed, _ = self._shrink_to(cap, 1)
+        dropped = 0
+        if r.thumbnail_age_s > 0:
+            dropped = self.index.drop_thumbnails(now - r.thumbnail_age_s, _EXPIRE_BATCH)
+            self.metrics.index_thumbnails_dropped.inc(dropped)
+        return removed + dropped
 
     def _observe(self, footprint: Footprint) -> None:
         self.metrics.index_size.set(footprint.entries)
@@ -226,11 +280,3 @@ class ChunkIndexer:
         self.error = f"{type(exc).__name__}: {exc}"
         self.metrics.index_errors.inc()
         log.error("search index write failed: %s", self.error)
-
-
-def _over_cap_batch(footprint: Footprint, cap: int) -> int:
-    """How many of the oldest entries to remove for the excess, estimated from the mean entry size (at
-    least one, at most _EXPIRE_BATCH): the next step measures again."""
-    excess = (footprint.disk_bytes or 0) - cap
-    mean = (footprint.disk_bytes or 0) / max(1, footprint.entries)
-    return max(1, min(_EXPIRE_BATCH, int(excess / max(mean, 1.0)) + 1))

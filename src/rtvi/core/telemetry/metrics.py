@@ -151,11 +151,16 @@ class Metrics:
         )
         self.index_errors = Counter("rtvi_index_errors", "Search index writes that failed", registry=r)
         self.index_size = gauge("rtvi_index_chunks", "Chunks in the search index's open collection")
-        # Retention (RTVI_INDEX_RETENTION_HOURS, RTVI_INDEX_MAX_GB) and what the index costs here.
+        # Retention (RTVI_INDEX_RETENTION_*, RTVI_INDEX_MAX_GB) and what the index costs here.
         self.index_expired = Counter(
             "rtvi_index_chunks_expired",
             "Live chunks removed from the index by retention",
             ["reason"],
+            registry=r,
+        )
+        self.index_thumbnails_dropped = Counter(
+            "rtvi_index_thumbnails_dropped",
+            "Thumbnails of live chunks removed by RTVI_INDEX_THUMBNAIL_RETENTION_HOURS (their entries stay)",
             registry=r,
         )
         self.index_disk_bytes = gauge("rtvi_index_disk_bytes", "The search index's bytes on local disk")
