@@ -108,11 +108,20 @@ class SearchIndexing:
             self.indexer.remove_owner(asset_id)
 
     # --- the asset store's IndexSpace: the index's share of MAX_ASSET_STORAGE_SIZE_GB -----------
+    # A failing index never fails an upload: it counts as holding nothing it could give.
     def disk_bytes(self) -> int:
-        return (self.indexer.index.footprint().disk_bytes or 0) if self.indexer is not None else 0
+        try:
+            return (self.indexer.index.footprint().disk_bytes or 0) if self.indexer is not None else 0
+        except Exception:
+            log.exception("search index: its size for the storage cap")
+            return 0
 
     def free_disk(self, nbytes: int) -> int:
-        return self.indexer.free_disk(nbytes) if self.indexer is not None else 0
+        try:
+            return self.indexer.free_disk(nbytes) if self.indexer is not None else 0
+        except Exception:
+            log.exception("search index: making room for an upload")
+            return 0
 
     async def close(self) -> None:
         if self.indexer is not None:

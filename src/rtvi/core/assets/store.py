@@ -167,6 +167,7 @@ class AssetStore:
                 f"Invalid filename '{name[:100]}': use letters, digits, '_', '.', '-' and space"
             )
         asset_id = new.id or str(uuid.uuid4())
+        await asyncio.to_thread(self.index_gives_way, size)  # off the event loop; make_room checks again
         with self.registry.reserve(asset_id):
             final_tmp_path = staged.parent / name
             os.rename(staged, final_tmp_path)
@@ -296,20 +297,26 @@ class AssetStore:
         cap = self.cap_bytes
         return None if cap is None else max(0, cap - self.registry.stored_bytes())
 
+    def index_gives_way(self, incoming: int) -> int:
+        """The search index's oldest live chunks give up what `incoming` bytes need under the cap (blocking:
+        async code runs it in a thread before make_room). -> the index's bytes after."""
+        cap = self.cap_bytes
+        index = self.index.disk_bytes() if self.index is not None else 0
+        excess = self.registry.stored_bytes() + index + incoming - (cap or 0)
+        if cap is None or excess <= 0 or self.index is None:
+            return index
+        return index - self.index.free_disk(excess)
+
     def make_room(self, incoming: int) -> None:
         """Before `incoming` bytes join the store: if they would push it (assets and the search index)
-        over MAX_ASSET_STORAGE_SIZE_GB, the index's oldest live chunks give way first, then the oldest
-        evictable assets; InsufficientStorage if even that cannot make room."""
+        over MAX_ASSET_STORAGE_SIZE_GB, the index's oldest live chunks give way first (index_gives_way,
+        normally done already), then the oldest evictable assets; InsufficientStorage if even that cannot
+        make room."""
         cap = self.cap_bytes
         if cap is None:
             return
-        used = self.registry.stored_bytes()
-        index = self.index.disk_bytes() if self.index is not None else 0
-        if used + index + incoming <= cap:
-            return
-        if self.index is not None:
-            index -= self.index.free_disk(used + index + incoming - cap)
-        used += index
+        index = self.index_gives_way(incoming)
+        used = self.registry.stored_bytes() + index
         if used + incoming <= cap:
             return
         victims: list[Asset] = []
