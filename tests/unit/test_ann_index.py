@@ -1,7 +1,8 @@
-"""The SQLite index past its exact-search size (issue 25): the ANN path (faiss IVF + 4-bit PQ codes, exact
+"""The SQLite index past its exact-search size (issue 25): the ANN path (faiss IVF + PQ codes, exact
 re-rank) gives exact search's results on a small collection and recall >= 0.95 on a larger one, filters
-stay exact, a restart reads the snapshot instead of every vector, and a crash (kill -9 during the build,
-or with changes the snapshot lacks) loses no committed entry."""
+stay exact, a restart reads the snapshot instead of every vector, a crash (kill -9 during the build, or
+with changes the snapshot lacks) loses no committed entry, and the index is trained again once retention
+has replaced its collection, without losing what is written meanwhile."""
 
 from __future__ import annotations
 
@@ -161,6 +162,49 @@ _WRITER = textwrap.dedent(
         print(i + 250, index._building is not None, flush=True)
     """
 )
+
+
+def test_the_index_is_trained_again_once_its_collection_has_turned_over(
+    tmp_path: Path, scenes: np.ndarray
+) -> None:
+    """Retention all day: the oldest go, new scenes come. Once as many rows were written since training
+    as it was trained on, a new index is built in the background while the old one serves; what is
+    written and removed during the build is in the new one; a restart does not train again."""
+    first, later = clustered(3000, scenes[:100], seed=11), clustered(6000, scenes[100:], seed=12)
+    index = approximate(tmp_path, from_entries=2000)
+    fill(index, first)
+    assert index.wait_for_build(60) and index.approximate
+    trained = latest_snapshot(tmp_path / "ann", "ann-model:32")
+    assert trained is not None
+    live = dict(enumerate(first))
+    oldest, written = 0, len(first)
+    seen_building = False
+    while not seen_building:  # 500 new, 500 oldest out, until a new build runs (and once more meanwhile)
+        assert written < len(first) + len(later), "no new build"
+        seen_building = not index.wait_for_build(0)
+        new = later[written - len(first) : written - len(first) + 500]
+        fill(index, new, start=written)
+        live |= {written + j: v for j, v in enumerate(new)}
+        written += len(new)
+        assert index.expire_live(None, 500) == 500
+        for i in range(oldest, oldest + 500):
+            del live[i]
+        oldest += 500
+    assert index.wait_for_build(60) and index.approximate
+    retrained = latest_snapshot(tmp_path / "ann", "ann-model:32")
+    assert retrained is not None and retrained[1] > trained[1]  # a new build: a later mark
+    ids, vectors = np.asarray(list(live)), np.stack(list(live.values()))
+    for q in clustered(20, scenes[100:], seed=13):
+        got = top_ids(index, q)
+        assert set(got) <= set(live)  # nothing removed comes back
+        assert len(set(got) & set(ids[np.argsort(-(vectors @ q))[:10]].tolist())) >= 9
+    for i in (written - 1, written - 2000, oldest):
+        assert top_ids(index, live[i])[0] == i
+    index.close()
+    again = approximate(tmp_path, from_entries=2000)
+    again.upsert([chunk(written, later[-1])])
+    assert again.approximate and again.wait_for_build(0)  # trained on this collection already: no build
+    again.close()
 
 
 def test_kill_9_during_the_build_loses_no_committed_entry(tmp_path: Path) -> None:

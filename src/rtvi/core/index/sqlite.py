@@ -287,6 +287,7 @@ class SqliteChunkIndex:
         # A row's share of the database (its vector, its fields and index entries), roughly: what removing
         # it frees besides its thumbnail.
         self._row_bytes = 4 * dim + 256
+        self._trained = (0, 0)  # the ANN index's training: (highest row id, entries); see _start_build
         self._vectors: _Vectors | _AnnVectors = self._open_vectors()
         self._start_build()
 
@@ -295,7 +296,9 @@ class SqliteChunkIndex:
         snapshot = latest_snapshot(self._ann_dir, self.collection) if self._policy.from_entries else None
         if snapshot is not None:
             path, mark = snapshot
-            return self._ann_vectors(AnnIndex.load(path), mark)
+            ann = AnnIndex.load(path)
+            self._trained = self._training(mark, len(ann))
+            return self._ann_vectors(ann, mark)
         self._db.execute("DELETE FROM ann_removed WHERE collection = ?", (self.collection,))
         vectors = _Vectors(self.dim)
         for ids, matrix in stored_batches(self._db, self.collection, self.dim, after=0):
@@ -316,6 +319,20 @@ class SqliteChunkIndex:
         self._id_floor = max(self._id_floor, mark + 1)
         return _AnnVectors(ann, self._policy, self._read_vectors)
 
+    def _training(self, snapshot_mark: int, entries: int) -> tuple[int, int]:
+        """(the highest row id, the entries) the open ANN index was trained on; a snapshot written before
+        they were kept counts as trained when it was written."""
+        found = dict(
+            self._db.execute(
+                "SELECT name, value FROM index_totals WHERE name IN (?, ?)",
+                (f"ann_trained_mark:{self.collection}", f"ann_trained_on:{self.collection}"),
+            ).fetchall()
+        )
+        return (
+            int(found.get(f"ann_trained_mark:{self.collection}", snapshot_mark)),
+            int(found.get(f"ann_trained_on:{self.collection}", entries)),
+        )
+
     def _read_vectors(self, ids: Sequence[int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         with self._lock:
             return read_vectors(self._db, self.collection, ids, self.dim)
@@ -328,11 +345,16 @@ class SqliteChunkIndex:
 
     def _start_build(self) -> None:
         """Past the policy's size, build the ANN index in a thread from what SQLite holds now; exact
-        search serves until it is ready, and rows written meanwhile are added when it is swapped in."""
+        search serves until it is ready, and rows written meanwhile are added when it is swapped in. An
+        ANN index is built again, the same way, once as many rows were written since it was trained as
+        it was trained on (the collection doubled, or retention replaced it): cells and codes learnt from
+        what the cameras see now. The old one serves meanwhile (both in memory until the swap)."""
         with self._lock:
-            if self.approximate or self._building is not None or self._closed:
+            if self._building is not None or self._closed:
                 return
             if not self._policy.applies(self.dim, len(self._vectors)):
+                return
+            if self.approximate and not self._retrain_due():
                 return
             mark = self._max_id()
             self._id_floor = max(self._id_floor, mark + 1)
@@ -353,6 +375,14 @@ class SqliteChunkIndex:
                     return
                 write_snapshot(self._ann_dir, self.collection, ann, mark)
                 self._vectors = self._ann_vectors(ann, mark)
+                self._trained = (mark, entries)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO index_totals (name, value) VALUES (?, ?)",
+                    [
+                        (f"ann_trained_mark:{self.collection}", mark),
+                        (f"ann_trained_on:{self.collection}", entries),
+                    ],
+                )
             log.info(
                 "search index %s: %d entries now searched approximately (%d cells)",
                 self.collection,
@@ -386,14 +416,19 @@ class SqliteChunkIndex:
             )
 
     def _changed(self, count: int) -> None:
-        """After a write: snapshot the ANN index when enough has changed since the last one; or, exact,
-        start the move to ANN once the collection is big enough."""
+        """After a write: snapshot the ANN index when enough has changed since the last one (not while a
+        new one is built: the removals it may have read stay recorded until it is swapped in); start the
+        move to ANN once the collection is big enough, or a new training once it is due."""
+        self._start_build()
         if not self.approximate:
-            self._start_build()
             return
         self._changes += count
-        if self._changes >= self._policy.snapshot_every:
+        if self._changes >= self._policy.snapshot_every and self._building is None:
             self._snapshot()
+
+    def _retrain_due(self) -> bool:
+        mark, entries = self._trained
+        return self._max_id() - mark >= max(entries, self._policy.from_entries)
 
     def _snapshot(self) -> None:
         assert isinstance(self._vectors, _AnnVectors)
