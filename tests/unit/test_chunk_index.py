@@ -179,7 +179,11 @@ def test_per_stream_retention_and_thumbnails_that_go_before_their_entries(open_i
     index.upsert([chunk("pinned", i, vectors[20 + i], live=True) for i in range(10)])
 
     assert index.expire_live(50.0, 100, excluding=["pinned"]) == 5  # cam 0-4
+    assert index.expire_live(50.0, 100, excluding=["pinned"]) == 0
     assert index.expire_live(30.0, 100, owners=["pinned"]) == 3  # pinned 0-2
+    assert index.expire_live(70.0, 1, excluding=["pinned"]) == 1  # cam 5 (the walk goes on from 50 s)
+    assert index.expire_live(70.0, 100, excluding=["pinned"]) == 1  # cam 6
+    index.upsert([chunk("cam", i, vectors[10 + i], live=True) for i in (5, 6)])  # back, for the rest
     assert [h.chunk_idx for h in index.latest("cam", 20)] == list(range(5, 10))
     assert [h.chunk_idx for h in index.latest("pinned", 20)] == list(range(3, 10))
 
@@ -296,6 +300,10 @@ def test_retention_reads_only_what_it_removes(tmp_path: Path) -> None:
         sql, args = expiry_query("c", before, 10, owners, excluding)
         plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
         assert f"USING INDEX {index} " in plan and "TEMP B-TREE" not in plan, plan
+    # All but the kept streams: the walk starts where the last one ended (the kept rows stay behind it).
+    sql, args = expiry_query("c", 1e9, 10, None, ["kept"], since=5e8)
+    plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+    assert "chunks_live_age (collection=? AND live=? AND start_s>? AND start_s<?)" in plan, plan
     sql, args = old_thumbnails_query("c", 1e9, 10)
     plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
     assert "USING INDEX chunks_thumbnail_age " in plan and "TEMP B-TREE" not in plan, plan

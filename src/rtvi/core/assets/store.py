@@ -167,25 +167,25 @@ class AssetStore:
                 f"Invalid filename '{name[:100]}': use letters, digits, '_', '.', '-' and space"
             )
         asset_id = new.id or str(uuid.uuid4())
-        await asyncio.to_thread(self.index_gives_way, size)  # off the event loop; make_room checks again
         with self.registry.reserve(asset_id):
             final_tmp_path = staged.parent / name
             os.rename(staged, final_tmp_path)
             info = await self._verify(final_tmp_path, new.media_type)
+            index = await asyncio.to_thread(self.index_gives_way, size)  # a valid file only
             if self.blobs is not None:
                 # The object first, then the row: a crash in between leaves an object that sweep removes.
                 # The staged file becomes the cached copy (its staging directory is then discarded).
                 url = await asyncio.to_thread(self.blobs.put, asset_id, final_tmp_path)
                 asset = self._asset(asset_id, new, name, url, size, info, owns_dir=True)
                 try:
-                    self.make_room(size)
+                    self.make_room(size, index)
                     self.registry.add(asset)
                 except BaseException:
                     await asyncio.to_thread(self.blobs.delete, asset_id)
                     raise
                 return asset
             # No await from here to the registry row: the room made is not taken by a concurrent upload.
-            self.make_room(size)
+            self.make_room(size, index)
             final_dir = self.storage.commit(staged.parent, asset_id)
             asset = self._asset(asset_id, new, name, str(final_dir / name), size, info, owns_dir=True)
             try:
@@ -298,24 +298,28 @@ class AssetStore:
         return None if cap is None else max(0, cap - self.registry.stored_bytes())
 
     def index_gives_way(self, incoming: int) -> int:
-        """The search index's oldest live chunks give up what `incoming` bytes need under the cap (blocking:
-        async code runs it in a thread before make_room). -> the index's bytes after."""
+        """Blocking (async code runs it in a thread, once the file is verified, before make_room): the
+        search index's oldest live chunks give up what `incoming` bytes need under the cap, unless the
+        assets in use leave no room anyway (the upload fails: nothing is taken). -> the index's bytes."""
         cap = self.cap_bytes
         index = self.index.disk_bytes() if self.index is not None else 0
-        excess = self.registry.stored_bytes() + index + incoming - (cap or 0)
-        if cap is None or excess <= 0 or self.index is None:
+        if cap is None or self.index is None:
+            return index
+        stored = self.registry.stored_bytes()
+        excess = stored + index + incoming - cap
+        in_use = stored - sum(a.bytes for a in self.registry.evictable())
+        if excess <= 0 or in_use + incoming > cap:
             return index
         return index - self.index.free_disk(excess)
 
-    def make_room(self, incoming: int) -> None:
-        """Before `incoming` bytes join the store: if they would push it (assets and the search index)
-        over MAX_ASSET_STORAGE_SIZE_GB, the index's oldest live chunks give way first (index_gives_way,
-        normally done already), then the oldest evictable assets; InsufficientStorage if even that cannot
-        make room."""
+    def make_room(self, incoming: int, index: int = 0) -> None:
+        """Before `incoming` bytes join the store: if they would push it (the assets and the search
+        index's `index` bytes, as index_gives_way left them) over MAX_ASSET_STORAGE_SIZE_GB, evict the
+        oldest evictable assets first; InsufficientStorage if even that cannot make room. Calls no index:
+        it runs on the event loop."""
         cap = self.cap_bytes
         if cap is None:
             return
-        index = self.index_gives_way(incoming)
         used = self.registry.stored_bytes() + index
         if used + incoming <= cap:
             return

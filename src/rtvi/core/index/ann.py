@@ -217,9 +217,15 @@ def stored_batches(
 def training_sample(
     db: sqlite3.Connection, collection: str, dim: int, upto: int, size: int = _TRAINING_SAMPLE
 ) -> npt.NDArray[np.float32]:
-    """About `size` of the collection's vectors, read at random row ids (no full scan)."""
+    """About `size` of the collection's vectors, read at random row ids between its oldest row and `upto`
+    (no full scan; under retention the live rows are the last ones)."""
+    # By the rowid (the first row is usually the collection's): the collection indexes would scan.
+    first = db.execute(
+        "SELECT id FROM chunks WHERE +collection = ? ORDER BY id LIMIT 1", (collection,)
+    ).fetchone()
+    low = first[0] if first else 1
     rng = np.random.default_rng(upto)
-    ids = np.unique(rng.integers(1, upto + 1, size=min(size, upto)))
+    ids = np.unique(rng.integers(low, upto + 1, size=min(size, upto - low + 1)))
     got_ids, matrix = read_vectors(db, collection, ids.tolist(), dim)
     if len(got_ids) >= min(size, 4096):
         return matrix

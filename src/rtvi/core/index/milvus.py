@@ -27,6 +27,7 @@ import hashlib
 import heapq
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -147,6 +148,8 @@ class MilvusChunkIndex:
         self.dim = dim
         self.name = collection_name(model_id, dim)
         self.thumbnails = thumbnails
+        # An entry rewritten without its thumbnail must not outlive a removal of its owner in between.
+        self._rewriting = threading.Lock()
         self._client = MilvusClient(uri=uri, token=token)
         if self._client.has_collection(self.name):
             self._client.load_collection(self.name)
@@ -250,11 +253,12 @@ class MilvusChunkIndex:
         folder or prefix for all collections). -> entries removed."""
         removed = 0
         expression = _owner_expression(owner_id)
-        for name in self._client.list_collections():
-            if name.startswith(COLLECTION_PREFIX):
-                result = self._client.delete(name, filter=expression)
-                # A Milvus server answers {"delete_count": n}; Milvus Lite the deleted ids.
-                removed += int(result["delete_count"]) if isinstance(result, dict) else len(result)
+        with self._rewriting:
+            for name in self._client.list_collections():
+                if name.startswith(COLLECTION_PREFIX):
+                    result = self._client.delete(name, filter=expression)
+                    # A Milvus server answers {"delete_count": n}; Milvus Lite the deleted ids.
+                    removed += int(result["delete_count"]) if isinstance(result, dict) else len(result)
         self.thumbnails.delete_owner(owner_id)
         return removed
 
@@ -343,17 +347,20 @@ class MilvusChunkIndex:
 
     def drop_thumbnails(self, before: float, limit: int) -> int:
         """Rewrites the entries without their reference (an upsert needs every field), then deletes the
-        thumbnails; any `limit` of those older than `before`, as expire_live."""
-        rows = self._client.query(
-            self.name,
-            filter=f"live == true and has_thumbnail == true and start_s < {float(before)!r}",
-            output_fields=list(_FIELDS),
-            limit=limit,
-        )
-        if not rows:
-            return 0
-        kept = [{**{f: r[f] for f in _FIELDS}, "has_thumbnail": False, "thumbnail": ""} for r in rows]
-        self._client.upsert(self.name, kept)
+        thumbnails; any `limit` of those older than `before`, as expire_live. Under the lock that removals
+        take, so a rewrite never brings back an entry removed here in between (one removed by another
+        replica meanwhile can come back, in a window of one request: retention removes it again)."""
+        with self._rewriting:
+            rows = self._client.query(
+                self.name,
+                filter=f"live == true and has_thumbnail == true and start_s < {float(before)!r}",
+                output_fields=list(_FIELDS),
+                limit=limit,
+            )
+            if not rows:
+                return 0
+            kept = [{**{f: r[f] for f in _FIELDS}, "has_thumbnail": False, "thumbnail": ""} for r in rows]
+            self._client.upsert(self.name, kept)
         self.thumbnails.delete([key_of_digest(str(r["owner_key"]), str(r["entry_id"])) for r in rows])
         return len(rows)
 

@@ -129,9 +129,15 @@ def filter_clause(where: SearchFilter) -> tuple[str, list[object]]:
 
 
 def expiry_query(
-    collection: str, before: float | None, limit: int, owners: Sequence[str] | None, excluding: Sequence[str]
+    collection: str,
+    before: float | None,
+    limit: int,
+    owners: Sequence[str] | None,
+    excluding: Sequence[str],
+    since: float | None = None,
 ) -> tuple[str, list[object]]:
-    """The oldest live chunks `expire_live` removes: (id, owner_id, entry_id, thumbnail_bytes) rows."""
+    """The oldest live chunks `expire_live` removes, that started at `since` or later: (id, owner_id,
+    entry_id, thumbnail_bytes, start_s) rows."""
     where: list[str] = ["collection = ?"]
     params: list[object] = [collection]
     if owners is not None:  # through the owners' index, already in time order
@@ -142,10 +148,13 @@ def expiry_query(
     if excluding:
         where.append(f"owner_id NOT IN ({','.join('?' * len(excluding))})")
         params += excluding
+    if since is not None:
+        where.append("start_s >= ?")
+        params.append(since)
     if before is not None:
         where.append("start_s < ?")
         params.append(before)
-    sql = f"SELECT id, owner_id, entry_id, thumbnail_bytes FROM chunks WHERE {' AND '.join(where)}"
+    sql = f"SELECT id, owner_id, entry_id, thumbnail_bytes, start_s FROM chunks WHERE {' AND '.join(where)}"
     return f"{sql} ORDER BY start_s LIMIT ?", [*params, limit]
 
 
@@ -287,6 +296,7 @@ class SqliteChunkIndex:
         # A row's share of the database (its vector, its fields and index entries), roughly: what removing
         # it frees besides its thumbnail.
         self._row_bytes = 4 * dim + 256
+        self._expired_below: dict[tuple[str, ...], float] = {}  # see expire_live
         self._trained = (0, 0)  # the ANN index's training: (highest row id, entries); see _start_build
         self._vectors: _Vectors | _AnnVectors = self._open_vectors()
         self._start_build()
@@ -321,16 +331,21 @@ class SqliteChunkIndex:
 
     def _training(self, snapshot_mark: int, entries: int) -> tuple[int, int]:
         """(the highest row id, the entries) the open ANN index was trained on; a snapshot written before
-        they were kept counts as trained when it was written."""
+        they were kept counts as trained when it was written (and is recorded so, once)."""
+        names = (f"ann_trained_mark:{self.collection}", f"ann_trained_on:{self.collection}")
         found = dict(
-            self._db.execute(
-                "SELECT name, value FROM index_totals WHERE name IN (?, ?)",
-                (f"ann_trained_mark:{self.collection}", f"ann_trained_on:{self.collection}"),
-            ).fetchall()
+            self._db.execute("SELECT name, value FROM index_totals WHERE name IN (?, ?)", names).fetchall()
         )
-        return (
-            int(found.get(f"ann_trained_mark:{self.collection}", snapshot_mark)),
-            int(found.get(f"ann_trained_on:{self.collection}", entries)),
+        if len(found) < 2:
+            self._keep_training(snapshot_mark, entries)
+            return snapshot_mark, entries
+        return int(found[names[0]]), int(found[names[1]])
+
+    def _keep_training(self, mark: int, entries: int) -> None:
+        self._trained = (mark, entries)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO index_totals (name, value) VALUES (?, ?)",
+            [(f"ann_trained_mark:{self.collection}", mark), (f"ann_trained_on:{self.collection}", entries)],
         )
 
     def _read_vectors(self, ids: Sequence[int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -375,14 +390,7 @@ class SqliteChunkIndex:
                     return
                 write_snapshot(self._ann_dir, self.collection, ann, mark)
                 self._vectors = self._ann_vectors(ann, mark)
-                self._trained = (mark, entries)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO index_totals (name, value) VALUES (?, ?)",
-                    [
-                        (f"ann_trained_mark:{self.collection}", mark),
-                        (f"ann_trained_on:{self.collection}", entries),
-                    ],
-                )
+                self._keep_training(mark, entries)
             log.info(
                 "search index %s: %d entries now searched approximately (%d cells)",
                 self.collection,
@@ -390,9 +398,10 @@ class SqliteChunkIndex:
                 ann.nlist,
             )
         except Exception:
-            log.exception(
-                "search index %s: building the ANN index failed; search stays exact", self.collection
-            )
+            log.exception("search index %s: building the ANN index failed", self.collection)
+            with self._lock:
+                if self.approximate:  # the old index serves on; another try after as many rows again
+                    self._trained = (mark, entries)
         finally:
             with self._lock:
                 self._building = None
@@ -574,11 +583,18 @@ class SqliteChunkIndex:
         excluding: Sequence[str] = (),
         max_bytes: int | None = None,
     ) -> int:
-        sql, params = expiry_query(self.collection, before, limit, owners, excluding)
+        # All but some streams, by age: the rows of the streams left out stay behind, and the walk in
+        # time order would read them again at every step; it starts where the last one ended instead
+        # (everything else older is gone: live chunks are written in time order).
+        floor_key = tuple(excluding) if owners is None and excluding and before is not None else None
+        since = self._expired_below.get(floor_key) if floor_key is not None else None
+        sql, params = expiry_query(self.collection, before, limit, owners, excluding, since)
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
             if max_bytes is not None:
                 rows = _first_reaching(rows, max_bytes, self._row_bytes)
+            if floor_key is not None and before is not None:
+                self._expired_below[floor_key] = rows[-1][4] if len(rows) == limit else before
             if not rows:
                 return 0
             ids = [r[0] for r in rows]
@@ -590,7 +606,7 @@ class SqliteChunkIndex:
             self._thumbnail_bytes -= sum(r[3] for r in rows)
             self._changed(len(ids))
         # After the rows: a search never names a missing thumbnail.
-        self.thumbnails.delete([thumbnail_key(owner, entry) for _, owner, entry, size in rows if size])
+        self.thumbnails.delete([thumbnail_key(owner, entry) for _, owner, entry, size, _ in rows if size])
         return len(rows)
 
     def drop_thumbnails(self, before: float, limit: int) -> int:
@@ -669,8 +685,8 @@ class SqliteChunkIndex:
 
 
 def _first_reaching(
-    rows: list[tuple[int, str, str, int]], nbytes: int, row_bytes: int
-) -> list[tuple[int, str, str, int]]:
+    rows: list[tuple[int, str, str, int, float]], nbytes: int, row_bytes: int
+) -> list[tuple[int, str, str, int, float]]:
     """The first of `rows` (expiry_query's) whose thumbnails and rows add up to `nbytes`."""
     total = 0
     for n, row in enumerate(rows):
