@@ -92,6 +92,7 @@ class EmbedServing:
 
     async def start(self) -> None:
         self.batcher.start()
+        await self.batcher.warm_up()
         await self.core.indexing.open(
             self.embedder.id, self.embedder.dim, lambda vector: (vector, None), self.query_vector
         )
