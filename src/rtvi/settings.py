@@ -230,6 +230,7 @@ class ModelSettings:
     device: str
     detect_people: bool
     onnx_runtime: bool
+    warm_up: bool = True
     vlm_endpoint: str
     vlm_api_key: str = field(repr=False)
     vlm_endpoint_model: str
@@ -345,6 +346,9 @@ class Settings(BaseSettings):
     # On the CPU the bundled model's image networks run in ONNX Runtime (exported once into the model
     # cache); false keeps them in torch (docs/models.md).
     onnx_runtime: bool = Field(True, validation_alias="RTVI_ONNX_RUNTIME")
+    # The embedding model runs its largest batch once before serving, so its memory is what it will
+    # stay at (a runtime's arena keeps its largest size); false: it grows with the first large batch.
+    warm_up: bool = Field(True, validation_alias="RTVI_WARM_UP")
     # Every embedded chunk into the search index (POST /v1/search); false: no index, search answers 503.
     search_index: bool = Field(True, validation_alias="RTVI_SEARCH_INDEX")
     # The index on Milvus (http://host:19530, or a Milvus Lite file), shared by replicas; empty: SQLite

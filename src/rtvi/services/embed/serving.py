@@ -92,7 +92,8 @@ class EmbedServing:
 
     async def start(self) -> None:
         self.batcher.start()
-        await self.batcher.warm_up()
+        if self.core.settings.model.warm_up:
+            await self.batcher.warm_up()
         await self.core.indexing.open(
             self.embedder.id, self.embedder.dim, lambda vector: (vector, None), self.query_vector
         )
