@@ -16,7 +16,7 @@ import os
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -362,9 +362,7 @@ class Settings(BaseSettings):
     # this many GB by removing the oldest live chunks (0 = unlimited). Files' chunks follow their asset.
     index_retention_hours: float = Field(0, validation_alias="RTVI_INDEX_RETENTION_HOURS", ge=0)
     # Streams that keep their chunks longer or shorter: a JSON object {"stream id": hours} (0 = keep).
-    index_retention_by_stream: dict[str, Annotated[float, Field(ge=0)]] = Field(
-        {}, validation_alias="RTVI_INDEX_RETENTION_BY_STREAM"
-    )
+    index_retention_by_stream: dict[str, float] = Field({}, validation_alias="RTVI_INDEX_RETENTION_BY_STREAM")
     # Live chunks' thumbnails may go before their entries (0: they stay as long as the entry): an old hit
     # is still found and played from its times, without a picture.
     index_thumbnail_retention_hours: float = Field(
@@ -563,6 +561,13 @@ class Settings(BaseSettings):
         if isinstance(v, bool):
             return v
         return bool(str(v).strip()) and str(v).strip().lower() not in {"0", "false", "no"}
+
+    @field_validator("index_retention_by_stream")
+    @classmethod
+    def _hours_not_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        if bad := [stream for stream, hours in v.items() if hours < 0]:
+            raise ValueError(f"hours must be 0 (keep) or more, not for {bad[:3]}")
+        return v
 
     @field_validator("message_bus", "error_bus", mode="before")
     @classmethod
