@@ -304,6 +304,16 @@ def test_retention_reads_only_what_it_removes(tmp_path: Path) -> None:
     sql, args = expiry_query("c", 1e9, 10, None, ["kept"], since=5e8)
     plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
     assert "chunks_live_age (collection=? AND live=? AND start_s>? AND start_s<?)" in plan, plan
+    # Removing an owner (a deleted file or stream) seeks each collection's rows of it, no table scan.
+    from rtvi.core.index.sqlite import _COLLECTIONS
+
+    where = f"collection IN ({_COLLECTIONS}) AND owner_id = ?"
+    plan = " | ".join(
+        row[3] for row in db.execute(f"EXPLAIN QUERY PLAN DELETE FROM chunks WHERE {where}", ("x",))
+    )
+    assert (
+        "USING INDEX chunks_owner_age (collection=? AND owner_id=?)" in plan and "SCAN chunks" not in plan
+    ), plan
     sql, args = old_thumbnails_query("c", 1e9, 10)
     plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
     assert "USING INDEX chunks_thumbnail_age " in plan and "TEMP B-TREE" not in plan, plan

@@ -98,6 +98,14 @@ ReadVectors = Callable[[Sequence[int]], tuple[npt.NDArray[np.int64], npt.NDArray
 # vectors from SQLite (~8 us each) costs less than scanning the ANN index for them.
 _EXACT_SELECTION = 2_000
 
+# The collections present, one index seek each (SQLite has no loose index scan: DISTINCT would read every
+# entry of the index).
+_COLLECTIONS = """WITH RECURSIVE present(name) AS (
+    SELECT MIN(collection) FROM chunks
+    UNION ALL SELECT (SELECT MIN(collection) FROM chunks WHERE collection > name) FROM present
+    WHERE name IS NOT NULL
+) SELECT name FROM present WHERE name IS NOT NULL"""
+
 _WINDOW_GUARD = {"wall_clock_known": "abs_start IS NOT NULL", "files": "live = 0"}
 # The hit's fields, by their names in base.HIT_FIELDS.
 _HIT_COLUMNS = (
@@ -562,11 +570,14 @@ class SqliteChunkIndex:
                     "SELECT id FROM chunks WHERE owner_id = ? AND collection = ?", (owner_id, self.collection)
                 )
             ]
+            # Every collection's rows of the owner (the thumbnails folder is shared), each through the
+            # owner index: "owner_id = ?" alone would scan the whole table.
+            owned = f"collection IN ({_COLLECTIONS}) AND owner_id = ?"
             (freed,) = self._db.execute(
-                "SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks WHERE owner_id = ?", (owner_id,)
+                f"SELECT COALESCE(SUM(thumbnail_bytes), 0) FROM chunks WHERE {owned}", (owner_id,)
             ).fetchone()
             with self._transaction():
-                removed = self._db.execute("DELETE FROM chunks WHERE owner_id = ?", (owner_id,)).rowcount
+                removed = self._db.execute(f"DELETE FROM chunks WHERE {owned}", (owner_id,)).rowcount
                 self._removed(ids)
                 self._add_to_thumbnail_bytes(-int(freed))
             self._vectors.remove(ids)
