@@ -307,8 +307,10 @@ class AssetStore:
             return index
         stored = self.registry.stored_bytes()
         excess = stored + index + incoming - cap
+        if excess <= 0:  # the usual case: no list of assets read
+            return index
         in_use = stored - sum(a.bytes for a in self.registry.evictable())
-        if excess <= 0 or in_use + incoming > cap:
+        if in_use + incoming > cap:
             return index
         return index - self.index.free_disk(excess)
 
