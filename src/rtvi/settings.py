@@ -183,7 +183,7 @@ class ClusterSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VlmSettings:
     """The VLM service's serving (services/vlm/serving.py, chat.py): request limits and defaults, and
-    the place and detector its incidents name (services/vlm/messages.py Place, AnalyticsModule)."""
+    the place and detector its incidents name (core/bus/incidents.py Place, AnalyticsModule)."""
 
     vlm_prompt_max_length: int
     vlm_system_prompt_max_length: int
@@ -194,6 +194,41 @@ class VlmSettings:
     vlm_max_model_len: int
     vlm_input_width: int
     vlm_input_height: int
+    incident_priority: str
+    place_name: str
+    place_type: str
+    place_lat: float
+    place_lon: float
+    place_alt: float
+    place_coordinate_x: float
+    place_coordinate_y: float
+    analytics_module_id: str
+    analytics_module_description: str
+    analytics_module_source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertSettings:
+    """Text alert rules on the embedding stream (core/alerts, docs/alerts.md): where their incidents may
+    be delivered, the VLM that verifies candidates, and the bounds of what they keep. The place and
+    detector fields name the nv.Incident they publish, as the VLM service's do."""
+
+    alert_allowed_hosts: str
+    alert_vlm_url: str
+    alert_vlm_model: str
+    alert_vlm_api_key: str = field(repr=False)
+    alert_vlm_timeout_s: float
+    alert_mqtt_url: str = field(repr=False)
+    alert_webhook_retries: int
+    alert_webhook_timeout_s: float
+    alert_max_incidents: int
+    alert_queue: int
+    alert_rules_refresh_s: float
+    alert_calibration_window: int
+    alert_warmup_chunks: int
+    asset_store: str = ""
+    s3_endpoint_url: str = ""
+    alert_public_url: str = ""
     incident_priority: str
     place_name: str
     place_type: str
@@ -274,6 +309,7 @@ GROUPS: dict[str, type[DataclassInstance]] = {
     "cluster": ClusterSettings,
     "vlm": VlmSettings,
     "model": ModelSettings,
+    "alerts": AlertSettings,
 }
 
 # Read by no component as a group: the composition root (CLI, HTTP app, ServiceCore) uses them itself.
@@ -417,6 +453,33 @@ class Settings(BaseSettings):
         "RTVI Safety Compliance Detector", validation_alias="ANALYTICS_MODULE_DESCRIPTION"
     )
     analytics_module_source: str = Field("rtvi-vlm", validation_alias="ANALYTICS_MODULE_SOURCE")
+
+    # --- alert rules (docs/alerts.md) ------------------------------------------------------------
+    # Hosts webhook and MQTT actions may reach: names, addresses, CIDRs; empty = public addresses only.
+    alert_allowed_hosts: str = Field("", validation_alias="RTVI_ALERT_ALLOWED_HOSTS")
+    # The VLM that verifies a candidate when a rule has `verify`: any OpenAI-compatible base URL (vLLM,
+    # NIM, OpenAI, a running rtvi VLM service's /v1). Empty: a rule with `verify` is refused.
+    alert_vlm_url: str = Field("", validation_alias="RTVI_ALERT_VLM_URL")
+    alert_vlm_model: str = Field("", validation_alias="RTVI_ALERT_VLM_MODEL")
+    alert_vlm_api_key: str = Field("", validation_alias="RTVI_ALERT_VLM_API_KEY", repr=False)
+    alert_vlm_timeout_s: float = Field(60, validation_alias="RTVI_ALERT_VLM_TIMEOUT_SEC", gt=0)
+    # The MQTT broker of `mqtt` actions without their own url: mqtt://[user:password@]host[:port].
+    alert_mqtt_url: str = Field("", validation_alias="RTVI_ALERT_MQTT_URL", repr=False)
+    alert_webhook_retries: int = Field(5, validation_alias="RTVI_ALERT_WEBHOOK_RETRIES", ge=0, le=20)
+    alert_webhook_timeout_s: float = Field(5, validation_alias="RTVI_ALERT_WEBHOOK_TIMEOUT_SEC", gt=0)
+    # Incidents kept (the oldest go first, with their thumbnails).
+    alert_max_incidents: int = Field(100_000, validation_alias="RTVI_ALERT_MAX_INCIDENTS", ge=1)
+    # Live chunks waiting to be scored; when full the oldest is dropped and counted.
+    alert_queue: int = Field(256, validation_alias="RTVI_ALERT_QUEUE", ge=1)
+    # How often rules are re-read (a rule changed on another replica applies here within this).
+    alert_rules_refresh_s: float = Field(2, validation_alias="RTVI_ALERT_RULES_REFRESH_SEC", gt=0)
+    # Calibration (docs/alerts.md): the recent scores per stream and rule that the threshold is drawn
+    # from, and how many a stream must have seen before a rule can fire on it.
+    alert_calibration_window: int = Field(360, validation_alias="RTVI_ALERT_CALIBRATION_WINDOW", ge=8)
+    alert_warmup_chunks: int = Field(12, validation_alias="RTVI_ALERT_WARMUP_CHUNKS", ge=2)
+    # The service's address as receivers reach it (https://rtvi.example:8000): incidents' thumbnail_url is
+    # absolute with it, a path without it.
+    alert_public_url: str = Field("", validation_alias="RTVI_PUBLIC_URL")
 
     # --- assets ---------------------------------------------------------------------------------
     asset_storage_dir: Path = Field(Path("/tmp/assets"), validation_alias="ASSET_STORAGE_DIR")
@@ -574,7 +637,7 @@ class Settings(BaseSettings):
     def _bus_name(cls, v: object) -> object:
         return v.strip().lower() if isinstance(v, str) else v
 
-    @field_validator("rtsp_allowed_hosts_list")
+    @field_validator("rtsp_allowed_hosts_list", "alert_allowed_hosts")
     @classmethod
     def _hosts_parse(cls, v: str) -> str:
         HostAllowlist.parse(v)  # a typo is a start-up error, not an open door
@@ -617,6 +680,10 @@ class Settings(BaseSettings):
     @property
     def model(self) -> ModelSettings:
         return _group(ModelSettings, self)
+
+    @property
+    def alerts(self) -> AlertSettings:
+        return _group(AlertSettings, self)
 
     # The model group's derived values, on the whole object too: the reference-configuration tests (and
     # any caller holding a Settings) read them here. One definition, in ModelSettings.

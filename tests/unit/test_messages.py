@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from rtvi.core.assets.registry import Asset
+from rtvi.core.bus.incidents import place_slug
 from rtvi.core.bus.messages import ChunkContext, chunk_context, error_json
 from rtvi.core.bus.publisher import MessagePublisher
 from rtvi.core.bus.schema import _generate
@@ -436,7 +437,7 @@ def test_incident_priority_and_place_id_are_settable(reference_incident: Any) ->
     [("Dock Entrance-East", "dock-entrance-east"), ("Dock Entrance - East", "dock-entrance-east"), ("", "")],
 )
 def test_place_slug(name: str, slug: str) -> None:
-    assert vlm.place_slug(name) == slug
+    assert place_slug(name) == slug
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from rtvi.core.alerts.engine import AlertEngine, alert_thumbnails
+from rtvi.core.alerts.store import AlertStore
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
 from rtvi.core.bus.chunks import ChunkPublishing
@@ -108,7 +110,6 @@ class ServiceCore:
         self.indexing = SearchIndexing(
             settings.index, Path(settings.asset_storage_dir).resolve() / "index", self.metrics
         )
-        self.listeners: tuple[ChunkListener, ...] = (self.publishing, self.indexing)
         self.store = AssetStore(
             settings.storage,
             settings.ingest,
@@ -116,6 +117,15 @@ class ServiceCore:
             on_removed=self.indexing.owner_removed,
             index=self.indexing,
         )
+        # Rules in the registry's database; opened (scoring) by a stage that embeds live chunks.
+        self.alerts = AlertEngine(
+            settings.alerts,
+            AlertStore(self.store.registry.engine, self.store.registry.secrets, settings.alert_max_incidents),
+            alert_thumbnails(settings.alerts, Path(settings.asset_storage_dir).resolve() / "alerts"),
+            self.metrics,
+            lambda: self.publisher,
+        )
+        self.listeners: tuple[ChunkListener, ...] = (self.publishing, self.indexing, self.alerts)
         self.indexing.room = self.store.room_for_index
         # The manager reports through self.report_error, so the bus plugged in by start() is used.
         self.live = LiveManager(
@@ -195,6 +205,7 @@ class ServiceCore:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.cluster.leave()  # first: the others take this replica's cameras at once
         await self.live.shutdown()
+        await self.alerts.close()
         if self.stage is not None:
             await self.stage.stop()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)

@@ -120,6 +120,15 @@ class AssetRegistry:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The database, for the other tables its migrations make (the alert rules: core/alerts)."""
+        return self._engine
+
+    @property
+    def secrets(self) -> SecretBox | None:
+        return self._secrets
+
     def _read(self, query: sa.Executable) -> list[sa.Row[Any]]:
         with self._engine.connect() as conn:
             return list(conn.execute(query))

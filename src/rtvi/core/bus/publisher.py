@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from google.protobuf.message import Message
+
 from rtvi.core.bus.error_bus import ErrorBus, ErrorBusName
 from rtvi.core.bus.kafka import Headers, KafkaSink
 from rtvi.core.bus.messages import (
@@ -192,6 +194,14 @@ class MessagePublisher:
                 bus, self.settings.kafka_incident_topic, incident.SerializeToString(), ctx.key, "incident"
             )
         return queued
+
+    def publish_incident(self, incident: Message, key: bytes, topic: str | None = None) -> bool:
+        """An nv.Incident of an alert rule on Kafka (KAFKA_INCIDENT_TOPIC unless `topic`), whichever bus the
+        results use: incidents are Kafka messages (spec §6.4). True when queued."""
+        if not self.settings.kafka_bootstrap_servers.strip():
+            return False
+        topic = topic or self.settings.kafka_incident_topic
+        return self._send("kafka", topic, incident.SerializeToString(), key, "incident")
 
     def _send(self, bus: BusName, topic: str, payload: bytes, key: bytes, kind: MessageKind) -> bool:
         sink = self._sink(bus)

@@ -5,6 +5,8 @@ Kept free of a module-level torch import so that the remote backend (HTTP only) 
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -66,6 +68,13 @@ def to_pil(frame: Frame) -> Image.Image:
     """RGB PIL image from an HxWx3 (or grayscale / RGBA) uint8 array."""
     img = Image.fromarray(np.ascontiguousarray(frame))
     return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def frame_data_url(frame: Frame, quality: int = 85) -> str:
+    """A frame as a JPEG data: URL, as OpenAI-compatible chat endpoints take images."""
+    buf = io.BytesIO()
+    to_pil(frame).save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def resize_frame(frame: Frame, size: tuple[int, int], *, crop: bool = False) -> Frame:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from rtvi.core.assets.registry import Asset
 from rtvi.core.media.times import MediaClock
+from rtvi.core.media.types import Frame
 from rtvi.core.pipeline.results import ChunkResult
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class ChunkDone:
     # A file request's ids: its publish is traced as a span with them (live chunks are not traced).
     span_attributes: Mapping[str, str] | None = None
     indexable: bool = True  # False for a temporary asset (a chat's media url), gone after the request
+    # A live chunk's sampled frames, for a listener that needs more than the result (an alert rule's
+    # VLM check). Not kept by the event's producer: whoever holds them keeps them alive.
+    frames: tuple[Frame, ...] = ()
 
     @property
     def live(self) -> bool:

@@ -262,7 +262,14 @@ class LiveJob(Generic[Out]):
                 sub.offer(result)
             notify(
                 self.manager.listeners,
-                ChunkDone(self.asset, self.request_id, result, LIVE_CLOCK, self.created),
+                ChunkDone(
+                    self.asset,
+                    self.request_id,
+                    result,
+                    LIVE_CLOCK,
+                    self.created,
+                    frames=tuple(sampled.frames),
+                ),
             )
             metrics.live_delivery_latency.observe(max(0.0, time.time() - chunk.end_s))
             if not self._has_consumers():

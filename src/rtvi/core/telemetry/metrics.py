@@ -163,6 +163,32 @@ class Metrics:
             "Thumbnails of live chunks removed by RTVI_INDEX_THUMBNAIL_RETENTION_HOURS (their entries stay)",
             registry=r,
         )
+        # --- alert rules (core/alerts) ---
+        self.alert_decisions = Counter(
+            "rtvi_alert_decisions",
+            "Live chunks scored against a rule, by outcome (below, warming-up, candidate, cooldown, fired, "
+            "rejected, verify-failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.alert_dropped = Counter(
+            "rtvi_alert_chunks_dropped", "Live chunks not scored because the alert queue was full", registry=r
+        )
+        self.alert_vlm_calls = Counter(
+            "rtvi_alert_vlm_calls",
+            "Verifications sent to the VLM, by decision (yes, no, error)",
+            ["decision"],
+            registry=r,
+        )
+        self.alert_deliveries = Counter(
+            "rtvi_alert_deliveries",
+            "Incident deliveries, by action type and outcome (delivered, failed, dropped)",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.alert_delivery_latency = histogram(
+            "rtvi_alert_delivery_latency_seconds", "Chunk end -> incident delivered (webhook, mqtt, kafka)"
+        )
         self.index_disk_bytes = gauge("rtvi_index_disk_bytes", "The search index's bytes on local disk")
         self.index_memory_bytes = gauge("rtvi_index_memory_bytes", "The search index's vectors in memory")
 

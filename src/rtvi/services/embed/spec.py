@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rtvi.core.bus.publisher import BusTopics
 from rtvi.core.service import CoreConfig, ServiceCore
-from rtvi.http.routes import search
+from rtvi.http.routes import alerts, search
 from rtvi.http.spec import ServiceSpec
 from rtvi.services.embed import routes
 from rtvi.services.embed.messages import build_vision_llm, read_vision_llm
@@ -32,5 +32,5 @@ SPEC = ServiceSpec(
     core=CORE,
     title="RTVI Embed Microservice API",
     load_stage=load_stage,
-    routers=[routes.router, search.router],
+    routers=[routes.router, search.router, alerts.router],
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,19 +19,12 @@ from typing import Any
 import openai
 
 from rtvi.core.media.types import Frame
-from rtvi.core.models.common import to_pil
+from rtvi.core.models.common import frame_data_url
 from rtvi.core.pipeline.early import FrameWork
 from rtvi.errors import InvalidParameters, ModelLoadError, RtviError, Unavailable
 from rtvi.services.vlm.models.base import Generation, TokenCounts, estimate_tokens
 
 log = logging.getLogger(__name__)
-JPEG_QUALITY = 85
-
-
-def frame_data_url(frame: Frame) -> str:
-    buf = io.BytesIO()
-    to_pil(frame).save(buf, format="JPEG", quality=JPEG_QUALITY)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 async def _encode_jpegs(frames: Sequence[Frame]) -> tuple[list[str], float]:

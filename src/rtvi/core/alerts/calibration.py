@@ -1,0 +1,77 @@
+"""When a score stands out: per stream and rule, from that stream's recent scores for that query
+(docs/alerts.md explains the choice).
+
+Raw cosine scores are not comparable across queries, cameras or models: "a person" may score 0.55 on
+every chunk of a lobby camera and 0.15 on a parking lot at night, and a CLIP model's whole range is
+narrower than the bundled model's. So a rule does not fire on a fixed cosine: it fires when a chunk's
+score is far above what this camera usually scores for this query.
+
+threshold = max(floor, median + max(k * 1.4826 * MAD, MIN_MARGIN)),  k = 2 + 6 * (1 - sensitivity)
+
+- median and MAD (median absolute deviation; x1.4826 is the standard deviation of normal scores) of the
+  last `window` scores of this stream for this rule: robust, so the events themselves (up to half the
+  window) do not raise the bar they are measured against, as a mean and standard deviation would;
+- MIN_MARGIN: a static scene scores the same on every chunk (MAD 0), where any flicker would otherwise
+  stand out;
+- floor: the rule's `min_score`, else ABSOLUTE_FLOOR: the score must also mean something on its own;
+- warm-up: until the stream has `warmup` scores for the rule there is no distribution; a rule then fires
+  only on its explicit `min_score`, and otherwise waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+# A cosine below which no query is considered matched, whatever the stream (the rule's min_score
+# replaces it). Unrelated text and images score about 0 in the bundled model's centred space.
+ABSOLUTE_FLOOR = 0.1
+# The least margin above the median (cosine): the spread of a static scene is 0.
+MIN_MARGIN = 0.05
+_MAD_TO_SIGMA = 1.4826
+
+
+def k_of(sensitivity: float) -> float:
+    """How many robust standard deviations above the median: 8 at sensitivity 0, 5 at 0.5, 2 at 1."""
+    return 2.0 + 6.0 * (1.0 - sensitivity)
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    value: float | None  # None: still warming up, and the rule has no explicit floor to fire on
+    median: float | None
+    spread: float | None  # 1.4826 * MAD
+    seen: int  # scores this stream has had for the rule (at most the window)
+
+
+@dataclass(slots=True)
+class ScoreHistory:
+    """The recent scores of one stream for one rule: a fixed ring (no growth over a year)."""
+
+    window: int
+    scores: npt.NDArray[np.float32] = field(init=False)
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.scores = np.zeros(self.window, dtype=np.float32)
+
+    def add(self, score: float) -> None:
+        self.scores[self.count % self.window] = score
+        self.count += 1
+
+    def recent(self) -> npt.NDArray[np.float32]:
+        return self.scores[: min(self.count, self.window)]
+
+
+def threshold(history: ScoreHistory, sensitivity: float, min_score: float | None, warmup: int) -> Threshold:
+    """The bar the next score of this stream must pass (computed before that score joins the history)."""
+    recent = history.recent()
+    floor = ABSOLUTE_FLOOR if min_score is None else min_score
+    if len(recent) < warmup:
+        return Threshold(min_score, None, None, len(recent))
+    median = float(np.median(recent))
+    spread = _MAD_TO_SIGMA * float(np.median(np.abs(recent - median)))
+    value = max(floor, median + max(k_of(sensitivity) * spread, MIN_MARGIN))
+    return Threshold(value, median, spread, len(recent))

@@ -1,0 +1,247 @@
+"""Incidents to where users listen: webhooks (JSON, HMAC-signed, retried with backoff), MQTT (a topic per
+rule) and Kafka (nv.Incident). Nothing here blocks the pipeline: a webhook is a task with a bounded
+number in flight (beyond it, deliveries are dropped and counted), MQTT publishes through paho's own
+network thread and queue, Kafka through the bus's bounded producer queue. Every outcome is counted
+(rtvi_alert_deliveries_total{type,outcome}) and reported to `on_outcome` (the rule's stats)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import paho.mqtt.client as mqtt
+from google.protobuf.message import Message
+
+from rtvi import __version__
+from rtvi.core.alerts.rules import KafkaAction, MqttAction, Rule, WebhookAction
+from rtvi.core.alerts.targets import refusal
+from rtvi.core.bus.publisher import MessagePublisher
+from rtvi.core.credentials import public_url
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.settings import AlertSettings, HostAllowlist
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Rtvi-Signature"
+MAX_WEBHOOKS_IN_FLIGHT = 1000
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+MQTT_QUEUE = 1000  # messages paho keeps per broker while it is away
+# (rule id, action type, outcome: delivered | failed | dropped)
+OutcomeHook = Callable[[str, str, str], None]
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The X-Rtvi-Signature value: sha256=<hex HMAC-SHA256 of the exact body bytes, keyed by the secret>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def mqtt_topic(action: MqttAction, rule_id: str) -> str:
+    return action.topic or f"rtvi/alerts/{rule_id}"
+
+
+class _MqttLink:
+    """One broker: a paho client on its own network thread, reconnecting by itself."""
+
+    def __init__(self, url: str, on_acked: Callable[[Any], None]) -> None:
+        parts = urlsplit(url)
+        self.where = public_url(url)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rtvi-{time.time_ns()}")
+        if parts.username:
+            self.client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
+        if parts.scheme == "mqtts":
+            self.client.tls_set()
+        self.client.max_queued_messages_set(MQTT_QUEUE)
+        self.client.reconnect_delay_set(1, 30)
+        self._lock = threading.Lock()
+        self._waiting: dict[int, Any] = {}  # mid -> what on_acked gets
+        self._early: set[int] = set()  # acknowledged before publish() returned its mid
+        self._on_acked = on_acked
+        self.client.on_publish = self._published
+        default_port = 8883 if parts.scheme == "mqtts" else 1883
+        self.client.connect_async(parts.hostname or "", parts.port or default_port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, body: bytes, qos: int, retain: bool, context: Any) -> bool:
+        info = self.client.publish(topic, body, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) or (
+            info.rc == mqtt.MQTT_ERR_NO_CONN and qos == 0
+        ):
+            return False  # queue full, or QoS 0 while away (paho does not queue those)
+        with self._lock:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                acked = True
+            else:
+                self._waiting[info.mid] = context
+                acked = False
+        if acked:
+            self._on_acked(context)
+        return True
+
+    def _published(self, client: Any, userdata: Any, mid: int, *args: Any) -> None:
+        with self._lock:
+            context = self._waiting.pop(mid, None)
+            if context is None:
+                self._early.add(mid)
+                return
+        self._on_acked(context)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Deliveries:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        metrics: Metrics,
+        publisher: Callable[[], MessagePublisher | None],
+        on_outcome: OutcomeHook,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.allowed = HostAllowlist.parse(settings.alert_allowed_hosts)
+        self._publisher = publisher
+        self._on_outcome = on_outcome
+        self._http: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._mqtt: dict[str, _MqttLink] = {}
+        self._mqtt_lock = threading.Lock()
+
+    async def check(self, rule: Rule) -> str | None:
+        """Why one of the rule's actions cannot be used, or None (on save: the targets' hosts)."""
+        for action in rule.spec.actions:
+            if isinstance(action, WebhookAction):
+                why = await refusal(action.url, self.allowed)
+                if why:
+                    return f"webhook URL refused: {why}"
+            elif isinstance(action, MqttAction):
+                if action.url:
+                    why = await refusal(action.url, self.allowed)
+                    if why:
+                        return f"MQTT broker refused: {why}"
+                elif not self.settings.alert_mqtt_url:
+                    return "an mqtt action needs its url, or RTVI_ALERT_MQTT_URL set"
+            elif isinstance(action, KafkaAction):
+                publisher = self._publisher()
+                if publisher is None or not publisher.settings.kafka_bootstrap_servers.strip():
+                    return "a kafka action needs KAFKA_BOOTSTRAP_SERVERS"
+        return None
+
+    def deliver(self, rule: Rule, body: bytes, message: Message, key: bytes, chunk_end: float) -> None:
+        """Send one incident (`body`: its JSON; `message`: its nv.Incident) through each of the rule's
+        actions; returns at once."""
+        for action in rule.spec.actions:
+            if isinstance(action, WebhookAction):
+                if len(self._tasks) >= MAX_WEBHOOKS_IN_FLIGHT:
+                    self._outcome(rule.id, "webhook", "dropped")
+                    continue
+                task = asyncio.create_task(self._webhook(rule.id, action, body, chunk_end))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(action, MqttAction):
+                self._mqtt_publish(rule.id, action, body, chunk_end)
+            else:
+                self._kafka(rule.id, action, message, key, chunk_end)
+
+    def _outcome(self, rule_id: str, kind: str, outcome: str, chunk_end: float | None = None) -> None:
+        self.metrics.alert_deliveries.labels(kind, outcome).inc()
+        if outcome == "delivered" and chunk_end is not None:
+            self.metrics.alert_delivery_latency.observe(max(0.0, time.time() - chunk_end))
+        self._on_outcome(rule_id, kind, outcome)
+
+    # --- webhook ----------------------------------------------------------------------------------
+    async def _webhook(self, rule_id: str, action: WebhookAction, body: bytes, chunk_end: float) -> None:
+        if self._http is None:
+            # No redirects (a 3xx is an answer, not a new target) and no proxy from the environment.
+            self._http = httpx.AsyncClient(
+                timeout=self.settings.alert_webhook_timeout_s, follow_redirects=False, trust_env=False
+            )
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"rtvi/{__version__}",
+            "X-Rtvi-Rule-Id": rule_id,
+        }
+        if action.secret:
+            headers[SIGNATURE_HEADER] = signature(action.secret, body)
+        where = public_url(action.url)
+        attempts = self.settings.alert_webhook_retries + 1
+        for attempt in range(attempts):
+            why = await refusal(action.url, self.allowed)  # again: the name may point elsewhere now
+            if why:
+                log.warning("rule %s: webhook %s refused: %s", rule_id, where, why)
+                self._outcome(rule_id, "webhook", "failed")
+                return
+            try:
+                response = await self._http.post(action.url, content=body, headers=headers)
+                if response.status_code < 300:
+                    self._outcome(rule_id, "webhook", "delivered", chunk_end)
+                    return
+                retry = response.status_code >= 500 or response.status_code == 429
+                problem = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                retry, problem = True, type(exc).__name__
+            if not retry or attempt == attempts - 1:
+                log.warning(
+                    "rule %s: webhook %s failed after %d attempt(s): %s", rule_id, where, attempt + 1, problem
+                )
+                self._outcome(rule_id, "webhook", "failed")
+                return
+            await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_START_S * 2**attempt))
+
+    # --- MQTT -------------------------------------------------------------------------------------
+    def _mqtt_publish(self, rule_id: str, action: MqttAction, body: bytes, chunk_end: float) -> None:
+        url = action.url or self.settings.alert_mqtt_url
+        try:
+            link = self._mqtt_link(url)
+            queued = link.publish(
+                mqtt_topic(action, rule_id), body, action.qos, action.retain, (rule_id, chunk_end, action.qos)
+            )
+        except Exception as exc:  # a bad broker must not break the other actions
+            log.warning("rule %s: MQTT publish to %s failed: %s", rule_id, public_url(url), exc)
+            queued = False
+        if not queued:
+            self._outcome(rule_id, "mqtt", "failed")
+        elif action.qos == 0:
+            self._outcome(rule_id, "mqtt", "delivered", chunk_end)  # QoS 0 has no acknowledgement
+
+    def _mqtt_link(self, url: str) -> _MqttLink:
+        with self._mqtt_lock:
+            link = self._mqtt.get(url)
+            if link is None:
+                link = self._mqtt[url] = _MqttLink(url, self._mqtt_acked)
+            return link
+
+    def _mqtt_acked(self, context: Any) -> None:
+        rule_id, chunk_end, qos = context
+        if qos > 0:
+            self._outcome(rule_id, "mqtt", "delivered", chunk_end)
+
+    # --- Kafka ------------------------------------------------------------------------------------
+    def _kafka(
+        self, rule_id: str, action: KafkaAction, message: Message, key: bytes, chunk_end: float
+    ) -> None:
+        publisher = self._publisher()
+        queued = publisher is not None and publisher.publish_incident(message, key, action.topic or None)
+        self._outcome(rule_id, "kafka", "delivered" if queued else "failed", chunk_end if queued else None)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+        with self._mqtt_lock:
+            links, self._mqtt = list(self._mqtt.values()), {}
+        for link in links:
+            await asyncio.to_thread(link.close)

@@ -1,0 +1,493 @@
+"""AlertEngine: text alert rules on the embedding stream (docs/alerts.md).
+
+A ChunkListener. Each live chunk's embedding is scored against every active rule on its stream in one
+matrix product, on the event loop after the chunk reached its readers (microseconds: a few rules x one
+vector, and a median over at most RTVI_ALERT_CALIBRATION_WINDOW scores each). A score that stands out
+(calibration.py) for `min_consecutive` chunks, outside the rule's cooldown, is a candidate; the work
+that takes time runs in a task: the VLM check (`verify`), storing the incident and its thumbnail,
+delivering it. Every decision is kept (the last DECISIONS_KEPT per rule, in memory) with its score,
+threshold and the VLM's answer, so a user can see why a rule fired or did not.
+
+Rules live in the registry's database (shared by replicas on PostgreSQL) and are re-read every
+RTVI_ALERT_RULES_REFRESH_SEC. A camera's chunks exist only on the replica that decodes it, so each chunk
+is scored, and each incident raised, once. Calibration state is per replica and starts afresh on a
+restart or a take-over (a warm-up, see calibration.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from rtvi.core.alerts.calibration import ScoreHistory, Threshold, threshold
+from rtvi.core.alerts.delivery import Deliveries
+from rtvi.core.alerts.rules import Rule, RuleFields, RuleSpec
+from rtvi.core.alerts.store import AlertStore
+from rtvi.core.alerts.verify import Verdict, Verifier
+from rtvi.core.bus.incidents import AnalyticsModule, Place, fill_place
+from rtvi.core.bus.messages import chunk_context, vision_llm_envelope
+from rtvi.core.bus.publisher import MessagePublisher
+from rtvi.core.bus.schema import ext_pb2
+from rtvi.core.index.thumbnails import LocalThumbnails, S3Thumbnails, ThumbnailStore, thumbnail_key
+from rtvi.core.index.writer import thumbnail_jpeg
+from rtvi.core.models.common import l2_normalize
+from rtvi.core.models.info import ModelInfo
+from rtvi.core.pipeline.events import ChunkDone
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.errors import InvalidParameters, NotFound, Unavailable
+from rtvi.settings import AlertSettings
+
+log = logging.getLogger(__name__)
+
+# A chunk's output -> its vector (None: the chunk has none to score).
+VectorOf = Callable[[Any], "npt.NDArray[np.float32] | None"]
+# A query (text, image data: URI) -> its vector in the served model's space.
+QueryVector = Callable[[str | None, str | None], Awaitable["npt.NDArray[np.float32]"]]
+
+DECISIONS_KEPT = 500  # per rule
+SUBSCRIBER_QUEUE = 64  # incidents waiting for one SSE reader; beyond it the oldest go
+THUMBNAIL_OWNER = "alert-incidents"  # the thumbnail store's owner of every incident's picture
+INCIDENT_PATH = "/v1/alerts/incidents/{id}/thumbnail"
+
+
+@dataclass(slots=True)
+class _PairState:
+    """One rule on one stream."""
+
+    history: ScoreHistory
+    query_digest: str  # the rule's query vector it was calibrated for: a new query starts afresh
+    streak: int = 0
+    quiet_until: float = float("-inf")  # chunks starting before this are in the cooldown
+    verifying: bool = False
+
+
+@dataclass(slots=True)
+class _RuleStats:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    deliveries: Counter[str] = field(default_factory=Counter)  # "webhook:failed", ...
+    decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=DECISIONS_KEPT))
+
+
+def _digest(vector: npt.NDArray[np.float32] | None) -> str:
+    return "" if vector is None else hashlib.sha1(vector.tobytes()).hexdigest()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        store: AlertStore,
+        thumbnails: ThumbnailStore,
+        metrics: Metrics,
+        publisher: Callable[[], MessagePublisher | None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.thumbnails = thumbnails
+        self.metrics = metrics
+        self.verifier = Verifier(settings)
+        self.deliveries = Deliveries(settings, metrics, publisher, self._delivered)
+        self._model: ModelInfo | None = None
+        self._vector_of: VectorOf | None = None
+        self._query_vector: QueryVector | None = None
+        self._rules: dict[str, Rule] = {}
+        self._active: list[Rule] = []  # unpaused, with a vector in the served model's space
+        self._matrix = np.zeros((0, 0), dtype=np.float32)  # their vectors, one row each
+        self._by_stream: dict[str, npt.NDArray[np.intp]] = {}  # stream -> rows of rules that apply
+        self._pairs: dict[tuple[str, str], _PairState] = {}
+        self._stats: dict[str, _RuleStats] = {}
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    async def open(self, model: ModelInfo, vector_of: VectorOf, query_vector: QueryVector) -> None:
+        """Score every live chunk from now on (the model stage calls this once it has loaded)."""
+        self._model, self._vector_of, self._query_vector = model, vector_of, query_vector
+        await self.reload()
+        self._refresher = asyncio.create_task(self._refresh(), name="alert-rules")
+        log.info("alert rules: %d, %d active", len(self._rules), len(self._active))
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.deliveries.close()
+        await self.verifier.close()
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.alert_rules_refresh_s)
+            try:
+                await self.reload()
+            except Exception:
+                log.exception("alert rules: re-reading the rules failed")
+
+    async def reload(self) -> None:
+        """Read the rules again (another replica may have changed them); a rule whose vector was made by
+        another model is embedded again with this one."""
+        rules = await asyncio.to_thread(self.store.rules)
+        model = self._model
+        for i, rule in enumerate(rules):
+            if model is not None and rule.vector_model != model.id and self._query_vector is not None:
+                vector = await self._embed(rule.spec)
+                rules[i] = rule = Rule(rule.id, rule.spec, vector, model.id, rule.created_at, rule.updated_at)
+                await asyncio.to_thread(self.store.replace_rule, rule)
+        self._install(rules)
+
+    def _install(self, rules: list[Rule]) -> None:
+        model = self._model
+        self._rules = {r.id: r for r in rules}
+        self._active = [
+            r
+            for r in rules
+            if not r.spec.paused and r.vector is not None and model is not None and r.vector_model == model.id
+        ]
+        dim = self._active[0].vector.shape[0] if self._active and self._active[0].vector is not None else 0
+        self._matrix = (
+            np.stack([r.vector for r in self._active if r.vector is not None]).astype(np.float32)
+            if self._active
+            else np.zeros((0, dim), dtype=np.float32)
+        )
+        self._by_stream = {}
+        live = set(self._rules)
+        for key in [k for k in self._pairs if k[0] not in live]:
+            del self._pairs[key]
+        for rule_id in [r for r in self._stats if r not in live]:
+            del self._stats[rule_id]
+
+    def _rows_for(self, stream_id: str) -> npt.NDArray[np.intp]:
+        rows = self._by_stream.get(stream_id)
+        if rows is None:
+            rows = np.array([i for i, r in enumerate(self._active) if r.applies_to(stream_id)], dtype=np.intp)
+            self._by_stream[stream_id] = rows
+        return rows
+
+    # --- ChunkListener ----------------------------------------------------------------------------
+    def keeps_live_jobs(self) -> bool:
+        return bool(self._active)  # an active rule watches every stream it names
+
+    def chunk_done(self, event: ChunkDone) -> None:
+        if not event.live or not self._active or self._vector_of is None:
+            return
+        stream_id = event.asset.id
+        rows = self._rows_for(stream_id)
+        if not len(rows):
+            return
+        vector = self._vector_of(event.result.output)
+        if vector is None:
+            return
+        scores = self._matrix[rows] @ np.asarray(vector, dtype=np.float32)
+        for row, score in zip(rows, scores, strict=True):
+            self._decide(self._active[row], event, float(score))
+
+    def _decide(self, rule: Rule, event: ChunkDone, score: float) -> None:
+        spec, r, stream_id = rule.spec, event.result, event.asset.id
+        s = self.settings
+        state = self._pairs.get((rule.id, stream_id))
+        digest = _digest(rule.vector)
+        if state is None or state.query_digest != digest:
+            state = self._pairs[(rule.id, stream_id)] = _PairState(
+                ScoreHistory(s.alert_calibration_window), digest
+            )
+        bar = threshold(state.history, spec.sensitivity, spec.min_score, s.alert_warmup_chunks)
+        state.history.add(score)
+        if bar.value is None:
+            outcome, state.streak = "warming-up", 0
+        elif score < bar.value:
+            outcome, state.streak = "below", 0
+        else:
+            state.streak += 1
+            if state.streak < spec.min_consecutive:
+                outcome = "candidate"
+            elif r.start_s < state.quiet_until or state.verifying:
+                outcome = "cooldown"
+            else:
+                outcome = "verifying" if spec.verify else "fired"
+                state.quiet_until = r.end_s + spec.cooldown_s
+                state.verifying = bool(spec.verify)
+                task = asyncio.create_task(self._raise(rule, event, score, bar, state))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        self._record(rule, event, score, bar, outcome)
+
+    def _record(
+        self,
+        rule: Rule,
+        event: ChunkDone,
+        score: float,
+        bar: Threshold,
+        outcome: str,
+        verdict: Verdict | None = None,
+    ) -> None:
+        self.metrics.alert_decisions.labels(outcome).inc()
+        stats = self._stats.setdefault(rule.id, _RuleStats())
+        stats.outcomes[outcome] += 1
+        r = event.result
+        stats.decisions.append(
+            {
+                "stream_id": event.asset.id,
+                "chunk_idx": r.index,
+                "start_time": event.clock.time(r.start_s),
+                "end_time": event.clock.time(r.end_s),
+                "score": round(score, 4),
+                "threshold": None if bar.value is None else round(bar.value, 4),
+                "median": None if bar.median is None else round(bar.median, 4),
+                "spread": None if bar.spread is None else round(bar.spread, 4),
+                "outcome": outcome,
+                "verification": None if verdict is None else verdict.public(rule.spec.verify or ""),
+                "at": time.time(),
+            }
+        )
+
+    # --- raising an incident ----------------------------------------------------------------------
+    async def _raise(
+        self, rule: Rule, event: ChunkDone, score: float, bar: Threshold, state: _PairState
+    ) -> None:
+        verdict: Verdict | None = None
+        try:
+            if rule.spec.verify:
+                frames = event.frames or (
+                    (event.result.thumbnail,) if event.result.thumbnail is not None else ()
+                )
+                verdict = await self.verifier.verify(rule.spec.verify, frames)
+                self.metrics.alert_vlm_calls.labels(verdict.decision).inc()
+                if verdict.decision != "yes":
+                    if verdict.decision == "error":  # no answer is no reason to stay quiet: retry next time
+                        state.quiet_until = event.result.end_s
+                    self._record(
+                        rule,
+                        event,
+                        score,
+                        bar,
+                        "rejected" if verdict.decision == "no" else "verify-failed",
+                        verdict,
+                    )
+                    return
+                self._record(rule, event, score, bar, "fired", verdict)
+            await self._incident(rule, event, score, bar, verdict)
+        except Exception:
+            log.exception("rule %s: raising an incident failed", rule.id)
+        finally:
+            state.verifying = False
+
+    async def _incident(
+        self, rule: Rule, event: ChunkDone, score: float, bar: Threshold, verdict: Verdict | None
+    ) -> None:
+        r, asset, now = event.result, event.asset, time.time()
+        incident_id = uuid.uuid4().hex
+        base = self.settings.alert_public_url.rstrip("/")
+        incident = {
+            "id": incident_id,
+            "rule_id": rule.id,
+            "rule_name": rule.spec.name,
+            "query": rule.spec.query,
+            "stream_id": asset.id,
+            "stream_name": asset.sensor_name or asset.filename,
+            "chunk_idx": r.index,
+            "request_id": event.request_id,
+            "start_time": event.clock.time(r.start_s),
+            "end_time": event.clock.time(r.end_s),
+            "score": round(score, 4),
+            "threshold": None if bar.value is None else round(bar.value, 4),
+            "verification": None if verdict is None else verdict.public(rule.spec.verify or ""),
+            "thumbnail_url": None,
+            "created_at": _iso(now),
+            "created_at_unix": now,
+        }
+        width, height = asset.meta.get("width"), asset.meta.get("height")
+        aspect = width / height if isinstance(width, int) and isinstance(height, int) and height > 0 else None
+        jpeg = (
+            await asyncio.to_thread(thumbnail_jpeg, r.thumbnail, aspect) if r.thumbnail is not None else None
+        )
+        if jpeg is not None:
+            incident["thumbnail_url"] = base + INCIDENT_PATH.format(id=incident_id)
+        await asyncio.to_thread(self._keep, incident, jpeg)
+        for queue in list(self._subscribers):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(incident)
+        message, key = self._nv_incident(rule, event, incident)
+        body = json.dumps(incident, separators=(",", ":")).encode()
+        self.deliveries.deliver(rule, body, message, key, r.end_s)
+
+    def _keep(self, incident: dict[str, Any], jpeg: bytes | None) -> None:
+        if jpeg is not None:
+            self.thumbnails.put(thumbnail_key(THUMBNAIL_OWNER, incident["id"]), jpeg)
+        removed = self.store.add_incident(incident)
+        if removed:
+            self.thumbnails.delete([thumbnail_key(THUMBNAIL_OWNER, i) for i in removed])
+
+    def _nv_incident(
+        self, rule: Rule, event: ChunkDone, incident: dict[str, Any]
+    ) -> tuple[ext_pb2.Incident, bytes]:
+        """The incident as nv.Incident (spec §6.4), as the VLM service's alert prompts raise them: same
+        envelope fields, its `info` saying which rule, score and verification."""
+        model = self._model
+        assert model is not None
+        r, asset, spec = event.result, event.asset, rule.spec
+        ctx = chunk_context(asset, event.request_id, model, model.id, r, 0.0)
+        vision, _ = vision_llm_envelope(ctx)
+        msg = ext_pb2.Incident(sensorId=ctx.sensor_key, category=spec.name, isAnomaly=True)
+        msg.timestamp.CopyFrom(vision.timestamp)
+        msg.end.CopyFrom(vision.end)
+        msg.frameIds.extend([vision.startFrameId, vision.endFrameId])
+        msg.objectIds.append(asset.id)
+        module = AnalyticsModule.of(self.settings)
+        fill_place(msg, Place.of(asset.meta, self.settings), module, model.id)
+        msg.analyticsModule.info.update(
+            {"requestId": event.request_id, "chunkIdx": str(r.index), "streamType": "live"}
+        )
+        msg.llm.info.update({"modelId": model.id, "modelApiType": model.api_type})
+        verification = incident["verification"]
+        msg.info.update(
+            {
+                "incidentId": incident["id"],
+                "ruleId": rule.id,
+                "ruleName": spec.name,
+                "query": spec.query or "",
+                "score": str(incident["score"]),
+                "threshold": str(incident["threshold"]),
+                "requestId": event.request_id,
+                "chunkIdx": str(r.index),
+                "streamId": asset.id,
+                "sensorId": ctx.sensor_key,
+                "alertCategory": spec.name,
+                "verdict": "confirmed" if verification else "embedding",
+                "priority": module.priority,
+                "incident_detected": "true",
+                "thumbnailUrl": incident["thumbnail_url"] or "",
+            }
+        )
+        if verification:
+            msg.info.update({"prompt": verification["prompt"], "triggerPhrase": verification["answer"][:500]})
+        return msg, f"{rule.id}:{event.request_id}:{r.index}".encode()
+
+    def _delivered(self, rule_id: str, kind: str, outcome: str) -> None:
+        self._stats.setdefault(rule_id, _RuleStats()).deliveries[f"{kind}:{outcome}"] += 1
+
+    # --- rules (the routes) -----------------------------------------------------------------------
+    def _ready(self) -> None:
+        if self._query_vector is None or self._model is None:
+            raise Unavailable("The model is still loading; rules can be created once it has loaded")
+
+    async def _embed(self, spec: RuleSpec) -> npt.NDArray[np.float32]:
+        assert self._query_vector is not None
+        parts = []
+        if spec.query:
+            parts.append(await self._query_vector(spec.query, None))
+        if spec.image:
+            parts.append(await self._query_vector(None, spec.image))
+        return (
+            l2_normalize(np.mean(np.stack(parts), axis=0))[0]
+            if len(parts) > 1
+            else parts[0].astype(np.float32)
+        )
+
+    async def _checked(self, rule: Rule) -> None:
+        if rule.spec.verify and not self.verifier.configured:
+            raise InvalidParameters("verify needs a VLM: set RTVI_ALERT_VLM_URL (any OpenAI-compatible /v1)")
+        why = await self.deliveries.check(rule)
+        if why:
+            raise InvalidParameters(why)
+
+    async def create(self, spec: RuleSpec) -> Rule:
+        self._ready()
+        assert self._model is not None
+        vector = await self._embed(spec)
+        probe = Rule("", spec, vector, self._model.id, 0.0, 0.0)
+        await self._checked(probe)
+        rule = await asyncio.to_thread(self.store.add_rule, spec, vector, self._model.id)
+        await self.reload()
+        return rule
+
+    async def update(self, rule_id: str, patch: RuleFields) -> Rule:
+        old = self.rule(rule_id) or await asyncio.to_thread(self.store.rule, rule_id)
+        if old is None:
+            raise NotFound(f"No alert rule with id {rule_id}")
+        try:
+            spec = old.spec.patched(patch)
+        except ValidationError as exc:  # its first problem, without the input (it may hold a secret)
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in err["loc"]) or "rule"
+            raise InvalidParameters(f"Invalid rule: {where}: {err['msg']}") from None
+        vector, vector_model = old.vector, old.vector_model
+        if not spec.watches(old.spec):
+            self._ready()
+            assert self._model is not None
+            vector, vector_model = await self._embed(spec), self._model.id
+        rule = Rule(rule_id, spec, vector, vector_model, old.created_at, time.time())
+        await self._checked(rule)
+        if await asyncio.to_thread(self.store.replace_rule, rule) is None:
+            raise NotFound(f"No alert rule with id {rule_id}")
+        await self.reload()
+        return rule
+
+    async def delete(self, rule_id: str) -> None:
+        if not await asyncio.to_thread(self.store.delete_rule, rule_id):
+            raise NotFound(f"No alert rule with id {rule_id}")
+        await self.reload()
+
+    def rules(self) -> list[Rule]:
+        return list(self._rules.values())
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return self._rules.get(rule_id)
+
+    def stats(self, rule_id: str) -> dict[str, Any]:
+        """What this replica decided for the rule since it started (decisions are per replica)."""
+        stats = self._stats.get(rule_id) or _RuleStats()
+        return {"decisions": dict(stats.outcomes), "deliveries": dict(stats.deliveries)}
+
+    def decisions(self, rule_id: str, stream_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        stats = self._stats.get(rule_id)
+        if stats is None:
+            return []
+        kept = [d for d in reversed(stats.decisions) if stream_id is None or d["stream_id"] == stream_id]
+        return kept[:limit]
+
+    # --- incidents --------------------------------------------------------------------------------
+    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        """Incidents as they are raised on this replica, until the reader leaves."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    def thumbnail(self, incident_id: str) -> bytes | None:
+        with contextlib.suppress(ValueError):  # not an id of ours: no such thumbnail
+            return self.thumbnails.get(thumbnail_key(THUMBNAIL_OWNER, incident_id))
+        return None
+
+
+def alert_thumbnails(settings: AlertSettings, root: Path) -> ThumbnailStore:
+    """Where incidents' pictures go: the asset store's S3 bucket when there is one (every replica serves
+    them), else `root` on this machine."""
+    if settings.asset_store:
+        return S3Thumbnails(settings.asset_store, settings.s3_endpoint_url)
+    return LocalThumbnails(root / "thumbnails")

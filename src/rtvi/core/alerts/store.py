@@ -1,0 +1,157 @@
+"""Alert rules and incidents in the asset registry's database (SQLite, or the PostgreSQL replicas share),
+tables made by migration 0002. Webhook secrets and MQTT URLs (which may hold a password) are sealed with
+the registry's key, as camera passwords are. Blocking: call it off the event loop."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+
+from rtvi.core.alerts.rules import Rule, RuleSpec
+from rtvi.core.assets.secrets import SecretBox
+
+_metadata = sa.MetaData()
+_rules = sa.Table(
+    "alert_rules",
+    _metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("vector", sa.LargeBinary),
+    sa.Column("vector_model", sa.Text),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+_incidents = sa.Table(
+    "alert_incidents",
+    _metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("rule_id", sa.Text, nullable=False),
+    sa.Column("stream_id", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+# What an action's fields may hide: a webhook URL often carries its token (Slack, Teams), an MQTT URL
+# a password, a secret is one.
+_SEALED = {"webhook": ("url", "secret"), "mqtt": ("url",)}
+# Incidents removed per statement when the table is over RTVI_ALERT_MAX_INCIDENTS.
+_TRIM_BATCH = 1000
+
+
+class AlertStore:
+    def __init__(self, engine: sa.Engine, secrets: SecretBox | None, max_incidents: int) -> None:
+        self._engine = engine
+        self._secrets = secrets
+        self.max_incidents = max_incidents
+
+    # --- rules ------------------------------------------------------------------------------------
+    def rules(self) -> list[Rule]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(_rules).order_by(_rules.c.created_at)).all()
+        return [self._rule(row) for row in rows]
+
+    def rule(self, rule_id: str) -> Rule | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(_rules).where(_rules.c.id == rule_id)).first()
+        return self._rule(row) if row is not None else None
+
+    def add_rule(self, spec: RuleSpec, vector: npt.NDArray[np.float32], model_id: str) -> Rule:
+        now = time.time()
+        rule = Rule(uuid.uuid4().hex, spec, vector, model_id, now, now)
+        with self._engine.begin() as conn:
+            conn.execute(sa.insert(_rules).values(**self._row(rule)))
+        return rule
+
+    def replace_rule(self, rule: Rule) -> Rule | None:
+        """Store `rule` as the new state of its id; None when it was deleted meanwhile."""
+        with self._engine.begin() as conn:
+            row = self._row(rule)
+            done = conn.execute(sa.update(_rules).where(_rules.c.id == rule.id).values(**row))
+        return rule if done.rowcount else None
+
+    def delete_rule(self, rule_id: str) -> bool:
+        with self._engine.begin() as conn:
+            return bool(conn.execute(sa.delete(_rules).where(_rules.c.id == rule_id)).rowcount)
+
+    def _row(self, rule: Rule) -> dict[str, Any]:
+        return {
+            "id": rule.id,
+            "name": rule.spec.name,
+            "spec": json.dumps(self._sealed(rule.spec.model_dump(), self._seal)),
+            "vector": None if rule.vector is None else rule.vector.astype(np.float32).tobytes(),
+            "vector_model": rule.vector_model,
+            "created_at": rule.created_at,
+            "updated_at": rule.updated_at,
+        }
+
+    def _rule(self, row: sa.Row[Any]) -> Rule:
+        spec = RuleSpec.model_validate(self._sealed(json.loads(row.spec), self._open))
+        vector = None if row.vector is None else np.frombuffer(row.vector, dtype=np.float32).copy()
+        return Rule(row.id, spec, vector, row.vector_model, row.created_at, row.updated_at)
+
+    def _seal(self, value: str) -> str:
+        return self._secrets.seal(value) if self._secrets is not None else value
+
+    def _open(self, value: str) -> str:
+        return self._secrets.open(value) if self._secrets is not None else value
+
+    @staticmethod
+    def _sealed(spec: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
+        for action in spec.get("actions") or []:
+            for key in _SEALED.get(action["type"], ()):
+                if action.get(key):
+                    action[key] = fn(action[key])
+        return spec
+
+    # --- incidents --------------------------------------------------------------------------------
+    def add_incident(self, incident: dict[str, Any]) -> list[str]:
+        """Keep `incident` (its "id", "rule_id", "stream_id", "created_at" are columns too); -> the ids of
+        the oldest incidents removed to stay within max_incidents (their thumbnails go with them)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.insert(_incidents).values(
+                    id=incident["id"],
+                    rule_id=incident["rule_id"],
+                    stream_id=incident["stream_id"],
+                    created_at=incident["created_at_unix"],
+                    body=json.dumps(incident),
+                )
+            )
+            count = conn.execute(sa.select(sa.func.count()).select_from(_incidents)).scalar_one()
+            excess = min(count - self.max_incidents, _TRIM_BATCH)
+            if excess <= 0:
+                return []
+            oldest = sa.select(_incidents.c.id).order_by(_incidents.c.created_at).limit(excess)
+            removed = list(conn.execute(oldest).scalars())
+            conn.execute(sa.delete(_incidents).where(_incidents.c.id.in_(removed)))
+        return removed
+
+    def incidents(
+        self,
+        rule_id: str | None = None,
+        stream_id: str | None = None,
+        limit: int = 100,
+        before: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; `before`: only incidents created before that Unix time (paging)."""
+        query = sa.select(_incidents.c.body).order_by(_incidents.c.created_at.desc()).limit(limit)
+        if rule_id is not None:
+            query = query.where(_incidents.c.rule_id == rule_id)
+        if stream_id is not None:
+            query = query.where(_incidents.c.stream_id == stream_id)
+        if before is not None:
+            query = query.where(_incidents.c.created_at < before)
+        with self._engine.connect() as conn:
+            return [json.loads(body) for body in conn.execute(query).scalars()]
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            body = conn.execute(sa.select(_incidents.c.body).where(_incidents.c.id == incident_id)).scalar()
+        return json.loads(body) if body is not None else None
