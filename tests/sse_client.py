@@ -17,8 +17,9 @@ class SseReader:
     """Reads one SSE response in a thread, so a test can kill cameras while events arrive."""
 
     def __init__(
-        self, base_url: str, body: dict[str, Any], path: str = "/v1/generate_video_embeddings"
+        self, base_url: str, body: dict[str, Any] | None, path: str = "/v1/generate_video_embeddings"
     ) -> None:
+        """POSTs `body` to `path`; with body None, GETs `path` (an event stream such as alert incidents)."""
         self.events: queue.Queue[Any] = queue.Queue()
         self.arrivals: list[tuple[float, Any]] = []  # (receive time, event), for latency measurements
         self.status: int | None = None
@@ -26,10 +27,10 @@ class SseReader:
         self._thread = threading.Thread(target=self._run, args=(base_url, body, path), daemon=True)
         self._thread.start()
 
-    def _run(self, base_url: str, body: dict[str, Any], path: str) -> None:
+    def _run(self, base_url: str, body: dict[str, Any] | None, path: str) -> None:
         with (
             httpx.Client(base_url=base_url, timeout=60) as c,
-            c.stream("POST", path, json=body) as r,
+            c.stream("GET" if body is None else "POST", path, json=body) as r,
         ):
             self.status = r.status_code
             if r.status_code != 200:

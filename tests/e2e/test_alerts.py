@@ -11,6 +11,7 @@ import io
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from rtvi.core.bus.schema import ext_pb2
 from tests.alert_receivers import Mosquitto, MqttListener, WebhookReceiver
 from tests.kafka_redis import TansuBroker, consume
 from tests.media_factory import make_clip_from_images, scene_photos
+from tests.metrics_scrape import Scrape
 from tests.rtsp_server import RtspServer, gst_available
 from tests.scripted_vlm import ScriptedVlmServer
 from tests.servers import RtviServer, free_port
+from tests.sse_client import SseReader
 
 CHUNK_S = 2
 # The clip: coffee, then a person (the astronaut) for PERSON_S, then coffee again; the camera replays it.
@@ -41,6 +44,10 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(0.3)
+
+
+def iso_ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def error_of(r: httpx.Response, status: int = 422) -> str:
@@ -180,6 +187,8 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
 ) -> None:
     camera = RtspServer(free_port(), tmp_path, file=person_clip).start()
     hook = WebhookReceiver(fail_first=1)  # the first delivery is retried
+    slow_hook = WebhookReceiver(delay_s=3)  # slow (within the 5 s timeout): it must hold up nothing else
+    dead_hook = WebhookReceiver(status=500)  # always failing: retried, then given up and counted
     listener = MqttListener(mosquitto.port, "rtvi/#")
     env = alert_env(
         RTVI_ALERT_VLM_URL=scripted.url,
@@ -202,13 +211,20 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
                 {"type": "kafka"},
             ]
             person = rule("person", "a person", cooldown_s=3600, actions=actions)
-            every = rule("person, every chunk", "a person", cooldown_s=0, min_consecutive=2)
+            fast_and_slow = [{"type": "webhook", "url": u} for u in (slow_hook.url, hook.url + "/every")]
+            every = rule(
+                "person, every chunk", "a person", cooldown_s=0, min_consecutive=2, actions=fast_and_slow
+            )
+            dead = rule(
+                "dead hook", "a person", cooldown_s=3600, actions=[{"type": "webhook", "url": dead_hook.url}]
+            )
             cat = rule("cat", "a cat", cooldown_s=0)
             paused = rule("paused person", "a person", cooldown_s=0, paused=True)
             confirmed = rule("verified person", "a person", cooldown_s=3600, verify='SAY:{"decision": "yes"}')
             denied = rule("denied person", "a person", cooldown_s=0, verify='SAY:{"decision": "no"}')
             elsewhere = rule("other camera", "a person", cooldown_s=0, stream_ids=["not-this-one"])
 
+            live_feed = SseReader(server.url, None, "/v1/alerts/incidents/stream")
             # The camera, embedded from registration on (CV metadata asks for the served model).
             md = {"model": model, "chunk_duration": CHUNK_S}
             body = {
@@ -276,8 +292,10 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
 
             # Webhook: retried after the 500, signed with the rule's secret, the chunk's times and score.
             first = fired[person][0]
-            wait_until(lambda: hook.received, 20, "the webhook")
-            got = hook.received[0]
+            wait_until(
+                lambda: any(r.headers.get("X-Rtvi-Rule-Id") == person for r in hook.received), 20, "hook"
+            )
+            got = next(r for r in hook.received if r.headers.get("X-Rtvi-Rule-Id") == person)
             assert hook.attempts >= 2
             expected = "sha256=" + hmac.new(SECRET.encode(), got.body, hashlib.sha256).hexdigest()
             assert got.headers["X-Rtvi-Signature"] == expected
@@ -304,6 +322,27 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
             assert incident.info["ruleId"] == person and incident.info["incidentId"] == first["id"]
             assert dict(msgs[0].headers() or [])["message_type"] == b"incident"
 
+            # The live feed (SSE) delivered the incidents as they were raised.
+            streamed = {e["id"] for _, e in live_feed.arrivals if isinstance(e, dict)}
+            assert first["id"] in streamed and fired[every][0]["id"] in streamed
+            live_feed.stop()
+            # The slow receiver (3 s per request) held up nothing: each of that rule's incidents reached
+            # the fast one within a second or two of its chunk's end, while slow deliveries were pending.
+            fast = [r for r in hook.received if r.headers.get("X-Rtvi-Rule-Id") == every]
+            assert len(fast) == len(fired[every]) >= 2
+            assert max(r.at - iso_ts(r.json()["end_time"]) for r in fast) < 2.0
+            wait_until(lambda: len(slow_hook.received) == len(fast), 15, "the slow deliveries, side by side")
+            # A receiver that always fails: 1 + RTVI_ALERT_WEBHOOK_RETRIES attempts, then counted.
+            wait_until(lambda: dead_hook.attempts >= 3, 20, "the retries")
+            dead_stats = wait_until(
+                lambda: c.get(f"/v1/alerts/rules/{dead}").json()["stats"]["deliveries"].get("webhook:failed"),
+                20,
+                "the failure counted",
+            )
+            assert dead_stats == 1 and dead_hook.attempts == 3
+            scrape = Scrape(server.url)
+            assert scrape.get("rtvi_alert_deliveries_total", type="webhook", outcome="failed") == 1
+
             stats = c.get(f"/v1/alerts/rules/{person}").json()["stats"]
             assert (
                 stats["deliveries"].get("webhook:delivered") == 1
@@ -312,5 +351,6 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
     finally:
         server.stop()
         listener.stop()
-        hook.stop()
+        for receiver in (hook, slow_hook, dead_hook):
+            receiver.stop()
         camera.kill()
