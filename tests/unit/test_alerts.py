@@ -1,0 +1,154 @@
+"""Alert rules' parts (core/alerts): the calibration, the VLM's structured answer, where incidents may go,
+and the store (a real SQLite registry, its migrations applied)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.fernet import Fernet
+
+from rtvi.core.alerts.calibration import ABSOLUTE_FLOOR, MIN_MARGIN, ScoreHistory, threshold
+from rtvi.core.alerts.rules import RuleFields, RuleSpec
+from rtvi.core.alerts.store import AlertStore
+from rtvi.core.alerts.targets import refusal
+from rtvi.core.alerts.verify import read_decision
+from rtvi.core.assets.registry import AssetRegistry
+from rtvi.core.assets.secrets import SecretBox
+from rtvi.settings import HostAllowlist
+
+
+def history(scores: list[float], window: int = 100) -> ScoreHistory:
+    h = ScoreHistory(window)
+    for s in scores:
+        h.add(s)
+    return h
+
+
+def test_warm_up_fires_only_on_an_explicit_floor() -> None:
+    assert threshold(history([0.1, 0.2]), 0.5, None, warmup=3).value is None
+    assert threshold(history([0.1, 0.2]), 0.5, 0.4, warmup=3).value == 0.4
+    assert threshold(history([0.1, 0.2, 0.3]), 0.5, None, warmup=3).value is not None
+
+
+def test_a_static_scene_needs_the_margin_and_the_floor() -> None:
+    # MAD is 0 on a static scene: the margin keeps a flicker from standing out; the floor holds too.
+    assert threshold(history([0.3] * 20), 0.5, None, 3).value == pytest.approx(0.3 + MIN_MARGIN)
+    assert threshold(history([-0.2] * 20), 0.5, None, 3).value == ABSOLUTE_FLOOR
+    assert threshold(history([-0.2] * 20), 0.5, 0.5, 3).value == 0.5
+
+
+def test_events_do_not_raise_their_own_bar() -> None:
+    rng = np.random.default_rng(0)
+    background = list(rng.normal(0.05, 0.02, 200))
+    quiet = threshold(history(background, 300), 0.5, None, 3).value
+    # A third of the window is the event itself (a person stays a while): the bar barely moves, where a
+    # mean + k * standard deviation would have risen above the event's own scores.
+    busy_scores = background + [0.6] * 100
+    busy = threshold(history(busy_scores, 300), 0.5, None, 3).value
+    assert quiet is not None and busy is not None and busy < 0.3
+    naive = float(np.mean(busy_scores) + 5 * np.std(busy_scores))
+    assert naive > 0.6 > busy
+
+
+def test_sensitivity_lowers_the_bar() -> None:
+    h = history(list(np.random.default_rng(1).normal(0.1, 0.05, 100)))
+    bars = [threshold(h, s, None, 3).value for s in (0.0, 0.5, 1.0)]
+    assert bars[0] is not None and bars[1] is not None and bars[2] is not None
+    assert bars[0] > bars[1] > bars[2]
+
+
+def test_the_history_is_a_bounded_ring() -> None:
+    h = history([float(i) for i in range(1000)], window=50)
+    assert h.recent().shape == (50,) and h.count == 1000
+    assert set(h.recent().tolist()) == {float(i) for i in range(950, 1000)}
+
+
+@pytest.mark.parametrize(
+    ("answer", "decision"),
+    [
+        ('{"decision": "yes", "reason": "a person at the door"}', "yes"),
+        ('{"decision": "No"}', "no"),
+        ('```json\n{"decision": "yes"}\n```', "yes"),
+        ("Yes, there is a person.", "error"),  # free text is not a decision, even when it says yes
+        ('{"decision": "maybe"}', "error"),
+        ('["yes"]', "error"),
+        ("", "error"),
+    ],
+)
+def test_only_a_structured_answer_decides(answer: str, decision: str) -> None:
+    assert read_decision(answer) == decision
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "ok"),
+    [
+        ("http://127.0.0.1:9/h", "", False),
+        ("http://127.0.0.1:9/h", "127.0.0.1", True),
+        ("http://10.1.2.3/h", "10.0.0.0/8", True),
+        ("http://10.1.2.3/h", "192.168.0.0/16", False),
+        ("http://169.254.169.254/latest", "", False),
+        ("http://8.8.8.8/h", "", True),
+        ("http://localhost:8080/h", "", False),
+        ("http://localhost:8080/h", "localhost", True),
+        ("mqtt://192.168.1.5:1883", "", False),
+        ("http:///nohost", "", False),
+    ],
+)
+def test_where_incidents_may_go(url: str, allowed: str, ok: bool) -> None:
+    why = asyncio.run(refusal(url, HostAllowlist.parse(allowed)))
+    assert (why is None) == ok, why
+    if not ok and "nohost" not in url:
+        assert "RTVI_ALERT_ALLOWED_HOSTS" in str(why)
+
+
+def test_a_patch_is_validated_as_a_whole_rule() -> None:
+    spec = RuleSpec(name="r", query="a cat")
+    assert spec.patched(RuleFields(paused=True)).paused is True
+    with pytest.raises(ValueError, match="query text"):
+        spec.patched(RuleFields.model_validate({"query": None}))
+    with pytest.raises(ValueError):
+        RuleSpec.model_validate({"name": "r", "query": "x", "image": "http://example.com/a.jpg"})
+
+
+def test_store_seals_secrets_and_keeps_at_most_max_incidents(tmp_path: Path) -> None:
+    registry = AssetRegistry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    box = SecretBox(Fernet.generate_key())
+    store = AlertStore(registry.engine, box, max_incidents=5)
+    spec = RuleSpec.model_validate(
+        {
+            "name": "door",
+            "query": "a person",
+            "actions": [
+                {"type": "webhook", "url": "https://hooks.example/T0K3N", "secret": "hush"},
+                {"type": "mqtt", "url": "mqtt://user:pw@broker.example", "topic": "a/b"},
+            ],
+        }
+    )
+    rule = store.add_rule(spec, np.ones(4, dtype=np.float32), "model-a")
+    with registry.engine.connect() as conn:
+        raw = conn.exec_driver_sql("SELECT spec FROM alert_rules").scalar_one()
+    assert "hush" not in raw and "T0K3N" not in raw and "pw@" not in raw
+    loaded = store.rule(rule.id)
+    assert loaded is not None and loaded.spec == spec and loaded.vector_model == "model-a"
+    assert loaded.vector is not None and loaded.vector.tolist() == [1.0] * 4
+
+    removed_all: list[str] = []
+    for i in range(8):
+        incident = {
+            "id": f"{i:032x}",
+            "rule_id": rule.id,
+            "stream_id": f"cam-{i % 2}",
+            "created_at_unix": 100.0 + i,
+        }
+        removed_all += store.add_incident(incident)
+    assert removed_all == [f"{i:032x}" for i in range(3)]  # the oldest go first
+    newest = store.incidents()
+    assert [x["id"] for x in newest] == [f"{i:032x}" for i in range(7, 2, -1)]
+    assert [x["id"] for x in store.incidents(stream_id="cam-1")] == [f"{i:032x}" for i in (7, 5, 3)]
+    assert [x["id"] for x in store.incidents(limit=2, before=106.0)] == [f"{i:032x}" for i in (5, 4)]
+    assert store.incidents(rule_id="other") == []
+    assert store.delete_rule(rule.id) and store.rule(rule.id) is None and not store.delete_rule(rule.id)
+    registry.close()
