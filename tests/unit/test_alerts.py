@@ -53,6 +53,13 @@ def test_events_do_not_raise_their_own_bar() -> None:
     assert naive > 0.6 > busy
 
 
+def test_a_camera_that_alternates_between_two_scenes_can_still_fire() -> None:
+    # Half the window at 0.12 (one scene), half at -0.05 (another): MAD is half the gap, so median +
+    # k * sigma lies above 1; the 90th percentile + margin keeps the bar just above the upper scene.
+    bar = threshold(history([0.12, -0.05] * 50), 0.5, None, 3).value
+    assert bar is not None and 0.12 < bar < 0.3
+
+
 def test_sensitivity_lowers_the_bar() -> None:
     h = history(list(np.random.default_rng(1).normal(0.1, 0.05, 100)))
     bars = [threshold(h, s, None, 3).value for s in (0.0, 0.5, 1.0)]

@@ -6,11 +6,17 @@ every chunk of a lobby camera and 0.15 on a parking lot at night, and a CLIP mod
 narrower than the bundled model's. So a rule does not fire on a fixed cosine: it fires when a chunk's
 score is far above what this camera usually scores for this query.
 
-threshold = max(floor, median + max(k * 1.4826 * MAD, MIN_MARGIN)),  k = 2 + 6 * (1 - sensitivity)
+threshold = max(floor, min(median + max(k * sigma, MIN_MARGIN), P90 + margin))
+    k = 2 + 6 * (1 - sensitivity), margin = MIN_MARGIN * (1 + 2 * (1 - sensitivity)),
+    sigma = 1.4826 * MAD (median absolute deviation: the standard deviation of normal scores)
 
-- median and MAD (median absolute deviation; x1.4826 is the standard deviation of normal scores) of the
-  last `window` scores of this stream for this rule: robust, so the events themselves (up to half the
-  window) do not raise the bar they are measured against, as a mean and standard deviation would;
+over the last `window` scores of this stream for this rule:
+- median + k sigma: robust, so the events themselves (up to half the window) do not raise the bar they
+  are measured against, as a mean and standard deviation would;
+- P90 + margin: a camera that alternates between scenes (day and night, lights on and off, a door
+  open or shut) has two clusters of scores, whose MAD is half the gap between them: median + k sigma
+  would then lie far above anything, and nothing would ever fire. A chunk above nine tenths of what
+  the camera recently showed, by a margin, stands out too (events of up to a tenth of the window);
 - MIN_MARGIN: a static scene scores the same on every chunk (MAD 0), where any flicker would otherwise
   stand out;
 - floor: the rule's `min_score`, else ABSOLUTE_FLOOR: the score must also mean something on its own;
@@ -36,6 +42,11 @@ _MAD_TO_SIGMA = 1.4826
 def k_of(sensitivity: float) -> float:
     """How many robust standard deviations above the median: 8 at sensitivity 0, 5 at 0.5, 2 at 1."""
     return 2.0 + 6.0 * (1.0 - sensitivity)
+
+
+def margin_of(sensitivity: float) -> float:
+    """How far above the 90th percentile: 0.15 at sensitivity 0, 0.1 at 0.5, 0.05 at 1."""
+    return MIN_MARGIN * (1.0 + 2.0 * (1.0 - sensitivity))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,5 +84,7 @@ def threshold(history: ScoreHistory, sensitivity: float, min_score: float | None
         return Threshold(min_score, None, None, len(recent))
     median = float(np.median(recent))
     spread = _MAD_TO_SIGMA * float(np.median(np.abs(recent - median)))
-    value = max(floor, median + max(k_of(sensitivity) * spread, MIN_MARGIN))
+    robust = median + max(k_of(sensitivity) * spread, MIN_MARGIN)
+    high = float(np.quantile(recent, 0.9)) + margin_of(sensitivity)
+    value = max(floor, min(robust, high))
     return Threshold(value, median, spread, len(recent))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rtvi.core.alerts.gate import GateDecision
 from rtvi.core.bus.incidents import AnalyticsModule, Place, fill_place
 from rtvi.core.bus.messages import ChunkContext, vision_llm_envelope
 from rtvi.core.bus.schema import ext_pb2
@@ -38,6 +39,7 @@ class Caption:
     input_tokens: int
     output_tokens: int
     error: str = ""  # the model call failed (live streams go on; the chunk reports it)
+    gate: GateDecision | None = None  # the request's alert_gate: whether the VLM was called
 
 
 def _info(caption: Caption) -> dict[str, str]:
@@ -53,6 +55,9 @@ def _info(caption: Caption) -> dict[str, str]:
         info["responseFormatError"] = a.format_error
     if caption.error:
         info["error"] = caption.error
+    if caption.gate is not None:
+        info["alertGate"] = "passed" if caption.gate.passed else "skipped"
+        info["alertGateScore"] = f"{caption.gate.score:.4f}"
     return info
 
 

@@ -120,6 +120,23 @@ class FrameOptions(Strict):
     media_io_kwargs: MediaIoKwargs | None = None
 
 
+class AlertGate(Strict):
+    """Ours (docs/alerts.md): call the VLM only on chunks whose embedding stands out for a query on this
+    stream, calibrated as alert rules are. Name an alert rule (its query, sensitivity and min_score) or
+    give a query here."""
+
+    rule_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    query: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = None
+    sensitivity: float = Field(0.5, ge=0, le=1)
+    min_score: float | None = Field(None, ge=-1, le=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AlertGate:
+        if (self.rule_id is None) == (self.query is None):
+            raise ValueError("alert_gate takes a rule_id or a query (one of them)")
+        return self
+
+
 class VlmQuery(FrameOptions):
     # A UUID, a list of UUIDs (images), or a live stream's id (CV cameras use any stream-id string).
     id: UUID | Annotated[list[UUID], Field(min_length=1, max_length=50)] | StreamId | None = None
@@ -138,6 +155,7 @@ class VlmQuery(FrameOptions):
     chunk_overlap_duration: int = Field(0, ge=-3600, le=3600)
     media_info: MediaInfoOffset | None = None
     alert_category: Annotated[str, StringConstraints(max_length=500)] | None = None
+    alert_gate: AlertGate | None = None
 
     @model_validator(mode="after")
     def _cross_fields(self) -> VlmQuery:
@@ -172,6 +190,8 @@ class CaptionChunk(ChunkTimings):
     vlm_latency_ms: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # ours, with alert_gate: whether the chunk went to the VLM, its score and the calibrated threshold
+    alert_gate: dict[str, Any] | None = None
 
 
 class CaptionsUsage(BaseModel):
@@ -180,6 +200,7 @@ class CaptionsUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    vlm_calls_saved: int | None = None  # ours, with alert_gate: chunks the gate kept from the VLM
 
 
 class VlmCaptionsCompletionResponse(BaseModel):

@@ -13,15 +13,17 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from rtvi.core.alerts.gate import EmbeddingGate
 from rtvi.core.assets.registry import Asset
 from rtvi.core.media.types import Frame
+from rtvi.core.models.bundled import BundledEmbedder, load_bundled
 from rtvi.core.models.info import ModelInfo
 from rtvi.core.models.text_encoder import SentenceEncoder
 from rtvi.core.pipeline.generation import (
@@ -45,7 +47,9 @@ from rtvi.services.vlm.models.base import (
     VisionLanguageModel,
     generate,
 )
+from rtvi.services.vlm.models.offline import OfflineLabelModel
 from rtvi.services.vlm.protocol import (
+    AlertGate,
     CaptionChunk,
     CaptionsUsage,
     FrameOptions,
@@ -78,6 +82,12 @@ class VlmMetrics:
             "rtvi_response_format_errors", "Answers that broke the requested response_format", registry=r
         )
         self.requests = Counter("rtvi_vlm_requests", "VLM requests accepted", ["route"], registry=r)
+        self.gate = Counter(
+            "rtvi_vlm_alert_gate_chunks",
+            "Chunks of requests with alert_gate: passed (the VLM was called) or skipped (a call saved)",
+            ["outcome"],
+            registry=r,
+        )
 
 
 _TOKEN_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -93,8 +103,15 @@ class CaptionProcessor:
     task: CaptionTask
     generation: Generation  # everything but the frames
     keep_going: bool = False  # live: a failed model call is reported in its chunk, the stream goes on
+    gate: EmbeddingGate | None = None  # the request's alert_gate: the VLM only on chunks that stand out
 
     async def process(self, frames: Sequence[Frame], audio: bytes | None = None) -> tuple[Caption, float]:
+        gate = None
+        if self.gate is not None:
+            gate = await self.gate.admits(frames)
+            self.serving.metrics.gate.labels("passed" if gate.passed else "skipped").inc()
+            if not gate.passed:
+                return Caption(self.task, read_answer("", OutputFormat()), 0, 0, gate=gate), 0.0
         g = replace(self.generation, frames=list(frames), audio=audio)
         start = time.perf_counter()
         try:
@@ -104,13 +121,13 @@ class CaptionProcessor:
                 raise
             log.warning("caption failed on a live chunk (%s): %s", self.key, exc.message)
             empty = read_answer("", OutputFormat())
-            return Caption(self.task, empty, 0, 0, error=exc.message), time.perf_counter() - start
+            return Caption(self.task, empty, 0, 0, error=exc.message, gate=gate), time.perf_counter() - start
         elapsed = time.perf_counter() - start
         answer = read_answer(out.text, g.output_format)
         self.serving.observe(
             elapsed, out.input_tokens, out.output_tokens, answer.alert, bool(answer.format_error)
         )
-        return Caption(self.task, answer, out.input_tokens, out.output_tokens), elapsed
+        return Caption(self.task, answer, out.input_tokens, out.output_tokens, gate=gate), elapsed
 
 
 def output_format(rf: ResponseFormat) -> OutputFormat:
@@ -155,6 +172,8 @@ class VlmServing:
         )
         self.rendering = CaptionRendering(vlm.id)
         self.module = AnalyticsModule.of(self.settings)
+        self._gate_model: BundledEmbedder | None = None  # alert_gate's model, loaded on first use
+        self._gate_lock = asyncio.Lock()
 
     # --- ModelStage ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -247,9 +266,10 @@ class VlmServing:
         self.check_prompts(query.prompt, query.system_prompt)
         self.check_options(query)
         plan = plan_of(query, CAPTIONS_FAILED)
+        gate = await self.alert_gate(query.alert_gate) if query.alert_gate is not None else None
 
         def make(req: GenerationTarget) -> CaptionProcessor:
-            return self.processor(
+            processor = self.processor(
                 query,
                 asset=req.asset,
                 chunk_length_s=query.chunk_duration,
@@ -261,10 +281,50 @@ class VlmServing:
                 key=f"vlm:{req.request_id}",
                 keep_going=req.is_live,
             )
+            return replace(processor, gate=gate()) if gate is not None else processor
 
         job = await open_generation(self.core, plan, make)
         self.metrics.requests.labels("generate_captions").inc()  # accepted: counted once it started
         return job
+
+    async def alert_gate(self, request: AlertGate) -> Callable[[], EmbeddingGate]:
+        """A maker of the request's gate (each processor gets its own score history): the rule's or the
+        request's query, embedded by the bundled image-text model."""
+        sensitivity, min_score, text = request.sensitivity, request.min_score, request.query
+        if request.rule_id is not None:
+            rule = await asyncio.to_thread(self.core.alerts.store.rule, request.rule_id)
+            if rule is None:
+                raise InvalidParameters(f"alert_gate: no alert rule with id {request.rule_id}")
+            if not rule.spec.query:
+                raise InvalidParameters(
+                    "alert_gate: the rule has no query text (a picture alone cannot gate)"
+                )
+            sensitivity, min_score, text = rule.spec.sensitivity, rule.spec.min_score, rule.spec.query
+        embedder = await self._gate_embedder()
+        query = (await asyncio.to_thread(embedder.embed_texts, [text or ""]))[0]
+        s = self.core.settings.alerts
+
+        def make() -> EmbeddingGate:
+            return EmbeddingGate(
+                lambda frames: embedder.embed_frames([frames])[0],
+                query,
+                sensitivity=sensitivity,
+                min_score=min_score,
+                window=s.alert_calibration_window,
+                warmup=s.alert_warmup_chunks,
+            )
+
+        return make
+
+    async def _gate_embedder(self) -> BundledEmbedder:
+        """The bundled image-text model: the offline backend's own, else loaded on first use."""
+        if isinstance(self.vlm, OfflineLabelModel):
+            return self.vlm.embedder
+        async with self._gate_lock:
+            if self._gate_model is None:
+                log.info("alert_gate: loading the bundled image-text model for the gate")
+                self._gate_model = await asyncio.to_thread(load_bundled, self.core.settings.model)
+            return self._gate_model
 
     def processor(
         self,
@@ -394,6 +454,7 @@ class CaptionRendering:
             vlm_latency_ms=round(r.inference_latency_s * 1000, 3),
             input_tokens=c.input_tokens,
             output_tokens=c.output_tokens,
+            alert_gate=None if c.gate is None else asdict(c.gate),
             **chunk_timings(r),
         )
 
@@ -407,4 +468,7 @@ class CaptionRendering:
             prompt_tokens=tally.input_tokens,
             completion_tokens=tally.output_tokens,
             total_tokens=tally.input_tokens + tally.output_tokens,
+            vlm_calls_saved=gate.saved
+            if (gate := getattr(req.processor, "gate", None)) is not None
+            else None,
         )

@@ -59,6 +59,11 @@ class OfflineLabelModel:
         self._lock = threading.Lock()  # one torch call at a time: it uses every core already
 
     @property
+    def embedder(self) -> BundledEmbedder:
+        """Its image-text embedder (the alert gate reuses it rather than loading a second copy)."""
+        return self._embedder
+
+    @property
     def id(self) -> str:
         return MODEL_ID
 
