@@ -222,7 +222,6 @@ class AlertSettings:
     alert_webhook_retries: int
     alert_webhook_timeout_s: float
     alert_max_incidents: int
-    alert_queue: int
     alert_rules_refresh_s: float
     alert_calibration_window: int
     alert_warmup_chunks: int
@@ -469,8 +468,6 @@ class Settings(BaseSettings):
     alert_webhook_timeout_s: float = Field(5, validation_alias="RTVI_ALERT_WEBHOOK_TIMEOUT_SEC", gt=0)
     # Incidents kept (the oldest go first, with their thumbnails).
     alert_max_incidents: int = Field(100_000, validation_alias="RTVI_ALERT_MAX_INCIDENTS", ge=1)
-    # Live chunks waiting to be scored; when full the oldest is dropped and counted.
-    alert_queue: int = Field(256, validation_alias="RTVI_ALERT_QUEUE", ge=1)
     # How often rules are re-read (a rule changed on another replica applies here within this).
     alert_rules_refresh_s: float = Field(2, validation_alias="RTVI_ALERT_RULES_REFRESH_SEC", gt=0)
     # Calibration (docs/alerts.md): the recent scores per stream and rule that the threshold is drawn

@@ -171,9 +171,6 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.alert_dropped = Counter(
-            "rtvi_alert_chunks_dropped", "Live chunks not scored because the alert queue was full", registry=r
-        )
         self.alert_vlm_calls = Counter(
             "rtvi_alert_vlm_calls",
             "Verifications sent to the VLM, by decision (yes, no, error)",
