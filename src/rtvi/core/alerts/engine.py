@@ -118,6 +118,7 @@ class AlertEngine:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self._version: tuple[int, float] = (-1, 0.0)  # the store's, when the rules were last read
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def open(self, model: ModelInfo, vector_of: VectorOf, query_vector: QueryVector) -> None:
@@ -141,13 +142,15 @@ class AlertEngine:
         while True:
             await asyncio.sleep(self.settings.alert_rules_refresh_s)
             try:
-                await self.reload()
+                if await asyncio.to_thread(self.store.version) != self._version:
+                    await self.reload()
             except Exception:
                 log.exception("alert rules: re-reading the rules failed")
 
     async def reload(self) -> None:
         """Read the rules again (another replica may have changed them); a rule whose vector was made by
         another model is embedded again with this one."""
+        version = await asyncio.to_thread(self.store.version)
         rules = await asyncio.to_thread(self.store.rules)
         model = self._model
         for i, rule in enumerate(rules):
@@ -155,7 +158,9 @@ class AlertEngine:
                 vector = await self._embed(rule.spec)
                 rules[i] = rule = Rule(rule.id, rule.spec, vector, model.id, rule.created_at, rule.updated_at)
                 await asyncio.to_thread(self.store.replace_rule, rule)
+                version = (version[0], max(version[1], rule.updated_at))
         self._install(rules)
+        self._version = version
 
     def _install(self, rules: list[Rule]) -> None:
         model = self._model

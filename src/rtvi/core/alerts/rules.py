@@ -77,7 +77,7 @@ class RuleFields(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     query: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
     # A reference picture (data: URI): the rule watches for what looks like it (with `query`: both).
-    image: Annotated[str, Field(min_length=1, max_length=10_000_000)] | None = None
+    image: Annotated[str, Field(min_length=1, max_length=2_000_000)] | None = None
     stream_ids: (
         Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=MAX_STREAMS)]
         | None

@@ -57,6 +57,13 @@ class AlertStore:
             rows = conn.execute(sa.select(_rules).order_by(_rules.c.created_at)).all()
         return [self._rule(row) for row in rows]
 
+    def version(self) -> tuple[int, float]:
+        """(how many rules, the latest change): a cheap check whether the rules must be read again."""
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(_rules.c.updated_at), 0.0))
+        with self._engine.connect() as conn:
+            count, latest = conn.execute(query).one()
+        return int(count), float(latest)
+
     def rule(self, rule_id: str) -> Rule | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(_rules).where(_rules.c.id == rule_id)).first()
