@@ -181,19 +181,10 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class VlmSettings:
-    """The VLM service's serving (services/vlm/serving.py, chat.py): request limits and defaults, and
-    the place and detector its incidents name (core/bus/incidents.py Place, AnalyticsModule)."""
+class IncidentPlaceSettings:
+    """Where incidents happen and which detector raises them (core/bus/incidents.py Place,
+    AnalyticsModule): part of the groups of those who publish nv.Incident."""
 
-    vlm_prompt_max_length: int
-    vlm_system_prompt_max_length: int
-    vlm_max_generation_tokens: int
-    vlm_system_prompt: str
-    vlm_default_frames: float
-    vlm_supports_audio: bool
-    vlm_max_model_len: int
-    vlm_input_width: int
-    vlm_input_height: int
     incident_priority: str
     place_name: str
     place_type: str
@@ -208,7 +199,23 @@ class VlmSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AlertSettings:
+class VlmSettings(IncidentPlaceSettings):
+    """The VLM service's serving (services/vlm/serving.py, chat.py): request limits and defaults, and
+    the place and detector its incidents name (core/bus/incidents.py Place, AnalyticsModule)."""
+
+    vlm_prompt_max_length: int
+    vlm_system_prompt_max_length: int
+    vlm_max_generation_tokens: int
+    vlm_system_prompt: str
+    vlm_default_frames: float
+    vlm_supports_audio: bool
+    vlm_max_model_len: int
+    vlm_input_width: int
+    vlm_input_height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertSettings(IncidentPlaceSettings):
     """Text alert rules on the embedding stream (core/alerts, docs/alerts.md): where their incidents may
     be delivered, the VLM that verifies candidates, and the bounds of what they keep. The place and
     detector fields name the nv.Incident they publish, as the VLM service's do."""
@@ -228,17 +235,6 @@ class AlertSettings:
     asset_store: str = ""
     s3_endpoint_url: str = ""
     alert_public_url: str = ""
-    incident_priority: str
-    place_name: str
-    place_type: str
-    place_lat: float
-    place_lon: float
-    place_alt: float
-    place_coordinate_x: float
-    place_coordinate_y: float
-    analytics_module_id: str
-    analytics_module_description: str
-    analytics_module_source: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,37 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from rtvi.core.bus.schema import ext_pb2
-
-
-class PlaceDefaults(Protocol):
-    """The PLACE_* and ANALYTICS_MODULE_* settings (a service's settings group that holds them)."""
-
-    @property
-    def incident_priority(self) -> str: ...
-    @property
-    def place_name(self) -> str: ...
-    @property
-    def place_type(self) -> str: ...
-    @property
-    def place_lat(self) -> float: ...
-    @property
-    def place_lon(self) -> float: ...
-    @property
-    def place_alt(self) -> float: ...
-    @property
-    def place_coordinate_x(self) -> float: ...
-    @property
-    def place_coordinate_y(self) -> float: ...
-    @property
-    def analytics_module_id(self) -> str: ...
-    @property
-    def analytics_module_description(self) -> str: ...
-    @property
-    def analytics_module_source(self) -> str: ...
-
+from rtvi.settings import IncidentPlaceSettings
 
 # Incident.info.priority when INCIDENT_PRIORITY is not set: every incident is an anomaly, which the
 # reference's example marks "high".
@@ -62,7 +35,7 @@ class Place:
     id: str = ""  # "" -> the slug of `name` (see `place_slug`)
 
     @classmethod
-    def of(cls, meta: Mapping[str, Any], settings: PlaceDefaults) -> Place:
+    def of(cls, meta: Mapping[str, Any], settings: IncidentPlaceSettings) -> Place:
         """A stream's place_* fields (spec §3.1), each falling back to its PLACE_* setting; the id is the
         stream's place_id when it has one, else derived from the name."""
 
@@ -93,7 +66,7 @@ class AnalyticsModule:
     priority: str = DEFAULT_INCIDENT_PRIORITY
 
     @classmethod
-    def of(cls, settings: PlaceDefaults) -> AnalyticsModule:
+    def of(cls, settings: IncidentPlaceSettings) -> AnalyticsModule:
         s = settings
         priority = s.incident_priority or DEFAULT_INCIDENT_PRIORITY
         return cls(s.analytics_module_id, s.analytics_module_description, s.analytics_module_source, priority)
