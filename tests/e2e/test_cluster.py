@@ -46,6 +46,8 @@ def camera(tmp_path: Path) -> Iterator[RtspServer]:
 def replicas(tmp_path: Path, postgres: PostgresServer, broker: TansuBroker) -> Iterator[list[RtviServer]]:
     database = postgres.create_database(f"cluster{uuid.uuid4().hex[:8]}")
     env = cluster_env(database, broker.bootstrap, RESULTS, SESSION_TIMEOUT_MS)
+    # An alert rule with an explicit floor fires on every chunk while it warms up: here, always.
+    env |= {"RTVI_ALERT_WARMUP_CHUNKS": "100000", "RTVI_ALERT_RULES_REFRESH_SEC": "0.5"}
     servers = [RtviServer(tmp_path / f"r{i}-assets", {**env, "RTVI_REPLICA_ID": f"r{i}"}) for i in range(3)]
     try:
         for srv in servers:
@@ -64,6 +66,10 @@ def test_replicas_share_cameras_and_take_over_a_dead_ones(
     # The group settles: every partition is assigned, to every replica some.
     wait_for(lambda: spread(replicas), 60, "the partitions spread over the three replicas")
     model = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
+    # One alert rule, made on one replica, applies on every replica (the shared registry).
+    rule = {"name": "every chunk", "query": "a ball", "min_score": -1, "cooldown_s": 0}
+    rule_id = httpx.post(replicas[0].url + "/v1/alerts/rules", json=rule, timeout=60).json()["id"]
+    time.sleep(1.5)  # the other replicas re-read the rules
     for i, cam in enumerate(CAMERAS):  # registered on any replica: they all share the registry
         body = cv_body(cam, camera.url, metadata={"model": model, "chunk_duration": CHUNK_S})
         r = httpx.post(replicas[i % 3].url + "/v1/stream/add", json=body, timeout=60)
@@ -129,3 +135,18 @@ def test_replicas_share_cameras_and_take_over_a_dead_ones(
             starts = [chunk_times(e)[0] for _, e in list(reader.arrivals) if isinstance(e, dict)]
             assert len(starts) == len(set(starts)), (cam, starts)
             assert max(starts) > killed, (cam, starts)
+
+        # The rule raised one incident per chunk, on the replica that decoded it: every camera has
+        # incidents, none twice for a chunk, and the moved cameras had theirs on the survivors too.
+        incidents = httpx.get(
+            survivor.url + "/v1/alerts/incidents", params={"rule_id": rule_id, "limit": 1000}, timeout=30
+        ).json()["data"]
+        per_chunk: dict[tuple[str, str], int] = defaultdict(int)
+        for incident in incidents:
+            per_chunk[(incident["stream_id"], incident["start_time"])] += 1
+        assert {cam for cam, _ in per_chunk} == set(CAMERAS)
+        twice = {key: n for key, n in per_chunk.items() if n > 1 and key[0] not in moved}
+        assert not twice, twice
+        assert all(
+            any(i["stream_id"] == cam and i["created_at_unix"] > killed for i in incidents) for cam in moved
+        )
