@@ -5,6 +5,7 @@ socket, HMAC), MQTT (Debian's mosquitto) and Kafka (tansu, decoded with the sche
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -23,7 +24,7 @@ from PIL import Image
 from rtvi.core.bus.schema import ext_pb2
 from tests.alert_receivers import Mosquitto, MqttListener, WebhookReceiver
 from tests.kafka_redis import TansuBroker, consume
-from tests.media_factory import make_clip_from_images, scene_photos
+from tests.media_factory import make_clip_from_images, make_image, scene_photos
 from tests.metrics_scrape import Scrape
 from tests.rtsp_server import RtspServer, gst_available
 from tests.scripted_vlm import ScriptedVlmServer
@@ -148,6 +149,16 @@ def test_rules_crud_validation_secrets_and_restart(tmp_path: Path) -> None:
             )
             assert error_of(c.get("/v1/alerts/rules/0123456789abcdef0123456789abcdef"), 404)
             assert error_of(c.get("/v1/alerts/rules/../../etc"), 404)
+            # A reference picture (data: URI) instead of, or with, a text; not repeated in answers.
+            cat_jpg = make_image(tmp_path / "cat.jpg", width=320, height=240, picture=scene_photos()["cat"])
+            picture = "data:image/jpeg;base64," + base64.b64encode(cat_jpg.read_bytes()).decode()
+            r = c.post("/v1/alerts/rules", json={"name": "looks like this cat", "image": picture})
+            assert r.status_code == 200 and r.json()["image"] is True and picture[:40] not in r.text
+            by_picture = r.json()["id"]
+            assert "data: URI" in error_of(
+                c.post("/v1/alerts/rules", json={"name": "x", "image": "http://a/b.jpg"})
+            )
+            assert c.delete(f"/v1/alerts/rules/{by_picture}").status_code == 200
             assert [x["id"] for x in c.get("/v1/alerts/rules").json()["data"]] == [rule_id]
     finally:
         server.stop()
