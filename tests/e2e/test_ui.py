@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e import test_alerts
 from tests.e2e.test_vlm import ALERT
-from tests.servers import RtviServer
+from tests.rtsp_server import RtspServer, gst_available
+from tests.servers import RtviServer, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -199,3 +201,158 @@ def test_on_the_vlm_service_captions_and_alerts_fill_the_timeline(
     assert (best.get_attribute("data-asset-id"), best.get_attribute("data-start-time")) == (file_id, "0.0")
     assert not tab.errors, tab.errors
     tab.close()
+
+
+# --- cameras, alert rules and the live incident feed (with an API key: SSE and thumbnails through fetch) ---
+needs_rtsp = pytest.mark.skipif(not gst_available(), reason="gst-rtsp-server missing: run `make rtsp-deps`")
+
+
+person_clip = test_alerts.person_clip  # the camera's clip: coffee, a person for 8 s, coffee again
+
+
+@pytest.fixture(scope="module")
+def alert_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtviServer]:
+    env = test_alerts.alert_env(RTVI_API_KEY=KEY)
+    srv = RtviServer(tmp_path_factory.mktemp("ui-alerts") / "assets", env=env).start()
+    yield srv
+    srv.stop()
+
+
+def keyed_client(server: RtviServer) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {KEY}"})
+
+
+def keyed_tab(browser: Any, server: RtviServer) -> tuple[Page, Any]:
+    """A tab whose session already holds the key (the dialog itself is tested above)."""
+    tab = Page(browser, server)
+    tab.context.add_init_script(f"sessionStorage.setItem('rtvi-api-key', {KEY!r})")
+    page = tab.open()
+    page.wait_for_selector("body[data-ready=true]")
+    return tab, page
+
+
+def check_clean(tab: Page) -> None:
+    assert not tab.errors, tab.errors
+    assert not tab.foreign_requests(), tab.foreign_requests()
+    tab.close()
+
+
+@needs_rtsp
+def test_cameras_and_rules_through_the_page(browser: Any, alert_server: RtviServer, tmp_path: Path) -> None:
+    camera = RtspServer(free_port(), tmp_path).start()
+    tab, page = keyed_tab(browser, alert_server)
+    try:
+        with keyed_client(alert_server) as c:
+            page.fill("#stream-url", camera.url)
+            page.fill("#stream-name", "Loading dock")
+            page.click("#stream-form button[type=submit]")
+            stream = page.locator("#stream-list li[data-stream-id]", has_text="Loading dock")
+            stream.wait_for(timeout=30_000)
+            stream_id = str(stream.get_attribute("data-stream-id"))
+            assert "Loading dock added" in page.locator("#stream-status").inner_text()
+
+            # A rule on that camera: the form's stream choice lists it.
+            page.fill("#rule-name", "person at the dock")
+            page.fill("#rule-query", "a person")
+            page.select_option("#rule-stream", stream_id)
+            page.fill("#rule-cooldown", "30")
+            page.click("#rule-form button[type=submit]")
+            rule = page.locator("#rule-list li[data-rule-id]", has_text="person at the dock")
+            rule.wait_for()
+            rule_id = str(rule.get_attribute("data-rule-id"))
+            stored = c.get(f"/v1/alerts/rules/{rule_id}").json()
+            assert (stored["query"], stored["stream_ids"], stored["cooldown_s"]) == (
+                "a person",
+                [stream_id],
+                30,
+            )
+            assert "Loading dock" in rule.inner_text() and stored["paused"] is False
+
+            rule.get_by_role("button", name="Pause").click()
+            page.wait_for_selector(f"#rule-list li[data-rule-id='{rule_id}'][data-paused=true]")
+            assert "paused" in rule.locator(".tag").inner_text()
+            assert c.get(f"/v1/alerts/rules/{rule_id}").json()["paused"] is True
+            rule.get_by_role("button", name="Resume").click()
+            page.wait_for_selector(f"#rule-list li[data-rule-id='{rule_id}'][data-paused=false]")
+            assert c.get(f"/v1/alerts/rules/{rule_id}").json()["paused"] is False
+
+            rule.get_by_role("button", name="Delete").click()
+            rule.wait_for(state="detached")
+            assert c.get(f"/v1/alerts/rules/{rule_id}").status_code == 404
+
+            stream.get_by_role("button", name="Remove").click()
+            stream.wait_for(state="detached", timeout=30_000)
+            assert stream_id not in [s["id"] for s in c.get("/v1/streams/get-stream-info").json()]
+        check_clean(tab)
+    finally:
+        camera.kill()
+
+
+def test_the_page_shows_why_a_rule_or_camera_is_refused(browser: Any, alert_server: RtviServer) -> None:
+    tab, page = keyed_tab(browser, alert_server)
+    page.fill("#rule-name", "nothing to watch")
+    page.click("#rule-form button[type=submit]")  # no query text
+    page.wait_for_selector("#rule-status.error")
+    assert "a rule needs a query text" in page.locator("#rule-status").inner_text()
+    assert page.locator("#rule-list li[data-rule-id]").count() == 0
+
+    page.fill("#stream-url", f"rtsp://127.0.0.1:{free_port()}/nobody")  # nothing answers there
+    page.click("#stream-form button[type=submit]")
+    page.wait_for_selector("#stream-status.error", timeout=60_000)
+    assert page.locator("#stream-list li[data-stream-id]").count() == 0
+    check_clean(tab)
+
+
+@needs_rtsp
+def test_an_incident_appears_live_and_plays_its_moment(
+    browser: Any, alert_server: RtviServer, person_clip: Path, tmp_path: Path
+) -> None:
+    camera = RtspServer(free_port(), tmp_path, file=person_clip).start()
+    tab, page = keyed_tab(browser, alert_server)
+    try:
+        with keyed_client(alert_server) as c:
+            r = c.post("/v1/alerts/rules", json={"name": "person", "query": "a person", "cooldown_s": 3600})
+            assert r.status_code == 200, r.text
+            rule_id = r.json()["id"]
+            # The feed is open (subscribed, then listed) before anything happens; the page is not reloaded.
+            page.wait_for_function(
+                "document.querySelector('#incident-status').textContent.includes('No incidents')"
+            )
+            page.evaluate("window.notReloaded = true")
+
+            model = c.get("/v1/models").json()["data"][0]["id"]
+            md = {"model": model, "chunk_duration": 2}
+            body = {
+                "key": "sensor",
+                "value": {
+                    "camera_id": "dock",
+                    "camera_url": camera.url,
+                    "change": "camera_add",
+                    "metadata": md,
+                },
+            }
+            assert c.post("/v1/stream/add", json=body).json()["inference"] is True
+
+            incident = page.locator("#incident-list li.incident")
+            incident.first.wait_for(timeout=90_000)
+            assert page.evaluate("window.notReloaded") is True
+            # Kept before it is published: the service lists what the page shows.
+            raised = c.get("/v1/alerts/incidents", params={"rule_id": rule_id}).json()["data"][0]
+            assert incident.count() == 1
+            assert incident.get_attribute("data-incident-id") == raised["id"]
+            assert incident.get_attribute("data-stream-id") == "dock"
+            assert "person" in incident.locator("strong").inner_text()
+            assert f"{raised['score']:.3f}" in incident.inner_text()
+            images_loaded(page, "#incident-list img")  # the thumbnail, fetched with the key
+
+            incident.click()  # the moment: the player opens on that stream's chunk
+            page.wait_for_selector("#player-section:not([hidden])")
+            assert page.locator("#player").get_attribute("data-stream-id") == "dock"
+            assert "live" in page.locator("#player-title").inner_text()
+            page.wait_for_function("document.querySelector('#player').poster.startsWith('blob:')")
+
+            gone = {"key": "sensor", "value": {"camera_id": "dock", "change": "camera_remove"}}
+            assert c.post("/v1/stream/remove", json=gone).status_code == 200
+        check_clean(tab)
+    finally:
+        camera.kill()

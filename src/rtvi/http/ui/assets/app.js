@@ -135,6 +135,25 @@ function say(selector, text, isError = false) {
   node.classList.toggle("error", isError);
 }
 
+// Some work for the user: its failure is said in `status` rather than thrown.
+async function attempt(status, work) {
+  try {
+    await work();
+  } catch (error) {
+    say(status, error.message, true);
+  }
+}
+
+function button(label, status, work) {
+  const node = element("button", { type: "button" }, label);
+  node.onclick = (e) => {
+    e.stopPropagation();
+    node.disabled = true;
+    attempt(status, work).finally(() => (node.disabled = false));
+  };
+  return node;
+}
+
 // --- files and their timelines ----------------------------------------------------------------
 const files = new Map(); // id -> file info
 const seen = new Map(); // asset id -> Map(start_time -> chunk as the generate stream reported it)
@@ -299,42 +318,182 @@ async function onSearch(e) {
   }
 }
 
+// A moment of a file (played from its start) or of a live stream (whose chunks are not recorded: the
+// player shows the chunk's picture).
 async function play(hit) {
-  if (hit.stream_id) {
-    say("#search-status", `${hit.source} is a live stream: its chunks are not recorded`);
-    return;
-  }
   const player = $("#player");
   $("#player-section").hidden = false;
   $("#player-title").textContent = `${hit.source ?? hit.asset_id} from ${shownTime(hit.start_time)}`;
-  const from = hit.start_offset ?? timeOf(hit.start_time);
-  player.dataset.assetId = hit.asset_id;
-  player.onloadedmetadata = () => {
-    player.currentTime = from;
-    player.play().catch(() => {}); // autoplay may be refused; the controls remain
-  };
-  player.src = await mediaUrl(`/v1/files/${encodeURIComponent(hit.asset_id)}/content`);
+  delete player.dataset.assetId;
+  delete player.dataset.streamId;
+  if (hit.stream_id) {
+    player.dataset.streamId = hit.stream_id;
+    player.onloadedmetadata = null;
+    player.removeAttribute("src");
+    player.load();
+    player.poster = hit.thumbnail_url ? await mediaUrl(hit.thumbnail_url) : "";
+    $("#player-title").textContent += ` to ${shownTime(hit.end_time)} (live: not recorded)`;
+  } else {
+    const from = hit.start_offset ?? timeOf(hit.start_time);
+    player.dataset.assetId = hit.asset_id;
+    player.removeAttribute("poster");
+    player.onloadedmetadata = () => {
+      player.currentTime = from;
+      player.play().catch(() => {}); // autoplay may be refused; the controls remain
+    };
+    player.src = await mediaUrl(`/v1/files/${encodeURIComponent(hit.asset_id)}/content`);
+  }
   player.scrollIntoView({ block: "nearest" });
 }
 
 // --- live streams -----------------------------------------------------------------------------
+const streamNames = new Map(); // stream id -> what the page calls it
+
 async function loadStreams() {
   const streams = await apiJson("/v1/streams/get-stream-info");
   const list = $("#stream-list");
   const items = [];
+  streamNames.clear();
   for (const stream of streams) {
+    const name = stream.description || stream.id;
+    streamNames.set(stream.id, name);
     const { data } = await apiJson(`/v1/search/chunks?stream_id=${encodeURIComponent(stream.id)}&limit=6`);
     const latest = element("div", { class: "stream-chunks" }, ...data.map((hit) => thumbnail(hit.thumbnail_url)));
-    items.push(element("li", { "data-stream-id": stream.id }, stream.description || stream.id, latest));
+    const remove = button("Remove", "#stream-status", () => removeStream(stream.id, name));
+    items.push(element("li", { "data-stream-id": stream.id }, name, remove, latest));
   }
   list.replaceChildren(...items);
-  if (!streams.length) list.append(element("li", {}, "No live streams. Add one with POST /v1/streams/add."));
+  if (!streams.length) list.append(element("li", {}, "No live streams: add a camera above."));
+  fillStreamChoice();
+}
+
+// The rule form's stream choice, rebuilt only when the streams change (not under an open menu).
+function fillStreamChoice() {
+  const select = $("#rule-stream");
+  const ids = [...streamNames.keys()].join("\n");
+  if (select.dataset.ids === ids) return;
+  const chosen = select.value;
+  select.replaceChildren(
+    element("option", { value: "" }, "all streams"),
+    ...[...streamNames].map(([id, name]) => element("option", { value: id }, name)),
+  );
+  select.value = streamNames.has(chosen) ? chosen : "";
+  select.dataset.ids = ids;
 }
 
 async function pollStreams() {
   for (;;) {
-    if (document.visibilityState === "visible") await loadStreams().catch(() => {});
     await wait(5000);
+    if (document.visibilityState === "visible") await loadStreams().catch(() => {});
+  }
+}
+
+async function onAddStream(e) {
+  e.preventDefault();
+  const stream = { liveStreamUrl: $("#stream-url").value.trim(), description: $("#stream-name").value.trim() };
+  say("#stream-status", "Connecting to the camera…");
+  await attempt("#stream-status", async () => {
+    const { results, errors } = await apiJson("/v1/streams/add", { method: "POST", json: { streams: [stream] } });
+    if (errors.length) throw new Error(errors[0].error);
+    $("#stream-form").reset();
+    say("#stream-status", `${stream.description || results[0].id} added.`);
+    await loadStreams();
+  });
+}
+
+async function removeStream(id, name) {
+  await api(`/v1/streams/delete/${encodeURIComponent(id)}`, { method: "DELETE" });
+  say("#stream-status", `${name} removed.`);
+  await loadStreams();
+}
+
+// --- alert rules and their incidents (the embed service) --------------------------------------
+async function loadRules() {
+  const { data } = await apiJson("/v1/alerts/rules");
+  const list = $("#rule-list");
+  list.replaceChildren(...data.map(ruleItem));
+  if (!data.length) list.append(element("li", {}, "No rules: add one to be told when a stream shows something."));
+}
+
+function ruleItem(rule) {
+  const where = rule.stream_ids?.map((id) => streamNames.get(id) ?? id).join(", ") ?? "all streams";
+  const what = `“${rule.query ?? "an image"}” on ${where}, at most every ${rule.cooldown_s} s`;
+  const change = (request) => async () => {
+    await api(`/v1/alerts/rules/${encodeURIComponent(rule.id)}`, request);
+    say("#rule-status", "");
+    await loadRules();
+  };
+  const pause = change({ method: "PATCH", json: { paused: !rule.paused } });
+  return element(
+    "li",
+    { "data-rule-id": rule.id, "data-paused": rule.paused },
+    element("strong", {}, rule.name),
+    element("span", { class: "rule-what" }, what),
+    rule.paused ? element("span", { class: "tag" }, "paused") : "",
+    button(rule.paused ? "Resume" : "Pause", "#rule-status", pause),
+    button("Delete", "#rule-status", change({ method: "DELETE" })),
+  );
+}
+
+async function onAddRule(e) {
+  e.preventDefault();
+  const rule = { name: $("#rule-name").value.trim() };
+  if ($("#rule-query").value.trim()) rule.query = $("#rule-query").value.trim(); // else the service says why
+  if ($("#rule-stream").value) rule.stream_ids = [$("#rule-stream").value];
+  if ($("#rule-cooldown").value !== "") rule.cooldown_s = Number($("#rule-cooldown").value);
+  await attempt("#rule-status", async () => {
+    const created = await apiJson("/v1/alerts/rules", { method: "POST", json: rule });
+    $("#rule-form").reset();
+    say("#rule-status", `${created.name}: watching.`);
+    await loadRules();
+  });
+}
+
+const MAX_INCIDENTS = 50;
+
+// One incident in the feed, in its place (newest first); one already shown is not repeated.
+function showIncident(incident) {
+  const list = $("#incident-list");
+  if ([...list.children].some((item) => item.dataset.incidentId === incident.id)) return;
+  const source = incident.stream_name || streamNames.get(incident.stream_id) || incident.stream_id;
+  const raised = Date.parse(incident.created_at);
+  const card = element(
+    "li",
+    {
+      class: "incident",
+      "data-incident-id": incident.id,
+      "data-stream-id": incident.stream_id,
+      "data-raised": raised,
+    },
+    thumbnail(incident.thumbnail_url),
+    element(
+      "div",
+      { class: "meta" },
+      element("span", { class: "score" }, incident.score.toFixed(3)),
+      element("strong", {}, incident.rule_name),
+      `${source} · ${shownTime(incident.start_time)}`,
+    ),
+  );
+  const checked = incident.verification?.decision;
+  if (checked) card.append(element("p", { class: "caption" }, `VLM check: ${checked}`));
+  card.onclick = () => play({ ...incident, source });
+  list.insertBefore(card, [...list.children].find((item) => Number(item.dataset.raised) < raised) ?? null);
+  while (list.children.length > MAX_INCIDENTS) list.lastElementChild.remove();
+  say("#incident-status", "");
+}
+
+// Incidents live: the SSE stream read through fetch (EventSource could not send the key), the latest
+// listed once subscribed (so none raised meanwhile is missed), and again after a dropped connection.
+async function followIncidents() {
+  for (;;) {
+    await attempt("#incident-status", async () => {
+      const response = await api("/v1/alerts/incidents/stream");
+      const { data } = await apiJson(`/v1/alerts/incidents?limit=${MAX_INCIDENTS}`);
+      data.forEach(showIncident);
+      if (!data.length) say("#incident-status", "No incidents yet: they appear here as rules fire.");
+      for await (const incident of events(response)) showIncident(incident);
+    });
+    await wait(3000);
   }
 }
 
@@ -342,6 +501,7 @@ async function pollStreams() {
 async function start() {
   $("#search-form").addEventListener("submit", onSearch);
   $("#upload-form").addEventListener("submit", onUpload);
+  $("#stream-form").addEventListener("submit", onAddStream);
   $("#forget-key").hidden = !apiKey;
   $("#forget-key").onclick = () => {
     sessionStorage.removeItem(KEY_STORE);
@@ -351,7 +511,13 @@ async function start() {
   modelId = data[0]?.id ?? null;
   $("#model").textContent = modelId ?? "";
   await loadFiles();
+  await loadStreams();
   pollStreams();
+  if (service === "embed") {
+    $("#rule-form").addEventListener("submit", onAddRule);
+    await loadRules();
+    followIncidents();
+  }
   document.body.dataset.ready = "true";
 }
 
