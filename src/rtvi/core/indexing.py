@@ -71,7 +71,7 @@ class SearchIndexing:
         log.info("search index %s: %d chunk(s) of %s (%d-d)", where, len(index), model_id, dim)
 
     # --- ChunkListener ------------------------------------------------------------------------
-    def keeps_live_jobs(self) -> bool:
+    def keeps_live_jobs(self, stream_id: str) -> bool:
         return False  # indexing alone is no reason to keep decoding a camera nobody reads
 
     def chunk_done(self, event: ChunkDone) -> None:

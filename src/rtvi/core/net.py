@@ -1,11 +1,13 @@
 """Host names to addresses, for the checks that decide where the service may connect (remote downloads,
-cameras)."""
+cameras, alert webhooks), and requests pinned to the address that was checked."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
+from typing import Any
+from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -26,3 +28,15 @@ async def resolve(host: str, port: int | None = None) -> list[IPAddress]:
         return [literal]
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def pinned(url: str, ip: IPAddress) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(the URL with `ip` in place of its host, the Host header, httpx's extensions): a request that goes
+    to the address that was checked, so DNS cannot answer differently a moment later; the Host header
+    and the TLS server name stay the original host's."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    netloc = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    host = (parts.hostname or "").lower()
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), {"host": parts.netloc.rsplit("@", 1)[-1]}, extensions

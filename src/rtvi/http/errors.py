@@ -108,7 +108,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     err = exc.errors()[0]
     loc = tuple(err.get("loc", ()))
     message = f"{loc}: {err.get('msg', 'invalid')}"
-    if err.get("type") not in ("missing", "extra_forbidden") and "input" in err:
+    # The input is echoed unless it may hold a secret: a whole body (a model-level check), an alert
+    # action (a webhook URL carries its token) or a picture.
+    sensitive = len(loc) <= 1 or bool({"actions", "secret", "url", "image"} & {str(p) for p in loc})
+    if err.get("type") not in ("missing", "extra_forbidden") and "input" in err and not sensitive:
         with contextlib.suppress(TypeError, ValueError):
             message += f" (input: {json.dumps(err['input'], default=str)[:200]})"
     return message

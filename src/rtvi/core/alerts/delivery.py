@@ -22,9 +22,10 @@ from google.protobuf.message import Message
 
 from rtvi import __version__
 from rtvi.core.alerts.rules import KafkaAction, MqttAction, Rule, WebhookAction
-from rtvi.core.alerts.targets import refusal
+from rtvi.core.alerts.targets import Refused, checked_address, refusal
 from rtvi.core.bus.publisher import MessagePublisher
 from rtvi.core.credentials import public_url
+from rtvi.core.net import pinned
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.settings import AlertSettings, HostAllowlist
 
@@ -117,6 +118,7 @@ class Deliveries:
         self._tasks: set[asyncio.Task[None]] = set()
         self._mqtt: dict[str, _MqttLink] = {}
         self._mqtt_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # paho's acknowledgements are counted there
 
     async def check(self, rule: Rule) -> str | None:
         """Why one of the rule's actions cannot be used, or None (on save: the targets' hosts)."""
@@ -141,6 +143,7 @@ class Deliveries:
     def deliver(self, rule: Rule, body: bytes, message: Message, key: bytes, chunk_end: float) -> None:
         """Send one incident (`body`: its JSON; `message`: its nv.Incident) through each of the rule's
         actions; returns at once."""
+        self._loop = asyncio.get_running_loop()
         for action in rule.spec.actions:
             if isinstance(action, WebhookAction):
                 if len(self._tasks) >= MAX_WEBHOOKS_IN_FLIGHT:
@@ -177,13 +180,18 @@ class Deliveries:
         where = public_url(action.url)
         attempts = self.settings.alert_webhook_retries + 1
         for attempt in range(attempts):
-            why = await refusal(action.url, self.allowed)  # again: the name may point elsewhere now
-            if why:
-                log.warning("rule %s: webhook %s refused: %s", rule_id, where, why)
+            try:  # again, and the connection goes to the address checked: the name may point elsewhere now
+                ip = await checked_address(action.url, self.allowed)
+            except Refused as exc:
+                log.warning("rule %s: webhook %s refused: %s", rule_id, where, exc)
                 self._outcome(rule_id, "webhook", "failed")
                 return
+            target, host, extensions = pinned(action.url, ip)
             try:
-                response = await self._http.post(action.url, content=body, headers=headers)
+                request = self._http.build_request(
+                    "POST", target, content=body, headers=headers | host, extensions=extensions
+                )
+                response = await self._http.send(request)
                 if response.status_code < 300:
                     self._outcome(rule_id, "webhook", "delivered", chunk_end)
                     return
@@ -223,9 +231,11 @@ class Deliveries:
             return link
 
     def _mqtt_acked(self, context: Any) -> None:
+        """On paho's network thread: counted on the event loop, where the stats are read."""
         rule_id, chunk_end, qos = context
-        if qos > 0:
-            self._outcome(rule_id, "mqtt", "delivered", chunk_end)
+        loop = self._loop
+        if qos > 0 and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._outcome, rule_id, "mqtt", "delivered", chunk_end)
 
     # --- Kafka ------------------------------------------------------------------------------------
     def _kafka(

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,10 @@ class AlertEngine:
     async def open(self, model: ModelInfo, vector_of: VectorOf, query_vector: QueryVector) -> None:
         """Score every live chunk from now on (the model stage calls this once it has loaded)."""
         self._model, self._vector_of, self._query_vector = model, vector_of, query_vector
-        await self.reload()
+        try:
+            await self.reload()
+        except Exception:  # the model serves regardless; the refresh tries again
+            log.exception("alert rules: reading the rules failed")
         self._refresher = asyncio.create_task(self._refresh(), name="alert-rules")
         log.info("alert rules: %d, %d active", len(self._rules), len(self._active))
 
@@ -155,10 +158,14 @@ class AlertEngine:
         model = self._model
         for i, rule in enumerate(rules):
             if model is not None and rule.vector_model != model.id and self._query_vector is not None:
-                vector = await self._embed(rule.spec)
-                rules[i] = rule = Rule(rule.id, rule.spec, vector, model.id, rule.created_at, rule.updated_at)
-                await asyncio.to_thread(self.store.replace_rule, rule)
-                version = (version[0], max(version[1], rule.updated_at))
+                try:
+                    vector = await self._embed(rule.spec)
+                except Exception:  # left inactive (its vector is another model's); the others go on
+                    log.exception("alert rule %s: embedding its query with %s failed", rule.id, model.id)
+                    continue
+                rules[i] = replace(rule, vector=vector, vector_model=model.id)
+                # Only the vector: a change made meanwhile (another replica's PATCH) is kept.
+                await asyncio.to_thread(self.store.set_vector, rule.id, vector, model.id)
         self._install(rules)
         self._version = version
 
@@ -178,7 +185,7 @@ class AlertEngine:
         )
         self._by_stream = {}
         live = set(self._rules)
-        for key in [k for k in self._pairs if k[0] not in live]:
+        for key in [k for k in self._pairs if k[0] not in live or not self._rules[k[0]].applies_to(k[1])]:
             del self._pairs[key]
         for rule_id in [r for r in self._stats if r not in live]:
             del self._stats[rule_id]
@@ -191,8 +198,8 @@ class AlertEngine:
         return rows
 
     # --- ChunkListener ----------------------------------------------------------------------------
-    def keeps_live_jobs(self) -> bool:
-        return bool(self._active)  # an active rule watches every stream it names
+    def keeps_live_jobs(self, stream_id: str) -> bool:
+        return bool(len(self._rows_for(stream_id)))  # an active rule watches this stream
 
     def chunk_done(self, event: ChunkDone) -> None:
         if not event.live or not self._active or self._vector_of is None:
@@ -248,6 +255,8 @@ class AlertEngine:
         verdict: Verdict | None = None,
     ) -> None:
         self.metrics.alert_decisions.labels(outcome).inc()
+        if rule.id not in self._rules:
+            return  # deleted while its VLM check ran
         stats = self._stats.setdefault(rule.id, _RuleStats())
         stats.outcomes[outcome] += 1
         r = event.result
@@ -291,6 +300,10 @@ class AlertEngine:
                         verdict,
                     )
                     return
+                current = self._rules.get(rule.id)
+                if current is None or not current.applies_to(event.asset.id):
+                    return  # deleted, paused or narrowed while the VLM answered
+                rule = current  # its actions as they are now
                 self._record(rule, event, score, bar, "fired", verdict)
             await self._incident(rule, event, score, bar, verdict)
         except Exception:
@@ -391,7 +404,8 @@ class AlertEngine:
         return msg, f"{rule.id}:{event.request_id}:{r.index}".encode()
 
     def _delivered(self, rule_id: str, kind: str, outcome: str) -> None:
-        self._stats.setdefault(rule_id, _RuleStats()).deliveries[f"{kind}:{outcome}"] += 1
+        if rule_id in self._rules:  # a rule deleted meanwhile keeps no stats
+            self._stats.setdefault(rule_id, _RuleStats()).deliveries[f"{kind}:{outcome}"] += 1
 
     # --- rules (the routes) -----------------------------------------------------------------------
     def _ready(self) -> None:
@@ -429,7 +443,7 @@ class AlertEngine:
         return rule
 
     async def update(self, rule_id: str, patch: RuleFields) -> Rule:
-        old = self.rule(rule_id) or await asyncio.to_thread(self.store.rule, rule_id)
+        old = await asyncio.to_thread(self.store.rule, rule_id)  # not this replica's copy: it may lag
         if old is None:
             raise NotFound(f"No alert rule with id {rule_id}")
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -127,7 +128,21 @@ class RuleSpec(RuleFields):
         for action in body["actions"]:
             if action["type"] == "webhook":
                 action["secret"] = bool(action["secret"])
+            if action.get("url"):
+                action["url"] = shown_target(action["url"])
         return body
+
+
+def shown_target(url: str) -> str:
+    """Where an action goes, as the API shows it: scheme, host and port only (a webhook's path often
+    holds its token, Slack's and Teams' do; an MQTT URL may hold a password)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    if parts.port:
+        shown += f":{parts.port}"
+    rest = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{shown}{rest}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ the registry's key, as camera passwords are. Blocking: call it off the event loo
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,8 @@ import sqlalchemy as sa
 
 from rtvi.core.alerts.rules import Rule, RuleSpec
 from rtvi.core.assets.secrets import SecretBox
+
+log = logging.getLogger(__name__)
 
 _metadata = sa.MetaData()
 _rules = sa.Table(
@@ -55,11 +58,18 @@ class AlertStore:
     def rules(self) -> list[Rule]:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(_rules).order_by(_rules.c.created_at)).all()
-        return [self._rule(row) for row in rows]
+        rules = []
+        for row in rows:
+            try:
+                rules.append(self._rule(row))
+            except ValueError as exc:  # a rule that no longer opens (RTVI_SECRET_KEY changed?) is skipped
+                log.warning("alert rule %s cannot be read, skipped: %s", row.id, exc)
+        return rules
 
     def version(self) -> tuple[int, float]:
-        """(how many rules, the latest change): a cheap check whether the rules must be read again."""
-        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(_rules.c.updated_at), 0.0))
+        """(how many rules, the sum of their change times): a cheap check whether the rules must be read
+        again. A sum, not the latest: any rule's change moves it, whatever the clocks of the replicas."""
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(_rules.c.updated_at), 0.0))
         with self._engine.connect() as conn:
             count, latest = conn.execute(query).one()
         return int(count), float(latest)
@@ -82,6 +92,15 @@ class AlertStore:
             row = self._row(rule)
             done = conn.execute(sa.update(_rules).where(_rules.c.id == rule.id).values(**row))
         return rule if done.rowcount else None
+
+    def set_vector(self, rule_id: str, vector: npt.NDArray[np.float32], model_id: str) -> None:
+        """The rule's query embedded by another model; nothing else of the rule changes."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(_rules)
+                .where(_rules.c.id == rule_id)
+                .values(vector=vector.astype(np.float32).tobytes(), vector_model=model_id)
+            )
 
     def delete_rule(self, rule_id: str) -> bool:
         with self._engine.begin() as conn:
@@ -121,7 +140,7 @@ class AlertStore:
     def add_incident(self, incident: dict[str, Any]) -> list[str]:
         """Keep `incident` (its "id", "rule_id", "stream_id", "created_at" are columns too); -> the ids of
         the oldest incidents removed to stay within max_incidents (their thumbnails go with them)."""
-        with self._engine.begin() as conn:
+        with self._engine.begin() as conn:  # the incident first, on its own: trimming must not cost it
             conn.execute(
                 sa.insert(_incidents).values(
                     id=incident["id"],
@@ -131,13 +150,18 @@ class AlertStore:
                     body=json.dumps(incident),
                 )
             )
-            count = conn.execute(sa.select(sa.func.count()).select_from(_incidents)).scalar_one()
-            excess = min(count - self.max_incidents, _TRIM_BATCH)
-            if excess <= 0:
-                return []
-            oldest = sa.select(_incidents.c.id).order_by(_incidents.c.created_at).limit(excess)
-            removed = list(conn.execute(oldest).scalars())
-            conn.execute(sa.delete(_incidents).where(_incidents.c.id.in_(removed)))
+        try:
+            with self._engine.begin() as conn:
+                count = conn.execute(sa.select(sa.func.count()).select_from(_incidents)).scalar_one()
+                excess = min(count - self.max_incidents, _TRIM_BATCH)
+                if excess <= 0:
+                    return []
+                oldest = sa.select(_incidents.c.id).order_by(_incidents.c.created_at).limit(excess)
+                removed = list(conn.execute(oldest).scalars())
+                conn.execute(sa.delete(_incidents).where(_incidents.c.id.in_(removed)))
+        except sa.exc.SQLAlchemyError as exc:  # another replica trimming the same rows: its turn
+            log.warning("alert incidents: trimming failed, next time: %s", type(exc).__name__)
+            return []
         return removed
 
     def incidents(

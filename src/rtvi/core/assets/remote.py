@@ -30,14 +30,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
 from rtvi import __version__
 from rtvi.core.assets.datauri import decode_data_uri
-from rtvi.core.net import IPAddress, resolve
+from rtvi.core.net import IPAddress, pinned, resolve
 from rtvi.errors import InvalidParameters, MalformedRequest, TooLarge
 from rtvi.settings import IngestSettings, csv_set
 
@@ -179,12 +178,10 @@ class RemoteFetcher:
             host = parts.hostname.lower()
             port = parts.port or (443 if parts.scheme == "https" else 80)
             ip = await self._resolve(url, host, port)
-            netloc = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-            target = parts._replace(netloc=netloc).geturl()
-            headers = {"host": parts.netloc.rsplit("@", 1)[-1], "user-agent": f"rtvi/{__version__}"}
+            target, headers, extensions = pinned(url, ip)
+            headers["user-agent"] = f"rtvi/{__version__}"
             if parts.scheme == "https" and host == (origin.hostname or "").lower():
                 headers |= auth  # credentials only over HTTPS, only to the host they were given for
-            extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
             async with httpx.AsyncClient(
                 timeout=timeout, verify=host not in skip_verify, trust_env=False, follow_redirects=False
             ) as client:

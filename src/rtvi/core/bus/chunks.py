@@ -19,7 +19,7 @@ class ChunkPublishing:
         self.publisher: MessagePublisher | None = None
         self.model: ModelInfo | None = None  # the served model, named in every message
 
-    def keeps_live_jobs(self) -> bool:
+    def keeps_live_jobs(self, stream_id: str) -> bool:
         # POST /v1/config may switch the results bus on or off at run time, running jobs included.
         return self.publisher is not None and self.publisher.results_bus is not None
 

@@ -53,9 +53,10 @@ class ChunkListener(Protocol):
         """Called on the event loop with every finished chunk; must not block (queue the work)."""
         ...
 
-    def keeps_live_jobs(self) -> bool:
-        """Whether it takes live chunks now, so that a live job whose last reader left keeps running for
-        it (the results bus, switchable at run time by POST /v1/config, does; the index does not)."""
+    def keeps_live_jobs(self, stream_id: str) -> bool:
+        """Whether it takes `stream_id`'s live chunks now, so that a live job whose last reader left keeps
+        running for it (the results bus, switchable at run time by POST /v1/config, does; the index does
+        not; an alert rule watching the stream does)."""
         ...
 
 

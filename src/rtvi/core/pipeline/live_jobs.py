@@ -205,7 +205,7 @@ class LiveJob(Generic[Out]):
         return (
             self.persistent
             or bool(self.subscribers)
-            or any(li.keeps_live_jobs() for li in self.manager.listeners)
+            or any(li.keeps_live_jobs(self.stream_id) for li in self.manager.listeners)
         )
 
     def dropped(self, reason: str) -> None:
