@@ -60,6 +60,17 @@ def test_a_camera_that_alternates_between_two_scenes_can_still_fire() -> None:
     assert bar is not None and 0.12 < bar < 0.3
 
 
+def test_what_stands_out_stays_out_of_the_history_until_it_is_the_new_normal() -> None:
+    h = history([0.05] * 40, window=40)
+    for _ in range(10):  # window // 4 chunks of an event: the bar does not move
+        h.add(0.6, stood_out=True)
+    assert threshold(h, 0.5, None, 3).value == pytest.approx(0.1)
+    for _ in range(30):  # it lasts: from the 11th on, its scores join, and the bar rises above them
+        h.add(0.6, stood_out=True)
+    bar = threshold(h, 0.5, None, 3).value
+    assert bar is not None and bar > 0.6
+
+
 def test_sensitivity_lowers_the_bar() -> None:
     h = history(list(np.random.default_rng(1).normal(0.1, 0.05, 100)))
     bars = [threshold(h, s, None, 3).value for s in (0.0, 0.5, 1.0)]

@@ -10,7 +10,9 @@ threshold = max(floor, min(median + max(k * sigma, MIN_MARGIN), P90 + margin))
     k = 2 + 6 * (1 - sensitivity), margin = MIN_MARGIN * (1 + 2 * (1 - sensitivity)),
     sigma = 1.4826 * MAD (median absolute deviation: the standard deviation of normal scores)
 
-over the last `window` scores of this stream for this rule:
+over the last `window` scores of this stream for this rule that did not stand out (a chunk above the
+threshold joins the history only once `window // 4` did in a row: a lasting change of scene becomes the
+new normal, a person who stays a few minutes keeps standing out):
 - median + k sigma: robust, so the events themselves (up to half the window) do not raise the bar they
   are measured against, as a mean and standard deviation would;
 - P90 + margin: a camera that alternates between scenes (day and night, lights on and off, a door
@@ -64,11 +66,17 @@ class ScoreHistory:
     window: int
     scores: npt.NDArray[np.float32] = field(init=False)
     count: int = 0
+    run: int = 0  # consecutive scores that stood out
 
     def __post_init__(self) -> None:
         self.scores = np.zeros(self.window, dtype=np.float32)
 
-    def add(self, score: float) -> None:
+    def add(self, score: float, stood_out: bool = False) -> None:
+        """A score that stood out stays out of the history (an event does not raise its own bar, however
+        long it lasts), until `window // 4` have in a row: then the scene is the new normal."""
+        self.run = self.run + 1 if stood_out else 0
+        if 0 < self.run <= self.window // 4:
+            return
         self.scores[self.count % self.window] = score
         self.count += 1
 

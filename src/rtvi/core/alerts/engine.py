@@ -225,7 +225,7 @@ class AlertEngine:
                 ScoreHistory(s.alert_calibration_window), digest
             )
         bar = threshold(state.history, spec.sensitivity, spec.min_score, s.alert_warmup_chunks)
-        state.history.add(score)
+        state.history.add(score, stood_out=bar.value is not None and score >= bar.value)
         if bar.value is None:
             outcome, state.streak = "warming-up", 0
         elif score < bar.value:

@@ -49,8 +49,8 @@ class EmbeddingGate:
         vector = await asyncio.to_thread(self._embed, frames)
         score = float(np.asarray(vector, dtype=np.float32) @ self._query)
         bar = threshold(self.history, self.sensitivity, self.min_score, self.warmup).value
-        self.history.add(score)
         passed = bar is None or score >= bar
+        self.history.add(score, stood_out=bar is not None and passed)
         if not passed:
             self.saved += 1
         return GateDecision(passed, score, bar)
