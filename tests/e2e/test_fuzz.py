@@ -73,7 +73,10 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, model: str
 def test_no_input_causes_a_server_error(fuzzed: RtviServer) -> None:
     # schemathesis's own pytest plugin does not run under pytest 9: its strategies are driven directly.
     schema = schemathesis.openapi.from_url(fuzzed.url + "/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # An endless event stream (the alert incidents' SSE feed) has no input to fuzz and never ends.
+    operations = [
+        op for op in (r.ok() for r in schema.get_all_operations()) if not op.path.endswith("/stream")
+    ]
     assert len(operations) >= 20, "the document lists the service's operations"
     model = httpx.get(fuzzed.url + "/v1/models").json()["data"][0]["id"]
     failures: list[str] = []
