@@ -11,6 +11,9 @@ Part "accuracy" (CAMERAS cameras, MINUTES of 2 s chunks; a time-compressed camer
   (the astronaut, the cameraman, two and four people made from them), a cat, a rocket, coffee, an empty
   grey scene. Rules "a person" and "a cat" on every camera (cooldown 0, min_consecutive 1, so each chunk's
   decision shows), and "a person" with `verify` (the oracle VLM).
+  With --rare, events as cameras see them: backgrounds (rocket, coffee, empty) of 20-60 s, after each,
+  one time in four, a person or the cat for 6-16 s; and each camera its own look (plain, dim, hazy,
+  warm), so that raw scores differ from camera to camera.
   Ground truth per chunk: the scene of its thumbnail in the search index (the chunk's middle frame),
   matched by pixels to the photos; the model under test is not asked. Warm-up chunks are left out of
   every method (the calibration has no distribution yet).
@@ -27,7 +30,7 @@ Part "latency" (LATENCY_CAMERAS cameras x 10 rules each, 10 s chunks, LATENCY_MI
   p50 / p95 / max, and the service's CPU.
 
 Run: .venv/bin/python bench/alerts_bench.py [--cameras 4] [--minutes 6] [--latency-cameras 16]
-     [--latency-minutes 3] [--parts accuracy,latency] [--seed 1]   (defaults: ~15 min on 2 cores)
+     [--latency-minutes 3] [--parts accuracy,latency] [--seed 1] [--rare]   (defaults: ~15 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from tests.rtsp_server import RtspServer, gst_available  # noqa: E402
 from tests.servers import RtviServer, free_port  # noqa: E402
 
 from bench.clips import cpu_seconds  # noqa: E402
-from bench.oracle_vlm import PEOPLE, OracleVlm, nearest, scene_stills  # noqa: E402
+from bench.oracle_vlm import LOOKS, PEOPLE, OracleVlm, look, nearest, scene_stills  # noqa: E402
 
 SCENES = [*PEOPLE, "cat", "rocket", "coffee", "empty"]
 FLAGGED = {"candidate", "fired", "cooldown", "verifying", "rejected", "verify-failed"}
@@ -70,14 +73,26 @@ def photos() -> dict[str, np.ndarray]:
     return {**scene_photos(), "empty": np.full((240, 320, 3), 128, dtype=np.uint8)}
 
 
-def make_scene_clip(path: Path, seconds: int, rng: random.Random) -> list[tuple[str, int]]:
-    """A clip of scenes of 10-40 s, the first one without a target (the warm-up sees an ordinary scene)."""
+TARGETS = (*PEOPLE, "cat")
+BACKGROUNDS = ("rocket", "coffee", "empty")
+
+
+def make_scene_clip(
+    path: Path, seconds: int, rng: random.Random, rare: bool = False, camera_look: str = "plain"
+) -> list[tuple[str, int]]:
+    """A clip of scenes, the first one without a target (the warm-up sees an ordinary scene). Default:
+    any scene, 10-40 s each. `rare`: backgrounds of 20-60 s, and after each, one time in four, a target
+    scene (a person or the cat) of 6-16 s: events, as a camera sees them."""
     pics = photos()
-    plan: list[tuple[str, int]] = [(rng.choice(["rocket", "coffee", "empty"]), 30)]
+    plan: list[tuple[str, int]] = [(rng.choice(BACKGROUNDS), 30)]
     while sum(d for _, d in plan) < seconds:
-        name = rng.choice([s for s in SCENES if s != plan[-1][0]])
-        plan.append((name, rng.randint(10, 40)))
-    stills = [pics[name] for name, d in plan for _ in range(d)]
+        if not rare:
+            plan.append((rng.choice([s for s in SCENES if s != plan[-1][0]]), rng.randint(10, 40)))
+        elif plan[-1][0] in BACKGROUNDS and rng.random() < 0.25:
+            plan.append((rng.choice(TARGETS), rng.randint(6, 16)))
+        else:
+            plan.append((rng.choice([s for s in BACKGROUNDS if s != plan[-1][0]]), rng.randint(20, 60)))
+    stills = [look(pics[name], camera_look) for name, d in plan for _ in range(d)]
     make_clip_from_images(path, stills, seconds_each=1, fps=10, width=320, height=240, gop=10)
     return plan
 
@@ -184,7 +199,7 @@ def evaluate(rows: dict[str, list[tuple[float, bool, bool]]], chunk_s: int) -> d
     }
 
 
-def run_accuracy(work: Path, cameras: int, minutes: float, seed: int) -> dict[str, Any]:
+def run_accuracy(work: Path, cameras: int, minutes: float, seed: int, rare: bool = False) -> dict[str, Any]:
     chunk_s = 2
     rng = random.Random(seed)
     oracle = OracleVlm(work)
@@ -205,7 +220,9 @@ def run_accuracy(work: Path, cameras: int, minutes: float, seed: int) -> dict[st
             }
             for i in range(cameras):
                 clip = work / f"cam{i}.mp4"
-                make_scene_clip(clip, int(minutes * 60) + 60, rng)
+                make_scene_clip(
+                    clip, int(minutes * 60) + 60, rng, rare, LOOKS[i % len(LOOKS)] if rare else "plain"
+                )
                 cams.append(RtspServer(free_port(), work, file=clip).start())
                 register(c, f"cam{i}", cams[-1].url, model, chunk_s)
             started = time.time()
@@ -371,6 +388,7 @@ def main() -> None:
     p.add_argument("--latency-minutes", type=float, default=3)
     p.add_argument("--parts", default="accuracy,latency")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rare", action="store_true", help="accuracy: rare, short events and a look per camera")
     a = p.parse_args()
     if not gst_available():
         sys.exit("needs gst-rtsp-server: make rtsp-deps")
@@ -380,7 +398,7 @@ def main() -> None:
         "cores": os.cpu_count(),
     }
     run: dict[str, Callable[[Path], dict[str, Any]]] = {
-        "accuracy": lambda w: run_accuracy(w, a.cameras, a.minutes, a.seed),
+        "accuracy": lambda w: run_accuracy(w, a.cameras, a.minutes, a.seed, a.rare),
         "latency": lambda w: run_latency(w, a.latency_cameras, a.latency_minutes, a.seed),
     }
     with tempfile.TemporaryDirectory(prefix="alerts-bench-") as tmp:

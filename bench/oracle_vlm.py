@@ -22,22 +22,38 @@ from PIL import Image
 from tests.kafka_redis import ChildServer
 
 PEOPLE = ("astronaut", "camera", "two people", "four people")
+LOOKS = ("plain", "dim", "hazy", "warm")  # how the bench's cameras render a scene (alerts_bench --rare)
 _SIZE = (64, 48)
 
 
+def look(image: np.ndarray, name: str) -> np.ndarray:
+    """A camera's own rendering of a scene: what makes one camera's raw scores unlike another's."""
+    x = image.astype(np.float32)
+    if name == "dim":
+        x = x * 0.45
+    elif name == "hazy":
+        x = x * 0.6 + 128 * 0.4
+    elif name == "warm":
+        x = x * np.array([1.1, 0.95, 0.75], dtype=np.float32)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
 def scene_stills() -> dict[str, np.ndarray]:
-    """The bench's scenes (tests/media_factory.scene_photos, plus an empty grey scene), downscaled."""
+    """The bench's scenes (tests/media_factory.scene_photos, plus an empty grey scene) in every camera
+    look, downscaled: "<scene>|<look>" -> pixels."""
     from tests.media_factory import scene_photos
 
-    scenes = {**scene_photos(), "empty": np.full((240, 320, 3), 128, dtype=np.uint8)}
+    photos = {**scene_photos(), "empty": np.full((240, 320, 3), 128, dtype=np.uint8)}
+    scenes = {f"{name}|{style}": look(img, style) for name, img in photos.items() for style in LOOKS}
     return {
         name: np.asarray(Image.fromarray(img).resize(_SIZE), dtype=np.float32) for name, img in scenes.items()
     }
 
 
 def nearest(image: Image.Image, stills: dict[str, np.ndarray]) -> str:
+    """The scene the image shows, in whichever look."""
     small = np.asarray(image.convert("RGB").resize(_SIZE), dtype=np.float32)
-    return min(stills, key=lambda n: float(np.abs(small - stills[n]).mean()))
+    return min(stills, key=lambda n: float(np.abs(small - stills[n]).mean())).split("|")[0]
 
 
 def build_app(log_path: Path) -> Any:
