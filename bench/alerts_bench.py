@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.alert_receivers import Mosquitto, MqttListener, WebhookReceiver  # noqa: E402
+from tests.e2e.test_streams import cv_body  # noqa: E402
 from tests.media_factory import make_clip_from_images, scene_photos  # noqa: E402
 from tests.rtsp_server import RtspServer, gst_available  # noqa: E402
 from tests.servers import RtviServer, free_port  # noqa: E402
@@ -98,9 +99,7 @@ def make_scene_clip(
 
 
 def register(c: httpx.Client, cam: str, url: str, model: str, chunk_s: int) -> None:
-    value = {"camera_id": cam, "camera_url": url, "change": "camera_add"}
-    value["metadata"] = {"model": model, "chunk_duration": chunk_s}
-    r = c.post("/v1/stream/add", json={"key": "sensor", "value": value})
+    r = c.post("/v1/stream/add", json=cv_body(cam, url, metadata={"model": model, "chunk_duration": chunk_s}))
     assert r.status_code == 200 and r.json()["inference"], r.text
 
 

@@ -232,8 +232,6 @@ class AlertSettings(IncidentPlaceSettings):
     alert_rules_refresh_s: float
     alert_calibration_window: int
     alert_warmup_chunks: int
-    asset_store: str = ""
-    s3_endpoint_url: str = ""
     alert_public_url: str = ""
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from rtvi.core.bus.schema import ext_pb2
 from tests.alert_receivers import Mosquitto, MqttListener, WebhookReceiver
+from tests.e2e.test_streams import cv_body
 from tests.kafka_redis import TansuBroker, consume
 from tests.media_factory import make_clip_from_images, make_image, scene_photos
 from tests.metrics_scrape import Scrape
@@ -247,16 +248,7 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
 
             live_feed = SseReader(server.url, None, "/v1/alerts/incidents/stream")
             # The camera, embedded from registration on (CV metadata asks for the served model).
-            md = {"model": model, "chunk_duration": CHUNK_S}
-            body = {
-                "key": "sensor",
-                "value": {
-                    "camera_id": "dock",
-                    "camera_url": camera.url,
-                    "change": "camera_add",
-                    "metadata": md,
-                },
-            }
+            body = cv_body("dock", camera.url, metadata={"model": model, "chunk_duration": CHUNK_S})
             assert c.post("/v1/stream/add", json=body).json()["inference"] is True
 
             def incidents(rule_id: str) -> list[dict[str, Any]]:

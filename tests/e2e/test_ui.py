@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e import test_alerts
+from tests.e2e.test_streams import cv_body
 from tests.e2e.test_vlm import ALERT
 from tests.rtsp_server import RtspServer, gst_available
 from tests.servers import RtviServer, free_port
@@ -321,16 +322,7 @@ def test_an_incident_appears_live_and_plays_its_moment(
             page.evaluate("window.notReloaded = true")
 
             model = c.get("/v1/models").json()["data"][0]["id"]
-            md = {"model": model, "chunk_duration": 2}
-            body = {
-                "key": "sensor",
-                "value": {
-                    "camera_id": "dock",
-                    "camera_url": camera.url,
-                    "change": "camera_add",
-                    "metadata": md,
-                },
-            }
+            body = cv_body("dock", camera.url, metadata={"model": model, "chunk_duration": 2})
             assert c.post("/v1/stream/add", json=body).json()["inference"] is True
 
             incident = page.locator("#incident-list li.incident")

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from rtvi.core.alerts.engine import AlertEngine, alert_thumbnails
+from rtvi.core.alerts.engine import AlertEngine
 from rtvi.core.alerts.store import AlertStore
 from rtvi.core.assets.registry import Asset
 from rtvi.core.assets.store import AssetStore
@@ -29,6 +29,7 @@ from rtvi.core.bus.chunks import ChunkPublishing
 from rtvi.core.bus.feed import ReadResult
 from rtvi.core.bus.messages import IncidentMessage, ResultMessage
 from rtvi.core.bus.publisher import BusTopics, MessagePublisher
+from rtvi.core.index.thumbnails import thumbnail_store
 from rtvi.core.indexing import SearchIndexing
 from rtvi.core.media.chunks import ChunkParams
 from rtvi.core.media.hwaccel import decode_accel
@@ -121,7 +122,11 @@ class ServiceCore:
         self.alerts = AlertEngine(
             settings.alerts,
             AlertStore(self.store.registry.engine, self.store.registry.secrets, settings.alert_max_incidents),
-            alert_thumbnails(settings.alerts, Path(settings.asset_storage_dir).resolve() / "alerts"),
+            thumbnail_store(
+                settings.asset_store,
+                settings.s3_endpoint_url,
+                Path(settings.asset_storage_dir).resolve() / "alerts" / "thumbnails",
+            ),
             self.metrics,
             lambda: self.publisher,
         )

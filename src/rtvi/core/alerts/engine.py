@@ -27,7 +27,6 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,7 @@ from rtvi.core.bus.incidents import AnalyticsModule, Place, fill_place
 from rtvi.core.bus.messages import chunk_context, vision_llm_envelope
 from rtvi.core.bus.publisher import MessagePublisher
 from rtvi.core.bus.schema import ext_pb2
-from rtvi.core.index.thumbnails import LocalThumbnails, S3Thumbnails, ThumbnailStore, thumbnail_key
+from rtvi.core.index.thumbnails import ThumbnailStore, thumbnail_key
 from rtvi.core.index.writer import thumbnail_jpeg
 from rtvi.core.models.common import l2_normalize
 from rtvi.core.models.info import ModelInfo
@@ -110,6 +109,7 @@ class AlertEngine:
         self._vector_of: VectorOf | None = None
         self._query_vector: QueryVector | None = None
         self._rules: dict[str, Rule] = {}
+        self._digests: dict[str, str] = {}
         self._active: list[Rule] = []  # unpaused, with a vector in the served model's space
         self._matrix = np.zeros((0, 0), dtype=np.float32)  # their vectors, one row each
         self._by_stream: dict[str, npt.NDArray[np.intp]] = {}  # stream -> rows of rules that apply
@@ -172,6 +172,8 @@ class AlertEngine:
     def _install(self, rules: list[Rule]) -> None:
         model = self._model
         self._rules = {r.id: r for r in rules}
+        # Which query each rule's calibration belongs to: once per reading of the rules, not per chunk.
+        self._digests = {r.id: _digest(r.vector) for r in rules}
         self._active = [
             r
             for r in rules
@@ -219,7 +221,7 @@ class AlertEngine:
         spec, r, stream_id = rule.spec, event.result, event.asset.id
         s = self.settings
         state = self._pairs.get((rule.id, stream_id))
-        digest = _digest(rule.vector)
+        digest = self._digests[rule.id]
         if state is None or state.query_digest != digest:
             state = self._pairs[(rule.id, stream_id)] = _PairState(
                 ScoreHistory(s.alert_calibration_window), digest
@@ -469,12 +471,6 @@ class AlertEngine:
             raise NotFound(f"No alert rule with id {rule_id}")
         await self.reload()
 
-    def rules(self) -> list[Rule]:
-        return list(self._rules.values())
-
-    def rule(self, rule_id: str) -> Rule | None:
-        return self._rules.get(rule_id)
-
     def stats(self, rule_id: str) -> dict[str, Any]:
         """What this replica decided for the rule since it started (decisions are per replica)."""
         stats = self._stats.get(rule_id) or _RuleStats()
@@ -502,11 +498,3 @@ class AlertEngine:
         with contextlib.suppress(ValueError):  # not an id of ours: no such thumbnail
             return self.thumbnails.get(thumbnail_key(THUMBNAIL_OWNER, incident_id))
         return None
-
-
-def alert_thumbnails(settings: AlertSettings, root: Path) -> ThumbnailStore:
-    """Where incidents' pictures go: the asset store's S3 bucket when there is one (every replica serves
-    them), else `root` on this machine."""
-    if settings.asset_store:
-        return S3Thumbnails(settings.asset_store, settings.s3_endpoint_url)
-    return LocalThumbnails(root / "thumbnails")

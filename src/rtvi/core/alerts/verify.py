@@ -6,7 +6,6 @@ reference raises an incident whenever a caption contains it)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from typing import Any, Literal
 import openai
 
 from rtvi.core.media.types import Frame
-from rtvi.core.models.common import frame_data_url
+from rtvi.core.models.common import frame_data_url, json_answer
 from rtvi.settings import AlertSettings
 
 log = logging.getLogger(__name__)
@@ -63,13 +62,7 @@ class Verdict:
 
 def read_decision(content: str) -> Decision:
     """ "yes" / "no" from a structured answer; anything else (free text, other JSON) is not a decision."""
-    text = content.strip()
-    if text.startswith("```"):  # some models fence their JSON
-        text = text.strip("`").removeprefix("json").strip()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return "error"
+    value = json_answer(content)
     decision = value.get("decision") if isinstance(value, dict) else None
     if isinstance(decision, str) and decision.strip().lower() in ("yes", "no"):
         return "yes" if decision.strip().lower() == "yes" else "no"

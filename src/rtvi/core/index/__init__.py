@@ -10,7 +10,7 @@ from pathlib import Path
 from rtvi.core.index.ann import AnnPolicy
 from rtvi.core.index.base import ChunkIndex
 from rtvi.core.index.sqlite import SqliteChunkIndex
-from rtvi.core.index.thumbnails import LocalThumbnails, S3Thumbnails, ThumbnailStore
+from rtvi.core.index.thumbnails import ThumbnailStore, thumbnail_store
 from rtvi.settings import IndexSettings
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,10 @@ def open_chunk_index(root: Path, model_id: str, dim: int, settings: IndexSetting
 def milvus_thumbnails(root: Path, settings: IndexSettings) -> ThumbnailStore:
     """Where the Milvus index's thumbnails go: the asset store's S3 bucket, shared by every replica; with
     no S3 asset store, this machine's disk under `root` (only this replica serves and removes them)."""
-    if settings.asset_store:
-        return S3Thumbnails(settings.asset_store, settings.s3_endpoint_url)
-    log.warning(
-        "search index: Milvus without an S3 asset store (RTVI_ASSET_STORE): thumbnails are kept on this"
-        " replica's disk under %s, and only this replica serves them",
-        root / "thumbnails",
-    )
-    return LocalThumbnails(root / "thumbnails")
+    if not settings.asset_store:
+        log.warning(
+            "search index: Milvus without an S3 asset store (RTVI_ASSET_STORE): thumbnails are kept on this"
+            " replica's disk under %s, and only this replica serves them",
+            root / "thumbnails",
+        )
+    return thumbnail_store(settings.asset_store, settings.s3_endpoint_url, root / "thumbnails")

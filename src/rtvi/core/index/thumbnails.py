@@ -157,3 +157,11 @@ class S3Thumbnails:
             answer = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             if errors := answer.get("Errors"):
                 raise RuntimeError(f"S3 kept {len(errors)} thumbnail(s): {errors[0].get('Message', '')}")
+
+
+def thumbnail_store(asset_store: str, s3_endpoint_url: str, root: Path) -> ThumbnailStore:
+    """Thumbnails in the asset store's S3 bucket when there is one (every replica serves them), else on
+    this machine's disk under `root`."""
+    if asset_store:
+        return S3Thumbnails(asset_store, s3_endpoint_url)
+    return LocalThumbnails(root)

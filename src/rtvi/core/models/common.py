@@ -70,6 +70,18 @@ def to_pil(frame: Frame) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def json_answer(content: str) -> Any:
+    """A model's answer read as JSON (also inside a ```json fence, as some models write it), or None."""
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.strip("`")
+        text = text[4:] if text.lower().startswith("json") else text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def frame_data_url(frame: Frame, quality: int = 85) -> str:
     """A frame as a JPEG data: URL, as OpenAI-compatible chat endpoints take images."""
     buf = io.BytesIO()

@@ -13,13 +13,13 @@ for "yes" or "true" anywhere, so "eyes", "yesterday" or "Anomaly Detected: No ..
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 
+from rtvi.core.models.common import json_answer
 from rtvi.services.vlm.models.base import OutputFormat
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
@@ -61,7 +61,7 @@ def format_error(content: str, fmt: OutputFormat) -> str:
             if content.strip() in fmt.choices
             else f"the answer is not one of the {len(fmt.choices)} choices"
         )
-    value = _json(content)
+    value = json_answer(content)
     if not isinstance(value, dict):
         return "the answer is not a JSON object"
     if fmt.type == "json_schema" and fmt.json_schema is not None:
@@ -80,17 +80,6 @@ def check_schema(schema: dict[str, Any]) -> None:
     jsonschema.validators.validator_for(schema).check_schema(schema)
 
 
-def _json(content: str) -> Any:
-    text = content.strip()
-    if text.startswith("```"):  # a fenced block: ```json\n{...}\n```
-        text = text.strip("`")
-        text = text[4:] if text.lower().startswith("json") else text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
 def _schema_wants_decision(fmt: OutputFormat) -> bool:
     props = (fmt.json_schema or {}).get("properties")
     return fmt.type == "json_schema" and isinstance(props, dict) and "decision" in props
@@ -98,7 +87,7 @@ def _schema_wants_decision(fmt: OutputFormat) -> bool:
 
 def decide(content: str, fmt: OutputFormat) -> tuple[bool, str, str]:
     """-> (alert, trigger phrase, format error) of an answer (see the module docstring)."""
-    value = _json(content) if content.lstrip().startswith(("{", "`")) else None
+    value = json_answer(content) if content.lstrip().startswith(("{", "`")) else None
     if _schema_wants_decision(fmt) or (isinstance(value, dict) and "decision" in value):
         decision = value.get("decision") if isinstance(value, dict) else None
         word = str(decision).strip().lower() if isinstance(decision, str | bool) else ""
