@@ -30,7 +30,8 @@ Part "latency" (LATENCY_CAMERAS cameras x 10 rules each, 10 s chunks, LATENCY_MI
   p50 / p95 / max, and the service's CPU.
 
 Run: .venv/bin/python bench/alerts_bench.py [--cameras 4] [--minutes 6] [--latency-cameras 16]
-     [--latency-minutes 3] [--parts accuracy,latency] [--seed 1] [--rare]   (defaults: ~15 min on 2 cores)
+     [--latency-minutes 3] [--parts accuracy,latency] [--seed 1] [--rare]
+     [--dump decisions.json]   (defaults: ~15 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ def evaluate(rows: dict[str, list[tuple[float, bool, bool]]], chunk_s: int) -> d
     }
 
 
-def run_accuracy(work: Path, cameras: int, minutes: float, seed: int, rare: bool = False) -> dict[str, Any]:
+def run_accuracy(
+    work: Path, cameras: int, minutes: float, seed: int, rare: bool = False, dump: Path | None = None
+) -> dict[str, Any]:
     chunk_s = 2
     rng = random.Random(seed)
     oracle = OracleVlm(work)
@@ -240,6 +243,11 @@ def run_accuracy(work: Path, cameras: int, minutes: float, seed: int, rare: bool
             cam.kill()
         oracle.stop()
 
+    if dump:  # every decision with its chunk's true scene: for replaying other calibrations offline
+        rows = [
+            {**d, "rule": rule, "truth": truth[cam].get(idx)} for (rule, cam, idx), d in decisions.items()
+        ]
+        dump.write_text(json.dumps(sorted(rows, key=lambda r: (r["rule"], r["stream_id"], r["chunk_idx"]))))
     out: dict[str, Any] = {}
     for name, wanted in (("a person", set(PEOPLE)), ("a cat", {"cat"})):
         rows: dict[str, list[tuple[float, bool, bool]]] = {}
@@ -388,6 +396,7 @@ def main() -> None:
     p.add_argument("--parts", default="accuracy,latency")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rare", action="store_true", help="accuracy: rare, short events and a look per camera")
+    p.add_argument("--dump", type=Path, help="accuracy: every decision and its chunk's true scene, as JSON")
     a = p.parse_args()
     if not gst_available():
         sys.exit("needs gst-rtsp-server: make rtsp-deps")
@@ -397,7 +406,7 @@ def main() -> None:
         "cores": os.cpu_count(),
     }
     run: dict[str, Callable[[Path], dict[str, Any]]] = {
-        "accuracy": lambda w: run_accuracy(w, a.cameras, a.minutes, a.seed, a.rare),
+        "accuracy": lambda w: run_accuracy(w, a.cameras, a.minutes, a.seed, a.rare, a.dump),
         "latency": lambda w: run_latency(w, a.latency_cameras, a.latency_minutes, a.seed),
     }
     with tempfile.TemporaryDirectory(prefix="alerts-bench-") as tmp:

@@ -17,6 +17,7 @@ from rtvi.core.alerts.targets import refusal
 from rtvi.core.alerts.verify import read_decision
 from rtvi.core.assets.registry import AssetRegistry
 from rtvi.core.assets.secrets import SecretBox
+from rtvi.core.models.bundled import MATCH_FLOOR
 from rtvi.settings import HostAllowlist
 
 
@@ -69,6 +70,33 @@ def test_what_stands_out_stays_out_of_the_history_until_it_is_the_new_normal() -
         h.add(0.6, stood_out=True)
     bar = threshold(h, 0.5, None, 3).value
     assert bar is not None and bar > 0.6
+
+
+def test_the_models_match_floor_keeps_a_change_of_background_from_firing() -> None:
+    # A static camera (rocket, 0.07 for "a person") cuts to an empty room (0.10 in the bundled model,
+    # table in docs/alerts.md): it stands out from the history, but it is not a person.
+    h = history([0.07] * 40)
+    assert threshold(h, 0.5, None, 3).value == pytest.approx(0.12)  # median + 0.05, above ABSOLUTE_FLOOR
+    bar = threshold(h, 0.5, None, 3, match_floor=MATCH_FLOOR)
+    assert bar.value == MATCH_FLOOR and not bar.passed(0.10) and bar.passed(0.55)
+    assert threshold(h, 0.5, 0.05, 3, match_floor=MATCH_FLOOR).value == pytest.approx(0.12)  # min_score wins
+
+
+def test_a_target_in_view_during_the_warm_up_does_not_become_normal() -> None:
+    # The person is there when the rule starts (6 chunks at 0.6): those scores pass the model's floor and
+    # stay out of the history, so the warm-up is made of the ordinary scene and the person, coming back,
+    # stands out. Without the hold the median would be the person's and the bar above him.
+    def run(hold: bool) -> float | None:
+        h = ScoreHistory(100)
+        for score in [0.6] * 6 + [0.05] * 6:
+            bar = threshold(h, 0.5, None, 8, match_floor=MATCH_FLOOR)
+            h.add(score, stood_out=hold and bar.holds_out(score))
+        assert h.count == (6 if hold else 12)
+        return threshold(h, 0.5, None, 6 if hold else 12, match_floor=MATCH_FLOOR).value
+
+    held, naive = run(True), run(False)
+    assert held is not None and held < 0.6
+    assert naive is not None and naive > 0.6
 
 
 def test_sensitivity_lowers_the_bar() -> None:

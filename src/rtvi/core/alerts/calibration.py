@@ -21,9 +21,14 @@ new normal, a person who stays a few minutes keeps standing out):
   the camera recently showed, by a margin, stands out too (events of up to a tenth of the window);
 - MIN_MARGIN: a static scene scores the same on every chunk (MAD 0), where any flicker would otherwise
   stand out;
-- floor: the rule's `min_score`, else ABSOLUTE_FLOOR: the score must also mean something on its own;
+- floor: the rule's `min_score`, else the model's measured `match_floor` (the bundled model: 0.25), else
+  ABSOLUTE_FLOOR: the score must also mean something on its own. A change between two ordinary scenes
+  (the rocket, then an empty room) can stand out from a static camera's history; it does not pass the
+  floor;
 - warm-up: until the stream has `warmup` scores for the rule there is no distribution; a rule then fires
-  only on its explicit `min_score`, and otherwise waits.
+  only on its explicit `min_score`, and otherwise waits. A score that already passes the floor during
+  the warm-up is held out like one that stood out: a person in view while the rule warms up does not
+  become the camera's normal.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-# A cosine below which no query is considered matched, whatever the stream (the rule's min_score
-# replaces it). Unrelated text and images score about 0 in the bundled model's centred space.
+# A cosine below which no query is considered matched, for a model without a measured match_floor (the
+# rule's min_score replaces either).
 ABSOLUTE_FLOOR = 0.1
 # The least margin above the median (cosine): the spread of a static scene is 0.
 MIN_MARGIN = 0.05
@@ -57,6 +62,15 @@ class Threshold:
     median: float | None
     spread: float | None  # 1.4826 * MAD
     seen: int  # scores this stream has had for the rule (at most the window)
+    floor: float  # the absolute floor (min_score, the model's match_floor, or ABSOLUTE_FLOOR)
+
+    def passed(self, score: float) -> bool:
+        return self.value is not None and score >= self.value
+
+    def holds_out(self, score: float) -> bool:
+        """Whether the score stays out of the history (ScoreHistory.add): it stood out, or it passes the
+        floor while the rule warms up."""
+        return score >= (self.floor if self.value is None else self.value)
 
 
 @dataclass(slots=True)
@@ -84,15 +98,22 @@ class ScoreHistory:
         return self.scores[: min(self.count, self.window)]
 
 
-def threshold(history: ScoreHistory, sensitivity: float, min_score: float | None, warmup: int) -> Threshold:
-    """The bar the next score of this stream must pass (computed before that score joins the history)."""
+def threshold(
+    history: ScoreHistory,
+    sensitivity: float,
+    min_score: float | None,
+    warmup: int,
+    match_floor: float | None = None,
+) -> Threshold:
+    """The bar the next score of this stream must pass (computed before that score joins the history).
+    match_floor: the model's (Embedder.match_floor)."""
     recent = history.recent()
-    floor = ABSOLUTE_FLOOR if min_score is None else min_score
+    floor = min_score if min_score is not None else match_floor if match_floor is not None else ABSOLUTE_FLOOR
     if len(recent) < warmup:
-        return Threshold(min_score, None, None, len(recent))
+        return Threshold(min_score, None, None, len(recent), floor)
     median = float(np.median(recent))
     spread = _MAD_TO_SIGMA * float(np.median(np.abs(recent - median)))
     robust = median + max(k_of(sensitivity) * spread, MIN_MARGIN)
     high = float(np.quantile(recent, 0.9)) + margin_of(sensitivity)
     value = max(floor, min(robust, high))
-    return Threshold(value, median, spread, len(recent))
+    return Threshold(value, median, spread, len(recent), floor)

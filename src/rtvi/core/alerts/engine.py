@@ -108,6 +108,7 @@ class AlertEngine:
         self._model: ModelInfo | None = None
         self._vector_of: VectorOf | None = None
         self._query_vector: QueryVector | None = None
+        self._match_floor: float | None = None  # the model's (calibration.threshold)
         self._rules: dict[str, Rule] = {}
         self._digests: dict[str, str] = {}
         self._active: list[Rule] = []  # unpaused, with a vector in the served model's space
@@ -121,9 +122,12 @@ class AlertEngine:
         self._version: tuple[int, float] = (-1, 0.0)  # the store's, when the rules were last read
 
     # --- lifecycle --------------------------------------------------------------------------------
-    async def open(self, model: ModelInfo, vector_of: VectorOf, query_vector: QueryVector) -> None:
+    async def open(
+        self, model: ModelInfo, vector_of: VectorOf, query_vector: QueryVector, match_floor: float | None
+    ) -> None:
         """Score every live chunk from now on (the model stage calls this once it has loaded)."""
         self._model, self._vector_of, self._query_vector = model, vector_of, query_vector
+        self._match_floor = match_floor
         try:
             await self.reload()
         except Exception:  # the model serves regardless; the refresh tries again
@@ -226,8 +230,10 @@ class AlertEngine:
             state = self._pairs[(rule.id, stream_id)] = _PairState(
                 ScoreHistory(s.alert_calibration_window), digest
             )
-        bar = threshold(state.history, spec.sensitivity, spec.min_score, s.alert_warmup_chunks)
-        state.history.add(score, stood_out=bar.value is not None and score >= bar.value)
+        bar = threshold(
+            state.history, spec.sensitivity, spec.min_score, s.alert_warmup_chunks, self._match_floor
+        )
+        state.history.add(score, stood_out=bar.holds_out(score))
         if bar.value is None:
             outcome, state.streak = "warming-up", 0
         elif score < bar.value:

@@ -36,21 +36,23 @@ class EmbeddingGate:
         *,
         sensitivity: float,
         min_score: float | None,
+        match_floor: float | None,
         window: int,
         warmup: int,
     ) -> None:
         self._embed = embed
         self._query = query.astype(np.float32)
         self.sensitivity, self.min_score, self.warmup = sensitivity, min_score, warmup
+        self.match_floor = match_floor
         self.history = ScoreHistory(window)
         self.saved = 0  # chunks kept from the VLM
 
     async def admits(self, frames: Sequence[Frame]) -> GateDecision:
         vector = await asyncio.to_thread(self._embed, frames)
         score = float(np.asarray(vector, dtype=np.float32) @ self._query)
-        bar = threshold(self.history, self.sensitivity, self.min_score, self.warmup).value
-        passed = bar is None or score >= bar
-        self.history.add(score, stood_out=bar is not None and passed)
+        bar = threshold(self.history, self.sensitivity, self.min_score, self.warmup, self.match_floor)
+        passed = bar.value is None or bar.passed(score)
+        self.history.add(score, stood_out=bar.holds_out(score))
         if not passed:
             self.saved += 1
-        return GateDecision(passed, score, bar)
+        return GateDecision(passed, score, bar.value)

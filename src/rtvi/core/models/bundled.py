@@ -59,6 +59,9 @@ _PIXEL_STD = 128.0
 # How many classes bridge an image to text: more adds noise from unlikely classes, fewer loses
 # synonyms (tabby / tiger cat / Egyptian cat). 10 is ConSE's usual T and measured best here.
 _TOP_K = 10
+# Alert rules' absolute floor for this model (match_floor): between the highest score of a chunk that
+# does not show what a query says and the lowest of one that does, on real photos (docs/alerts.md).
+MATCH_FLOOR = 0.25
 _FRAMES_PER_FORWARD = 32
 _TEXTS_PER_FORWARD = 64
 # Bump when the class-name texts or their encoding change, so stale caches are not reused.
@@ -242,6 +245,12 @@ class BundledEmbedder:
     def input_size(self) -> tuple[int, int] | None:
         # The detector's size; the classifier scales these frames down to its 224.
         return (_DETECTOR_SIZE, _DETECTOR_SIZE)
+
+    @property
+    def match_floor(self) -> float | None:
+        # Measured on real photos (docs/alerts.md): chunks that do not show what a query says score at
+        # most 0.20 ("a drink" on two people), paraphrases that do at least 0.28 ("a drink" on coffee).
+        return MATCH_FLOOR
 
     def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:
         """Averages the clip's concept weights over its frames, then bridges once.

@@ -97,7 +97,9 @@ class EmbedServing:
         await self.core.indexing.open(
             self.embedder.id, self.embedder.dim, lambda vector: (vector, None), self.query_vector
         )
-        await self.core.alerts.open(self.model, lambda vector: vector, self.query_vector)
+        await self.core.alerts.open(
+            self.model, lambda vector: vector, self.query_vector, self.embedder.match_floor
+        )
 
     async def query_vector(self, text: str | None, image: str | None) -> Vector:
         """A search query in the embedding space: a text, or an image (data: URI) embedded as one chunk."""

@@ -310,6 +310,7 @@ class VlmServing:
                 query,
                 sensitivity=sensitivity,
                 min_score=min_score,
+                match_floor=embedder.match_floor,
                 window=s.alert_calibration_window,
                 warmup=s.alert_warmup_chunks,
             )

@@ -29,6 +29,12 @@ class Embedder(Protocol):
         """(width, height) the sampler should resize frames to, or None to keep them as decoded."""
         ...
 
+    @property
+    def match_floor(self) -> float | None:
+        """The text-to-chunk cosine below which this model's chunks do not show what a query says
+        (measured per model, docs/alerts.md): the alert rules' absolute floor. None: not measured."""
+        ...
+
     def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:
         """One vector per clip. Clips may hold fewer frames than frames_per_chunk (images, tails)."""
         ...

@@ -102,6 +102,10 @@ class ClipEmbedder(CheckpointIdentity):
     def input_size(self) -> tuple[int, int] | None:
         return self._input_size
 
+    @property
+    def match_floor(self) -> float | None:
+        return None  # not measured: the rules fall back to calibration.ABSOLUTE_FLOOR
+
     def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:
         return embed_by_pooling(self, clips)
 

@@ -117,6 +117,10 @@ class CosmosEmbed1Embedder(CheckpointIdentity):
     def input_size(self) -> tuple[int, int] | None:
         return (self._resolution, self._resolution)
 
+    @property
+    def match_floor(self) -> float | None:
+        return None  # not measured: the rules fall back to calibration.ABSOLUTE_FLOOR
+
     def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:
         check_clips(clips)
         if not clips:

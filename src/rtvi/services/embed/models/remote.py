@@ -158,6 +158,10 @@ class RemoteEmbedder:
     def input_size(self) -> tuple[int, int] | None:
         return self._frame_size
 
+    @property
+    def match_floor(self) -> float | None:
+        return None  # not measured: the rules fall back to calibration.ABSOLUTE_FLOOR
+
     def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:
         check_clips(clips)
         if not clips:
