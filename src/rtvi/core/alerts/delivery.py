@@ -96,6 +96,11 @@ class _MqttLink:
                 return
         self._on_acked(context)
 
+    def idle(self) -> bool:
+        """Nothing is waiting for the broker's acknowledgement."""
+        with self._lock:
+            return not self._waiting
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -229,6 +234,21 @@ class Deliveries:
             if link is None:
                 link = self._mqtt[url] = _MqttLink(url, self._mqtt_acked)
             return link
+
+    async def close_unused_mqtt(self, rules: list[Rule]) -> None:
+        """Close the broker links that no rule uses any more (once their messages are acknowledged: a
+        link still waiting is looked at again on the next reading of the rules)."""
+        used = {
+            a.url or self.settings.alert_mqtt_url
+            for r in rules
+            for a in r.spec.actions
+            if isinstance(a, MqttAction)
+        }
+        with self._mqtt_lock:
+            unused = [url for url, link in self._mqtt.items() if url not in used and link.idle()]
+            links = [self._mqtt.pop(url) for url in unused]
+        for link in links:
+            await asyncio.to_thread(link.close)
 
     def _mqtt_acked(self, context: Any) -> None:
         """On paho's network thread: counted on the event loop, where the stats are read."""

@@ -172,6 +172,7 @@ class AlertEngine:
                 await asyncio.to_thread(self.store.set_vector, rule.id, vector, model.id)
         self._install(rules)
         self._version = version
+        await self.deliveries.close_unused_mqtt(rules)
 
     def _install(self, rules: list[Rule]) -> None:
         model = self._model

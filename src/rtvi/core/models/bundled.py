@@ -59,8 +59,9 @@ _PIXEL_STD = 128.0
 # How many classes bridge an image to text: more adds noise from unlikely classes, fewer loses
 # synonyms (tabby / tiger cat / Egyptian cat). 10 is ConSE's usual T and measured best here.
 _TOP_K = 10
-# Alert rules' absolute floor for this model (match_floor): between the highest score of a chunk that
-# does not show what a query says and the lowest of one that does, on real photos (docs/alerts.md).
+# Alert rules' absolute floor for this model (match_floor), measured on real photos (docs/alerts.md):
+# chunks that do not show what a query says score at most 0.20 ("a drink" on two people), those that do
+# at least 0.28 (paraphrases: "a drink" on coffee, "a spaceship" on the rocket).
 MATCH_FLOOR = 0.25
 _FRAMES_PER_FORWARD = 32
 _TEXTS_PER_FORWARD = 64
@@ -248,8 +249,6 @@ class BundledEmbedder:
 
     @property
     def match_floor(self) -> float | None:
-        # Measured on real photos (docs/alerts.md): chunks that do not show what a query says score at
-        # most 0.20 ("a drink" on two people), paraphrases that do at least 0.28 ("a drink" on coffee).
         return MATCH_FLOOR
 
     def embed_frames(self, clips: Sequence[Sequence[Frame]]) -> Vectors:

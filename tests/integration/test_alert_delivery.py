@@ -1,0 +1,49 @@
+"""Alert deliveries (core/alerts/delivery.py) against a real broker: Debian's mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from rtvi.core.alerts.delivery import Deliveries
+from rtvi.core.alerts.rules import Rule, RuleSpec
+from rtvi.core.bus.schema import ext_pb2
+from rtvi.core.telemetry.metrics import Metrics
+from rtvi.settings import Settings
+from tests.alert_receivers import Mosquitto, MqttListener
+
+
+def test_a_broker_link_no_rule_uses_any_more_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    listener = MqttListener(broker.port, "rtvi/#")
+    monkeypatch.setenv("RTVI_ALERT_MQTT_URL", broker.url)
+    outcomes: list[tuple[str, str, str]] = []
+    deliveries = Deliveries(Settings().alerts, Metrics(), lambda: None, lambda *o: outcomes.append(o))
+    rule = Rule("r1", RuleSpec(name="r", query="a person", actions=[{"type": "mqtt"}]), None, None, 0.0, 0.0)
+
+    async def run() -> None:
+        deliveries.deliver(rule, b'{"n": 1}', ext_pb2.Incident(), b"cam", time.time())
+        for _ in range(100):  # QoS 1: delivered once the broker acknowledges it
+            if ("r1", "mqtt", "delivered") in outcomes:
+                break
+            await asyncio.sleep(0.05)
+        assert ("r1", "mqtt", "delivered") in outcomes
+        link = deliveries._mqtt[broker.url]
+        await deliveries.close_unused_mqtt([rule])  # still used: kept, connected
+        assert deliveries._mqtt == {broker.url: link} and link.client.is_connected()
+        await deliveries.close_unused_mqtt([])  # the rule is gone: its link goes
+        assert deliveries._mqtt == {} and not link.client.is_connected()
+        await deliveries.close()
+
+    try:
+        asyncio.run(run())
+        assert [p for _, _, p in listener.messages] == [b'{"n": 1}']
+    finally:
+        listener.stop()
+        broker.stop()
