@@ -46,13 +46,18 @@ class EmbeddingGate:
         self.match_floor = match_floor
         self.history = ScoreHistory(window)
         self.saved = 0  # chunks kept from the VLM
+        # A file's chunks are processed concurrently: each is measured against the chunks before it, in
+        # the order they arrive (asyncio.Lock is first come, first served), not in the order their
+        # embeddings finish.
+        self._in_order = asyncio.Lock()
 
     async def admits(self, frames: Sequence[Frame]) -> GateDecision:
-        vector = await asyncio.to_thread(self._embed, frames)
-        score = float(np.asarray(vector, dtype=np.float32) @ self._query)
-        bar = threshold(self.history, self.sensitivity, self.min_score, self.warmup, self.match_floor)
-        passed = bar.value is None or bar.passed(score)
-        self.history.add(score, stood_out=bar.holds_out(score))
+        async with self._in_order:
+            vector = await asyncio.to_thread(self._embed, frames)
+            score = float(np.asarray(vector, dtype=np.float32) @ self._query)
+            bar = threshold(self.history, self.sensitivity, self.min_score, self.warmup, self.match_floor)
+            passed = bar.value is None or bar.passed(score)
+            self.history.add(score, stood_out=bar.holds_out(score))
         if not passed:
             self.saved += 1
         return GateDecision(passed, score, bar.value)
