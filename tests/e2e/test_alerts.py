@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from rtvi.core.bus.schema import ext_pb2
+from rtvi.core.models.bundled import MATCH_FLOOR
 from tests.alert_receivers import Mosquitto, MqttListener, WebhookReceiver
 from tests.e2e.test_streams import cv_body
 from tests.kafka_redis import TansuBroker, consume
@@ -268,6 +269,7 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
             decided = c.get(f"/v1/alerts/rules/{every}/decisions", params={"limit": 500}).json()["data"][::-1]
             outcomes = [d["outcome"] for d in decided]
             assert outcomes[:3] == ["warming-up"] * 3
+            assert {d["floor"] for d in decided} == {MATCH_FLOOR}  # the bundled model's, no min_score
             for i, outcome in enumerate(outcomes):
                 if outcome == "fired":
                     assert outcomes[i - 1] in ("candidate", "fired"), outcomes

@@ -279,6 +279,7 @@ class AlertEngine:
                 "threshold": None if bar.value is None else round(bar.value, 4),
                 "median": None if bar.median is None else round(bar.median, 4),
                 "spread": None if bar.spread is None else round(bar.spread, 4),
+                "floor": round(bar.floor, 4),
                 "outcome": outcome,
                 "verification": None if verdict is None else verdict.public(rule.spec.verify or ""),
                 "at": time.time(),
