@@ -159,6 +159,31 @@ def at_cut(truth: dict[int, str], idx: int) -> bool:
     return any(truth.get(n, truth[idx]) != truth[idx] for n in (idx - 1, idx + 1))
 
 
+RULES = (("a person", set(PEOPLE)), ("a cat", {"cat"}))  # rule -> the scenes it should fire on
+Row = tuple[float, bool, bool]  # score, flagged, truly shows the target
+
+
+def by_camera(
+    decisions: list[dict[str, Any]],
+    flagged: dict[tuple[str, int], bool],
+    truth: dict[str, dict[int, str]],
+    wanted: set[str],
+) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
+    """One rule's decisions after the warm-up whose truth is known -> rows per camera: every chunk, and
+    the chunks away from cuts. `flagged`: (camera, chunk) -> whether the method under test flagged it."""
+    rows: dict[str, list[Row]] = {}
+    clean: dict[str, list[Row]] = {}
+    for d in decisions:
+        cam, idx = d["stream_id"], d["chunk_idx"]
+        if d["outcome"] == "warming-up" or idx not in truth.get(cam, {}):
+            continue
+        row = (d["score"], flagged[(cam, idx)], truth[cam][idx] in wanted)
+        rows.setdefault(cam, []).append(row)
+        if not at_cut(truth[cam], idx):
+            clean.setdefault(cam, []).append(row)
+    return rows, clean
+
+
 def prf(flags: list[bool], truth: list[bool]) -> tuple[float, float, float, int]:
     tp = sum(f and t for f, t in zip(flags, truth, strict=True))
     fp = sum(f and not t for f, t in zip(flags, truth, strict=True))
@@ -176,7 +201,7 @@ def best_threshold(rows: list[tuple[float, bool]]) -> float:
     return max(GRID, key=lambda t: prf([s >= t for s, _ in rows], [y for _, y in rows])[2])
 
 
-def evaluate(rows: dict[str, list[tuple[float, bool, bool]]], chunk_s: int) -> dict[str, Any]:
+def evaluate(rows: dict[str, list[Row]], chunk_s: int) -> dict[str, Any]:
     """rows: camera -> [(score, calibrated flag, truth)] -> the three methods' figures."""
     cams = sorted(rows)
     everything = [r for cam in cams for r in rows[cam]]
@@ -257,15 +282,12 @@ def run_accuracy(
         ]
         dump.write_text(json.dumps(sorted(dumped, key=lambda r: (r["rule"], r["stream_id"], r["chunk_idx"]))))
     out: dict[str, Any] = {}
-    for name, wanted in (("a person", set(PEOPLE)), ("a cat", {"cat"})):
-        rows: dict[str, list[tuple[float, bool, bool]]] = {}
-        clean: dict[str, list[tuple[float, bool, bool]]] = {}
-        for (rule, cam, idx), d in decisions.items():
-            if rule == name and d["outcome"] != "warming-up" and idx in truth[cam]:
-                row = (d["score"], d["outcome"] in FLAGGED, truth[cam][idx] in wanted)
-                rows.setdefault(cam, []).append(row)
-                if not at_cut(truth[cam], idx):
-                    clean.setdefault(cam, []).append(row)
+    for name, wanted in RULES:
+        flagged = {
+            (cam, idx): d["outcome"] in FLAGGED for (rule, cam, idx), d in decisions.items() if rule == name
+        }
+        scored = [d for (rule, _, _), d in decisions.items() if rule == name]
+        rows, clean = by_camera(scored, flagged, truth, wanted)
         out[name] = {**evaluate(rows, chunk_s), "away_from_cuts": evaluate(clean, chunk_s)}
     verified = [(d, truth[cam].get(idx)) for (rule, cam, idx), d in decisions.items() if rule == "verified"]
     scored = [(d, t) for d, t in verified if d["outcome"] != "warming-up" and t is not None]

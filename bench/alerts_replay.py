@@ -17,8 +17,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.alerts_bench import FLAGGED, at_cut, evaluate  # noqa: E402
-from bench.oracle_vlm import PEOPLE  # noqa: E402
+from bench.alerts_bench import FLAGGED, RULES, by_camera, evaluate  # noqa: E402
 from rtvi.core.alerts.calibration import ScoreHistory, threshold  # noqa: E402
 from rtvi.core.models.bundled import MATCH_FLOOR  # noqa: E402
 
@@ -50,41 +49,31 @@ def main() -> None:
             truth.setdefault(d["stream_id"], {})[d["chunk_idx"]] = d["truth"]
     print("| rule | chunks | replayed | the service | raw, leave one camera out | differing decisions |")
     print("|---|---|---|---|---|---|")
-    for name, wanted in (("a person", set(PEOPLE)), ("a cat", {"cat"})):
+    for name, wanted in RULES:
         per: dict[str, list[dict[str, Any]]] = {}
         for d in rows:
             if d["rule"] == name:
                 per.setdefault(d["stream_id"], []).append(d)
-        replayed: dict[str, list[tuple[float, bool, bool]]] = {}
-        service: dict[str, list[tuple[float, bool, bool]]] = {}
-        clean_replayed: dict[str, list[tuple[float, bool, bool]]] = {}
-        clean_service: dict[str, list[tuple[float, bool, bool]]] = {}
-        differ = 0
+        scored = [d for seq in per.values() for d in seq]
+        replayed: dict[tuple[str, int], bool] = {}
         for cam, seq in per.items():
             seq.sort(key=lambda d: d["chunk_idx"])
-            for d, flag in zip(seq, replay(seq, a), strict=True):
-                if d["outcome"] == "warming-up" or d["truth"] is None:
-                    continue
-                positive = d["truth"] in wanted
-                differ += flag != (d["outcome"] in FLAGGED)
-                replayed.setdefault(cam, []).append((d["score"], flag, positive))
-                service.setdefault(cam, []).append((d["score"], d["outcome"] in FLAGGED, positive))
-                if not at_cut(truth[cam], d["chunk_idx"]):
-                    clean_replayed.setdefault(cam, []).append((d["score"], flag, positive))
-                    clean_service.setdefault(cam, []).append((d["score"], d["outcome"] in FLAGGED, positive))
-        for chunks, mine, theirs in (
-            ("all", replayed, service),
-            ("away from cuts", clean_replayed, clean_service),
-        ):
-            r, s = evaluate(mine, 2), evaluate(theirs, 2)
-
-            def f(m: dict[str, float]) -> str:
-                return f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"
-
+            replayed.update({(cam, d["chunk_idx"]): f for d, f in zip(seq, replay(seq, a), strict=True)})
+        per_key = {(d["stream_id"], d["chunk_idx"]): d for d in scored}
+        service = {k: d["outcome"] in FLAGGED for k, d in per_key.items()}
+        mine, theirs = by_camera(scored, replayed, truth, wanted), by_camera(scored, service, truth, wanted)
+        armed = [k for k in service if per_key[k]["outcome"] != "warming-up"]
+        differ = sum(replayed[k] != service[k] for k in armed)
+        for view, chunks in enumerate(("all", "away from cuts")):
+            r, s = evaluate(mine[view], 2), evaluate(theirs[view], 2)
             print(
-                f"| {name} | {chunks} | {f(r['calibrated'])} | {f(s['calibrated'])} "
-                f"| {f(r['raw_leave_one_camera_out'])} | {differ if chunks == 'all' else ''} |"
+                f"| {name} | {chunks} | {figures(r['calibrated'])} | {figures(s['calibrated'])} "
+                f"| {figures(r['raw_leave_one_camera_out'])} | {differ if view == 0 else ''} |"
             )
+
+
+def figures(m: dict[str, float]) -> str:
+    return f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"
 
 
 if __name__ == "__main__":

@@ -59,9 +59,9 @@ _PIXEL_STD = 128.0
 # How many classes bridge an image to text: more adds noise from unlikely classes, fewer loses
 # synonyms (tabby / tiger cat / Egyptian cat). 10 is ConSE's usual T and measured best here.
 _TOP_K = 10
-# Alert rules' absolute floor for this model (match_floor), measured on real photos (docs/alerts.md):
-# chunks that do not show what a query says score at most 0.20 ("a drink" on two people), those that do
-# at least 0.28 (paraphrases: "a drink" on coffee, "a spaceship" on the rocket).
+# Alert rules' absolute floor for this model (match_floor), measured by bench/match_floor.py on real
+# photos (docs/alerts.md): scenes that do not show a query score at most 0.21 for it, scenes that do at
+# least 0.28 (paraphrases: "a spaceship" on the rocket), except "a drink", whose coins score 0.29.
 MATCH_FLOOR = 0.25
 _FRAMES_PER_FORWARD = 32
 _TEXTS_PER_FORWARD = 64
