@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from rtvi.core.media.rtsp import LiveChunker, LiveDecoder, LiveEnd, LiveEvent, RtspOptions
+from rtvi.core.media.rtsp import (
+    LIVE_ANALYZE_S,
+    LiveChunker,
+    LiveDecoder,
+    LiveEnd,
+    LiveEvent,
+    RtspOptions,
+    open_rtsp,
+    probe_rtsp,
+)
 from rtvi.core.media.types import SampledChunk
 from tests.rtsp_server import RtspServer, gst_available
 from tests.servers import free_port
@@ -61,4 +70,28 @@ def test_one_decoder_feeds_two_chunkings(tmp_path: Path) -> None:
         assert not decoder.alive
     finally:
         decoder.stop()
+        cam.kill()
+
+
+def test_the_live_readers_short_analysis_still_knows_the_stream(tmp_path: Path) -> None:
+    """The live reader skips FFmpeg's frame-rate estimate (bench/rtsp_open_bench.py: it connects 3-5x
+    sooner); the codec parameters still come with the open, frames decode at the camera's size, and the
+    registration probe keeps the full analysis, so it reports the camera's frame rate."""
+    cam = RtspServer(free_port(), tmp_path, width=320, height=180, fps=15).start()
+    try:
+        container = open_rtsp(cam.url, RtspOptions(), analyze_s=LIVE_ANALYZE_S)
+        try:
+            stream = container.streams.video[0]
+            assert (stream.codec_context.name, stream.codec_context.width, stream.codec_context.height) == (
+                "h264",
+                320,
+                180,
+            )
+            frame = next(container.decode(stream))
+            assert frame.to_ndarray(format="rgb24").shape == (180, 320, 3)
+        finally:
+            container.close()
+        probe = probe_rtsp(cam.url, RtspOptions())
+        assert (probe.codec, probe.width, probe.height, probe.fps) == ("h264", 320, 180, 15.0)
+    finally:
         cam.kill()
