@@ -47,3 +47,45 @@ def test_a_broker_link_no_rule_uses_any_more_is_closed(
     finally:
         listener.stop()
         broker.stop()
+
+
+def test_a_rules_own_broker_is_checked_on_every_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rule's broker passed the check when the rule was saved; paho connects (and reconnects) by itself
+    later, when the name may point elsewhere (DNS rebinding). Each connection is checked again and goes to
+    the checked address: a loopback broker is refused unless RTVI_ALERT_ALLOWED_HOSTS admits it."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    listener = MqttListener(broker.port, "rtvi/#")
+    monkeypatch.delenv("RTVI_ALERT_MQTT_URL", raising=False)
+    action = {"type": "mqtt", "url": broker.url}
+    rule = Rule("r1", RuleSpec(name="r", query="a person", actions=[action]), None, None, 0.0, 0.0)
+
+    def send(allowed: str, body: bytes) -> list[tuple[str, str, str]]:
+        monkeypatch.setenv("RTVI_ALERT_ALLOWED_HOSTS", allowed)
+        outcomes: list[tuple[str, str, str]] = []
+        deliveries = Deliveries(Settings().alerts, Metrics(), lambda: None, lambda *o: outcomes.append(o))
+
+        async def run() -> None:
+            deliveries.deliver(rule, body, ext_pb2.Incident(), b"cam", time.time())
+            for _ in range(60):
+                if outcomes:
+                    break
+                await asyncio.sleep(0.05)
+            assert deliveries._mqtt[broker.url].client.is_connected() == bool(outcomes)
+            await deliveries.close()
+
+        asyncio.run(run())
+        return outcomes
+
+    try:
+        with caplog.at_level("WARNING", logger="rtvi.core.alerts.delivery"):
+            assert send("", b'{"n": 1}') == []  # public addresses only: never connected, nothing sent
+        assert any("refused" in r.getMessage() and "127.0.0.1" in r.getMessage() for r in caplog.records)
+        assert send("127.0.0.1", b'{"n": 2}') == [("r1", "mqtt", "delivered")]
+        time.sleep(0.3)
+        assert [p for _, _, p in listener.messages] == [b'{"n": 2}']
+    finally:
+        listener.stop()
+        broker.stop()

@@ -26,7 +26,18 @@ async def resolve(host: str, port: int | None = None) -> list[IPAddress]:
     literal = ip_literal(host)
     if literal is not None:
         return [literal]
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return _addresses(await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+def resolve_blocking(host: str, port: int | None = None) -> list[IPAddress]:
+    """`resolve` for a thread that is not on the event loop (paho's network thread)."""
+    literal = ip_literal(host)
+    if literal is not None:
+        return [literal]
+    return _addresses(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+def _addresses(infos: list[tuple[Any, ...]]) -> list[IPAddress]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 

@@ -7,9 +7,11 @@ network thread and queue, Kafka through the bus's bounded producer queue. Every 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,10 +24,10 @@ from google.protobuf.message import Message
 
 from rtvi import __version__
 from rtvi.core.alerts.rules import KafkaAction, MqttAction, Rule, WebhookAction
-from rtvi.core.alerts.targets import Refused, checked_address, refusal
+from rtvi.core.alerts.targets import Refused, checked_address, checked_address_blocking, refusal
 from rtvi.core.bus.publisher import MessagePublisher
 from rtvi.core.credentials import public_url
-from rtvi.core.net import pinned
+from rtvi.core.net import IPAddress, pinned
 from rtvi.core.telemetry.metrics import Metrics
 from rtvi.settings import AlertSettings, HostAllowlist
 
@@ -49,13 +51,43 @@ def mqtt_topic(action: MqttAction, rule_id: str) -> str:
     return action.topic or f"rtvi/alerts/{rule_id}"
 
 
-class _MqttLink:
-    """One broker: a paho client on its own network thread, reconnecting by itself."""
+class _PinnedClient(mqtt.Client):
+    """A paho client whose every connection (the first and each reconnection, which paho makes by itself)
+    goes to an address `address()` has just checked: a rule's broker name cannot resolve to the service's
+    own network after the rule was saved."""
 
-    def __init__(self, url: str, on_acked: Callable[[Any], None]) -> None:
+    def __init__(self, address: Callable[[], IPAddress], where: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._address = address
+        self._where = where
+
+    def _create_socket_connection(self) -> socket.socket:
+        try:
+            ip = self._address()
+        except Refused as exc:  # an OSError to paho: it counts a failed connection and tries again later
+            log.warning("MQTT broker %s refused: %s", self._where, exc)
+            raise ConnectionRefusedError(str(exc)) from None
+        # The TLS server name stays the broker's name (paho wraps this socket with self._host).
+        source = (self._bind_address, self._bind_port)
+        return socket.create_connection((str(ip), self._port), self._connect_timeout, source)
+
+
+class _MqttLink:
+    """One broker: a paho client on its own network thread, reconnecting by itself. `address`: checks and
+    pins each connection's address (a rule's own broker); None for the operator's RTVI_ALERT_MQTT_URL."""
+
+    def __init__(
+        self, url: str, on_acked: Callable[[Any], None], address: Callable[[], IPAddress] | None = None
+    ) -> None:
         parts = urlsplit(url)
         self.where = public_url(url)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rtvi-{time.time_ns()}")
+        options: dict[str, Any] = {
+            "callback_api_version": mqtt.CallbackAPIVersion.VERSION2,
+            "client_id": f"rtvi-{time.time_ns()}",
+        }
+        self.client = (
+            mqtt.Client(**options) if address is None else _PinnedClient(address, self.where, **options)
+        )
         if parts.username:
             self.client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
         if parts.scheme == "mqtts":
@@ -232,7 +264,10 @@ class Deliveries:
         with self._mqtt_lock:
             link = self._mqtt.get(url)
             if link is None:
-                link = self._mqtt[url] = _MqttLink(url, self._mqtt_acked)
+                # The operator's broker is trusted; a rule's own is checked on every connection.
+                trusted = url == self.settings.alert_mqtt_url
+                address = None if trusted else functools.partial(checked_address_blocking, url, self.allowed)
+                link = self._mqtt[url] = _MqttLink(url, self._mqtt_acked, address)
             return link
 
     async def close_unused_mqtt(self, rules: list[Rule]) -> None:
