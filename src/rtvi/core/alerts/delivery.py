@@ -1,6 +1,7 @@
 """Incidents to where users listen: webhooks (JSON, HMAC-signed, retried with backoff), MQTT (a topic per
 rule) and Kafka (nv.Incident). Nothing here blocks the pipeline: a webhook is a task with a bounded
-number in flight (beyond it, deliveries are dropped and counted), MQTT publishes through paho's own
+number in flight, in all and per receiver (beyond it, deliveries are dropped and counted; at shutdown
+those in flight get a few seconds to finish), MQTT publishes through paho's own
 network thread and queue, Kafka through the bus's bounded producer queue. Every outcome is counted
 (rtvi_alert_deliveries_total{type,outcome}) and reported to `on_outcome` (the rule's stats)."""
 
@@ -14,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -35,6 +37,11 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Rtvi-Signature"
 MAX_WEBHOOKS_IN_FLIGHT = 1000
+# Per receiver (host and port): a slow or dead one holds at most this many of the slots above, so the
+# other receivers' incidents still go out.
+MAX_WEBHOOKS_PER_HOST = 100
+# At shutdown, webhooks in flight (or waiting to retry) get this long to finish before they are dropped.
+SHUTDOWN_DRAIN_S = 5.0
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 MQTT_QUEUE = 1000  # messages paho keeps per broker while it is away
@@ -45,6 +52,11 @@ OutcomeHook = Callable[[str, str, str], None]
 def signature(secret: str, body: bytes) -> str:
     """The X-Rtvi-Signature value: sha256=<hex HMAC-SHA256 of the exact body bytes, keyed by the secret>."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _receiver(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port
 
 
 def mqtt_topic(action: MqttAction, rule_id: str) -> str:
@@ -152,7 +164,8 @@ class Deliveries:
         self._publisher = publisher
         self._on_outcome = on_outcome
         self._http: httpx.AsyncClient | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], str] = {}  # webhook deliveries in flight -> their rule
+        self._per_host: Counter[tuple[str, int | None]] = Counter()  # ... by receiver
         self._mqtt: dict[str, _MqttLink] = {}
         self._mqtt_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # paho's acknowledgements are counted there
@@ -183,12 +196,17 @@ class Deliveries:
         self._loop = asyncio.get_running_loop()
         for action in rule.spec.actions:
             if isinstance(action, WebhookAction):
-                if len(self._tasks) >= MAX_WEBHOOKS_IN_FLIGHT:
+                receiver = _receiver(action.url)
+                if (
+                    len(self._tasks) >= MAX_WEBHOOKS_IN_FLIGHT
+                    or self._per_host[receiver] >= MAX_WEBHOOKS_PER_HOST
+                ):
                     self._outcome(rule.id, "webhook", "dropped")
                     continue
                 task = asyncio.create_task(self._webhook(rule.id, action, body, chunk_end))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks[task] = rule.id
+                self._per_host[receiver] += 1
+                task.add_done_callback(functools.partial(self._webhook_done, receiver))
             elif isinstance(action, MqttAction):
                 self._mqtt_publish(rule.id, action, body, chunk_end)
             else:
@@ -201,6 +219,12 @@ class Deliveries:
         self._on_outcome(rule_id, kind, outcome)
 
     # --- webhook ----------------------------------------------------------------------------------
+    def _webhook_done(self, receiver: tuple[str, int | None], task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._per_host[receiver] -= 1
+        if self._per_host[receiver] <= 0:
+            del self._per_host[receiver]
+
     async def _webhook(self, rule_id: str, action: WebhookAction, body: bytes, chunk_end: float) -> None:
         if self._http is None:
             # No redirects (a 3xx is an answer, not a new target) and no proxy from the environment.
@@ -300,10 +324,18 @@ class Deliveries:
         queued = publisher is not None and publisher.publish_incident(message, key, action.topic or None)
         self._outcome(rule_id, "kafka", "delivered" if queued else "failed", chunk_end if queued else None)
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def close(self, drain_s: float = SHUTDOWN_DRAIN_S) -> None:
+        """Give the webhooks in flight `drain_s` to finish; those still going are dropped (and counted)."""
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=drain_s)
+            rules = [self._tasks[task] for task in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for rule_id in rules:
+                self._outcome(rule_id, "webhook", "dropped")
+            if rules:
+                log.warning("%d webhook deliveries still in flight at shutdown were dropped", len(rules))
         if self._http is not None:
             await self._http.aclose()
         with self._mqtt_lock:
