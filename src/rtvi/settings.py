@@ -232,6 +232,7 @@ class AlertSettings(IncidentPlaceSettings):
     alert_rules_refresh_s: float
     alert_calibration_window: int
     alert_warmup_chunks: int
+    alert_calibration_save_s: float = 30.0
     alert_public_url: str = ""
 
 
@@ -468,6 +469,9 @@ class Settings(BaseSettings):
     # from, and how many a stream must have seen before a rule can fire on it.
     alert_calibration_window: int = Field(360, validation_alias="RTVI_ALERT_CALIBRATION_WINDOW", ge=8)
     alert_warmup_chunks: int = Field(12, validation_alias="RTVI_ALERT_WARMUP_CHUNKS", ge=2)
+    # How often the calibration is saved to the registry (a restart or a replica taking over a camera goes
+    # on from it, with no new warm-up); 0: never.
+    alert_calibration_save_s: float = Field(30, validation_alias="RTVI_ALERT_CALIBRATION_SAVE_SEC", ge=0)
     # The service's address as receivers reach it (https://rtvi.example:8000): incidents' thumbnail_url is
     # absolute with it, a path without it.
     alert_public_url: str = Field("", validation_alias="RTVI_PUBLIC_URL")

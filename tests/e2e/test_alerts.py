@@ -369,3 +369,35 @@ def test_a_live_camera_fires_person_rules_only_on_the_person(
         for receiver in (hook, slow_hook, dead_hook):
             receiver.stop()
         camera.kill()
+
+
+@pytestmark_live
+def test_a_restart_goes_on_from_the_saved_calibration(tmp_path: Path, person_clip: Path) -> None:
+    """The calibration is saved to the registry (here every second, and at shutdown): after a restart,
+    the camera's first chunk is decided against its recent scores, with no new warm-up. A replica taking
+    over a camera reads it the same way (docs/alerts.md)."""
+    camera = RtspServer(free_port(), tmp_path, file=person_clip).start()
+    server = RtviServer(tmp_path / "assets", env=alert_env(RTVI_ALERT_CALIBRATION_SAVE_SEC="1")).start()
+
+    def decisions(c: httpx.Client, rule_id: str) -> list[dict[str, Any]]:
+        got = c.get(f"/v1/alerts/rules/{rule_id}/decisions", params={"limit": 500}).json()["data"]
+        return list(got[::-1])  # oldest first
+
+    try:
+        with server.client() as c:
+            model = c.get("/v1/models").json()["data"][0]["id"]
+            rule_id = c.post("/v1/alerts/rules", json={"name": "p", "query": "a person"}).json()["id"]
+            body = cv_body("gate", camera.url, metadata={"model": model, "chunk_duration": CHUNK_S})
+            assert c.post("/v1/stream/add", json=body).json()["inference"] is True
+            before = wait_until(lambda: len(decisions(c, rule_id)) >= 6 and decisions(c, rule_id), 90, "6")
+            assert [d["outcome"] for d in before[:3]] == ["warming-up"] * 3  # a fresh start warms up
+        server.stop()
+        server.start()
+        with server.client() as c:
+            after = wait_until(lambda: decisions(c, rule_id), 90, "decisions after the restart")
+            first = after[0]
+            assert first["outcome"] != "warming-up" and first["threshold"] is not None, after[:3]
+            assert first["chunk_idx"] > before[-1]["chunk_idx"]
+    finally:
+        server.stop()
+        camera.kill()

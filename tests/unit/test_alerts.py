@@ -4,6 +4,8 @@ and the store (a real SQLite registry, its migrations applied)."""
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from rtvi.core.alerts.calibration import ABSOLUTE_FLOOR, MIN_MARGIN, ScoreHistory, threshold
 from rtvi.core.alerts.rules import RuleFields, RuleSpec
-from rtvi.core.alerts.store import AlertStore
+from rtvi.core.alerts.store import CALIBRATION_KEPT_S, AlertStore, SavedCalibration
 from rtvi.core.alerts.targets import refusal
 from rtvi.core.alerts.verify import read_decision
 from rtvi.core.assets.registry import AssetRegistry
@@ -115,6 +117,20 @@ def test_the_history_is_a_bounded_ring() -> None:
     assert set(h.recent().tolist()) == {float(i) for i in range(950, 1000)}
 
 
+def test_a_saved_history_comes_back_in_order_and_goes_on_as_the_ring_did() -> None:
+    live = history([float(i) for i in range(130)], window=50)  # wrapped: 80..129 kept
+    saved = live.in_order()
+    assert saved.tolist() == [float(i) for i in range(80, 130)]
+    back = ScoreHistory.restored(50, saved, run=3)
+    assert back.run == 3 and sorted(back.recent().tolist()) == sorted(live.recent().tolist())
+    for s in (130.0, 131.0):  # the oldest go first, as in the live ring
+        live.add(s)
+        back.add(s)
+    assert back.in_order().tolist() == live.in_order().tolist() == [float(i) for i in range(82, 132)]
+    assert ScoreHistory.restored(20, saved, run=0).in_order().tolist() == [float(i) for i in range(110, 130)]
+    assert ScoreHistory.restored(50, saved[:5], run=0).in_order().tolist() == [80.0, 81.0, 82.0, 83.0, 84.0]
+
+
 @pytest.mark.parametrize(
     ("answer", "decision"),
     [
@@ -201,3 +217,36 @@ def test_store_seals_secrets_and_keeps_at_most_max_incidents(tmp_path: Path) -> 
     assert store.incidents(rule_id="other") == []
     assert store.delete_rule(rule.id) and store.rule(rule.id) is None and not store.delete_rule(rule.id)
     registry.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_calibration_is_saved_per_rule_and_stream_replaced_and_removed_with_its_rule(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Both registries: the upsert is each dialect's own (replicas share PostgreSQL)."""
+    url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres").create_database(f"t{uuid.uuid4().hex[:12]}")
+    registry = AssetRegistry(url)
+    store = AlertStore(registry.engine, None, max_incidents=5)
+    spec = RuleSpec.model_validate({"name": "door", "query": "a person"})
+    rule, other = (store.add_rule(spec, np.ones(4, dtype=np.float32), "m") for _ in range(2))
+
+    def state(rule_id: str, stream_id: str, scores: list[float], at: float) -> SavedCalibration:
+        return SavedCalibration(
+            rule_id, stream_id, "digest", np.asarray(scores, np.float32), 1, float("-inf"), at
+        )
+
+    now = time.time()
+    store.save_calibration([state(rule.id, "cam-1", [0.1, 0.2], now), state(other.id, "cam-1", [0.3], now)])
+    store.save_calibration([state(rule.id, "cam-1", [0.2, 0.4, 0.5], now + 1)])  # replaced, not added
+    got = {c.rule_id: c for c in store.calibration("cam-1")}
+    assert set(got) == {rule.id, other.id} and store.calibration("cam-2") == []
+    assert got[rule.id].scores.tolist() == pytest.approx([0.2, 0.4, 0.5])
+    assert got[rule.id].updated_at == now + 1
+    assert got[rule.id].quiet_until == 0.0  # no cooldown (-inf is stored as the epoch)
+    # A row nobody updated for a week goes at the next save; a rule's rows go with the rule.
+    store.save_calibration([state(other.id, "cam-9", [0.1], now - CALIBRATION_KEPT_S - 1)])
+    assert store.calibration("cam-9") == []
+    assert store.delete_rule(rule.id)
+    assert [c.rule_id for c in store.calibration("cam-1")] == [other.id]

@@ -187,7 +187,7 @@ def test_credentials_are_sealed_at_rest_and_the_schema_is_versioned(tmp_path: Pa
     assert "hunter2-pw" not in raw and "admin" not in raw
     got = registry.get("cam-1")
     assert got is not None and got.meta["password"] == "hunter2-pw"
-    assert version == "0002"  # the newest migration (0002: the alert rules)
+    assert version == "0003"  # the newest migration (0003: the alert calibration)
     registry.close()
     again = _registry(database, tmp_path, box)  # a second start migrates nothing and keeps the row
     assert [a.id for a in again.list_assets()] == ["cam-1"]

@@ -97,6 +97,21 @@ class ScoreHistory:
     def recent(self) -> npt.NDArray[np.float32]:
         return self.scores[: min(self.count, self.window)]
 
+    def in_order(self) -> npt.NDArray[np.float32]:
+        """The recent scores, oldest first (what is saved: a restored ring overwrites the oldest next)."""
+        if self.count <= self.window:
+            return self.scores[: self.count].copy()
+        return np.roll(self.scores, -(self.count % self.window))
+
+    @classmethod
+    def restored(cls, window: int, in_order: npt.NDArray[np.float32], run: int) -> ScoreHistory:
+        """A history from saved scores (oldest first); the newest `window` of them when the window shrank."""
+        history = cls(window)
+        kept = np.asarray(in_order, dtype=np.float32)[-window:]
+        history.scores[: len(kept)] = kept
+        history.count, history.run = len(kept), run
+        return history
+
 
 def threshold(
     history: ScoreHistory,

@@ -10,8 +10,10 @@ threshold and the VLM's answer, so a user can see why a rule fired or did not.
 
 Rules live in the registry's database (shared by replicas on PostgreSQL) and are re-read every
 RTVI_ALERT_RULES_REFRESH_SEC. A camera's chunks exist only on the replica that decodes it, so each chunk
-is scored, and each incident raised, once. Calibration state is per replica and starts afresh on a
-restart or a take-over (a warm-up, see calibration.py).
+is scored, and each incident raised, once. Calibration state (each rule's recent scores per stream, and
+its cooldown) is kept in memory and saved to the registry every RTVI_ALERT_CALIBRATION_SAVE_SEC; when a
+stream's chunks start coming here (a restart, a replica taking over the camera), its saved state is read
+first, so the rules go on from the camera's recent scores instead of warming up again.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pydantic import ValidationError
 from rtvi.core.alerts.calibration import ScoreHistory, Threshold, threshold
 from rtvi.core.alerts.delivery import Deliveries
 from rtvi.core.alerts.rules import Rule, RuleFields, RuleSpec
-from rtvi.core.alerts.store import AlertStore
+from rtvi.core.alerts.store import AlertStore, SavedCalibration
 from rtvi.core.alerts.verify import Verdict, Verifier
 from rtvi.core.bus.incidents import AnalyticsModule, Place, fill_place
 from rtvi.core.bus.messages import chunk_context, vision_llm_envelope
@@ -59,6 +61,9 @@ VectorOf = Callable[[Any], "npt.NDArray[np.float32] | None"]
 QueryVector = Callable[[str | None, str | None], Awaitable["npt.NDArray[np.float32]"]]
 
 DECISIONS_KEPT = 500  # per rule
+# A stream whose chunks stopped coming here for this long may have been decoded elsewhere meanwhile (a
+# take-over and back): its calibration is read again from the registry, the newer of the two kept.
+RELOAD_AFTER_S = 120.0
 SUBSCRIBER_QUEUE = 64  # incidents waiting for one SSE reader; beyond it the oldest go
 THUMBNAIL_OWNER = "alert-incidents"  # the thumbnail store's owner of every incident's picture
 INCIDENT_PATH = "/v1/alerts/incidents/{id}/thumbnail"
@@ -73,6 +78,8 @@ class _PairState:
     streak: int = 0
     quiet_until: float = float("-inf")  # chunks starting before this are in the cooldown
     verifying: bool = False
+    updated_at: float = 0.0  # Unix time of its last score
+    unsaved: bool = False  # changed since it was last saved
 
 
 @dataclass(slots=True)
@@ -115,6 +122,9 @@ class AlertEngine:
         self._matrix = np.zeros((0, 0), dtype=np.float32)  # their vectors, one row each
         self._by_stream: dict[str, npt.NDArray[np.intp]] = {}  # stream -> rows of rules that apply
         self._pairs: dict[tuple[str, str], _PairState] = {}
+        self._last_chunk: dict[str, float] = {}  # stream -> when its last chunk came here (monotonic)
+        self._loading: dict[str, list[ChunkDone]] = {}  # stream -> its chunks held while its state loads
+        self._saved_at = time.monotonic()
         self._stats: dict[str, _RuleStats] = {}
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -139,6 +149,8 @@ class AlertEngine:
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
+        if self.settings.alert_calibration_save_s > 0:
+            await self._save_calibration()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -146,6 +158,7 @@ class AlertEngine:
         await self.verifier.close()
 
     async def _refresh(self) -> None:
+        save_every = self.settings.alert_calibration_save_s
         while True:
             await asyncio.sleep(self.settings.alert_rules_refresh_s)
             try:
@@ -153,6 +166,74 @@ class AlertEngine:
                     await self.reload()
             except Exception:
                 log.exception("alert rules: re-reading the rules failed")
+            if save_every > 0 and time.monotonic() - self._saved_at >= save_every:
+                await self._save_calibration()
+
+    # --- calibration in the registry --------------------------------------------------------------
+    async def _save_calibration(self) -> None:
+        self._saved_at = now = time.monotonic()
+        unsaved = [(key, state) for key, state in self._pairs.items() if state.unsaved]
+        for stream_id in [s for s, t in self._last_chunk.items() if now - t > RELOAD_AFTER_S]:
+            del self._last_chunk[stream_id]  # read again if it comes back: bounded by the streams here
+        if not unsaved:
+            return
+        rows = [
+            SavedCalibration(
+                rule_id, stream_id, st.query_digest, st.history.in_order(), st.history.run, st.quiet_until,
+                st.updated_at,
+            )
+            for (rule_id, stream_id), st in unsaved
+        ]  # fmt: skip
+        for _, state in unsaved:
+            state.unsaved = False
+        try:
+            await asyncio.to_thread(self.store.save_calibration, rows)
+        except Exception:
+            log.exception("alert calibration: saving %d states failed; next time", len(rows))
+            for _, state in unsaved:
+                state.unsaved = True
+
+    def _held_for_loading(self, event: ChunkDone) -> bool:
+        """Whether the chunk waits for its stream's saved calibration: the stream's first chunk here (after
+        a start, a take-over, or a long pause) starts the reading, and chunks that come meanwhile queue
+        behind it, in order."""
+        if self.settings.alert_calibration_save_s <= 0:
+            return False
+        stream_id = event.asset.id
+        held = self._loading.get(stream_id)
+        if held is not None:
+            held.append(event)
+            return True
+        now = time.monotonic()
+        last, self._last_chunk[stream_id] = self._last_chunk.get(stream_id), now
+        if last is not None and now - last <= RELOAD_AFTER_S:
+            return False
+        self._loading[stream_id] = [event]
+        task = asyncio.create_task(self._load_calibration(stream_id), name=f"alert-calibration-{stream_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _load_calibration(self, stream_id: str) -> None:
+        try:
+            saved = await asyncio.to_thread(self.store.calibration, stream_id)
+        except Exception:
+            log.exception("alert calibration of stream %s: reading it failed; it warms up again", stream_id)
+            saved = []
+        try:
+            window = self.settings.alert_calibration_window
+            for c in saved:
+                here = self._pairs.get((c.rule_id, stream_id))
+                newer_here = here is not None and here.updated_at >= c.updated_at
+                if self._digests.get(c.rule_id) != c.query_digest or newer_here:
+                    continue  # another query now, or what this replica holds is newer
+                self._pairs[(c.rule_id, stream_id)] = _PairState(
+                    ScoreHistory.restored(window, c.scores, c.run), c.query_digest,
+                    quiet_until=c.quiet_until, updated_at=c.updated_at,
+                )  # fmt: skip
+        finally:
+            for event in self._loading.pop(stream_id, []):
+                self._score(event)
 
     async def reload(self) -> None:
         """Read the rules again (another replica may have changed them); a rule whose vector was made by
@@ -211,10 +292,14 @@ class AlertEngine:
     def chunk_done(self, event: ChunkDone) -> None:
         if not event.live or not self._active or self._vector_of is None:
             return
-        stream_id = event.asset.id
-        rows = self._rows_for(stream_id)
-        if not len(rows):
+        if not len(self._rows_for(event.asset.id)) or self._held_for_loading(event):
             return
+        self._score(event)
+
+    def _score(self, event: ChunkDone) -> None:
+        rows = self._rows_for(event.asset.id)
+        if not len(rows) or self._vector_of is None:
+            return  # the rules changed while the chunk waited
         vector = self._vector_of(event.result.output)
         if vector is None:
             return
@@ -235,6 +320,7 @@ class AlertEngine:
             state.history, spec.sensitivity, spec.min_score, s.alert_warmup_chunks, self._match_floor
         )
         state.history.add(score, stood_out=bar.holds_out(score))
+        state.updated_at, state.unsaved = time.time(), True
         if bar.value is None:
             outcome, state.streak = "warming-up", 0
         elif score < bar.value:

@@ -9,11 +9,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rtvi.core.alerts.rules import Rule, RuleSpec
 from rtvi.core.assets.secrets import SecretBox
@@ -41,6 +43,34 @@ _incidents = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
 )
+_calibration = sa.Table(
+    "alert_calibration",
+    _metadata,
+    sa.Column("rule_id", sa.Text, primary_key=True),
+    sa.Column("stream_id", sa.Text, primary_key=True),
+    sa.Column("query_digest", sa.Text, nullable=False),
+    sa.Column("scores", sa.LargeBinary, nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("quiet_until", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+# Calibration rows not updated for this long are removed (their stream or rule is gone).
+CALIBRATION_KEPT_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCalibration:
+    """One rule on one stream, as saved (core/alerts/engine.py's _PairState, without the live parts)."""
+
+    rule_id: str
+    stream_id: str
+    query_digest: str
+    scores: npt.NDArray[np.float32]  # oldest first
+    run: int
+    quiet_until: float
+    updated_at: float
+
+
 # What an action's fields may hide: a webhook URL often carries its token (Slack, Teams), an MQTT URL
 # a password, a secret is one.
 _SEALED = {"webhook": ("url", "secret"), "mqtt": ("url",)}
@@ -104,7 +134,54 @@ class AlertStore:
 
     def delete_rule(self, rule_id: str) -> bool:
         with self._engine.begin() as conn:
+            conn.execute(sa.delete(_calibration).where(_calibration.c.rule_id == rule_id))
             return bool(conn.execute(sa.delete(_rules).where(_rules.c.id == rule_id)).rowcount)
+
+    # --- calibration ------------------------------------------------------------------------------
+    def save_calibration(self, states: list[SavedCalibration]) -> None:
+        """Insert or replace these rows (one transaction), and drop rows nobody updated for a week."""
+        if not states:
+            return
+        rows = [
+            {
+                "rule_id": c.rule_id,
+                "stream_id": c.stream_id,
+                "query_digest": c.query_digest,
+                "scores": np.asarray(c.scores, dtype=np.float32).tobytes(),
+                "run": c.run,
+                "quiet_until": c.quiet_until if np.isfinite(c.quiet_until) else 0.0,
+                "updated_at": c.updated_at,
+            }
+            for c in states
+        ]
+        # An upsert: two replicas may save the same pair around a hand-over.
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(_calibration)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["rule_id", "stream_id"],
+            set_={k: insert.excluded[k] for k in rows[0] if k not in ("rule_id", "stream_id")},
+        )
+        with self._engine.begin() as conn:
+            conn.execute(upsert, rows)
+            stale = _calibration.c.updated_at < time.time() - CALIBRATION_KEPT_S
+            conn.execute(sa.delete(_calibration).where(stale))
+
+    def calibration(self, stream_id: str) -> list[SavedCalibration]:
+        """What was saved for a stream, every rule."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(_calibration).where(_calibration.c.stream_id == stream_id)).all()
+        return [
+            SavedCalibration(
+                r.rule_id,
+                r.stream_id,
+                r.query_digest,
+                np.frombuffer(r.scores, dtype=np.float32).copy(),
+                r.run,
+                r.quiet_until,
+                r.updated_at,
+            )
+            for r in rows
+        ]
 
     def _row(self, rule: Rule) -> dict[str, Any]:
         return {
