@@ -17,7 +17,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.alerts_bench import FLAGGED, RULES, by_camera, evaluate  # noqa: E402
+from bench.alerts_bench import FLAGGED, RULES, ChunkTruth, by_camera, evaluate  # noqa: E402
 from rtvi.core.alerts.calibration import ScoreHistory, threshold  # noqa: E402
 from rtvi.core.models.bundled import MATCH_FLOOR  # noqa: E402
 
@@ -43,11 +43,13 @@ def main() -> None:
     p.add_argument("--window", type=int, default=360)
     a = p.parse_args()
     rows = json.loads(a.dump.read_text())
-    truth: dict[str, dict[int, str]] = {}
+    truth: dict[str, dict[int, ChunkTruth]] = {}
     for d in rows:
-        if d["truth"] is not None:
-            truth.setdefault(d["stream_id"], {})[d["chunk_idx"]] = d["truth"]
-    print("| rule | chunks | replayed | the service | raw, leave one camera out | differing decisions |")
+        if "shown" in d:
+            truth.setdefault(d["stream_id"], {})[d["chunk_idx"]] = ChunkTruth(
+                d["middle"], d["shown"], d["span"]
+            )
+    print("| rule | truth | replayed | the service | raw, leave one camera out | differing decisions |")
     print("|---|---|---|---|---|---|")
     for name, wanted in RULES:
         per: dict[str, list[dict[str, Any]]] = {}
@@ -64,11 +66,11 @@ def main() -> None:
         mine, theirs = by_camera(scored, replayed, truth, wanted), by_camera(scored, service, truth, wanted)
         armed = [k for k in service if per_key[k]["outcome"] != "warming-up"]
         differ = sum(replayed[k] != service[k] for k in armed)
-        for view, chunks in enumerate(("all", "away from cuts")):
+        for i, view in enumerate(mine):
             r, s = evaluate(mine[view], 2), evaluate(theirs[view], 2)
             print(
-                f"| {name} | {chunks} | {figures(r['calibrated'])} | {figures(s['calibrated'])} "
-                f"| {figures(r['raw_leave_one_camera_out'])} | {differ if view == 0 else ''} |"
+                f"| {name} | {view} | {figures(r['calibrated'])} | {figures(s['calibrated'])} "
+                f"| {figures(r['raw_leave_one_camera_out'])} | {differ if i == 0 else ''} |"
             )
 
 

@@ -1,7 +1,8 @@
 """An oracle VLM for bench/alerts_bench.py: an OpenAI-compatible chat server (the stand-in for a hosted VLM,
 which cannot run here) that answers an alert check truthfully, by pixels: it matches each image it is
-sent to the labelled scene photos the bench's clips are made of and says {"decision": "yes"} when most
-frames show a scene of the asked kind. Every call is appended to a JSON-lines log.
+sent to the labelled scene photos the bench's clips are made of and says {"decision": "yes"} when at
+least a quarter of the frames (SEEN_SHARE, as the bench's truth counts a chunk) show a scene of the
+asked kind. Every call is appended to a JSON-lines log.
 
     python -m bench.oracle_vlm --port PORT --log calls.jsonl
 """
@@ -24,6 +25,9 @@ from tests.kafka_redis import ChildServer
 PEOPLE = ("astronaut", "camera", "two people", "four people")
 LOOKS = ("plain", "dim", "hazy", "warm")  # how the bench's cameras render a scene (alerts_bench --rare)
 _SIZE = (64, 48)
+# A scene is shown when at least this share of a chunk shows it: the oracle's answer, and the truth
+# alerts_bench.py scores rules on (2 of the 8 frames the bundled model sees).
+SEEN_SHARE = 0.25
 
 
 def look(image: np.ndarray, name: str) -> np.ndarray:
@@ -73,7 +77,7 @@ def build_app(log_path: Path) -> Any:
                 seen.append(nearest(Image.open(io.BytesIO(data)), stills))
         wanted = PEOPLE if "person" in prompt else ("cat",)
         hits = sum(s in wanted for s in seen)
-        decision = "yes" if seen and hits * 2 >= len(seen) else "no"
+        decision = "yes" if seen and hits >= SEEN_SHARE * len(seen) else "no"
         with open(log_path, "a") as f:
             f.write(
                 json.dumps({"at": time.time(), "prompt": prompt, "seen": seen, "decision": decision}) + "\n"
