@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from cryptography.fernet import Fernet
 from PIL import Image
 
 from rtvi.core.bus.schema import ext_pb2
@@ -28,6 +29,7 @@ from tests.e2e.test_streams import cv_body
 from tests.kafka_redis import TansuBroker, consume
 from tests.media_factory import make_clip_from_images, make_image, scene_photos
 from tests.metrics_scrape import Scrape
+from tests.postgres_server import PostgresServer
 from tests.rtsp_server import RtspServer, gst_available
 from tests.scripted_vlm import ScriptedVlmServer
 from tests.servers import RtviServer, free_port
@@ -400,4 +402,58 @@ def test_a_restart_goes_on_from_the_saved_calibration(tmp_path: Path, person_cli
             assert iso_ts(first["start_time"]) >= iso_ts(before[-1]["end_time"])  # a new chunk, not a re-run
     finally:
         server.stop()
+        camera.kill()
+
+
+@pytestmark_live
+def test_the_incident_feed_of_any_replica_shows_every_replica_s_incidents(
+    tmp_path: Path, person_clip: Path, postgres: PostgresServer
+) -> None:
+    """Two replicas sharing one registry (PostgreSQL), as behind a load balancer: the camera and its rule
+    run on one; an SSE reader of the other gets each incident once, as a reader of the first does."""
+    camera = RtspServer(free_port(), tmp_path, file=person_clip).start()
+    env = alert_env(
+        RTVI_DATABASE_URL=postgres.create_database("incident_feed"),
+        RTVI_SECRET_KEY=Fernet.generate_key().decode(),
+        RTVI_ALERT_WARMUP_CHUNKS="100000",  # the rule's own floor (min_score -1) decides: every chunk fires
+    )
+    a = RtviServer(tmp_path / "a-assets", env=env).start(wait_ready=False)
+    b = RtviServer(tmp_path / "b-assets", env=env).start(wait_ready=False)
+    feeds: list[SseReader] = []
+
+    def fed(feed: SseReader) -> list[str]:
+        return [e["id"] for _, e in feed.arrivals if isinstance(e, dict)]
+
+    try:
+        a.wait("/v1/ready", 180), b.wait("/v1/ready", 180)
+        feeds = [SseReader(srv.url, None, "/v1/alerts/incidents/stream") for srv in (a, b)]
+        with a.client() as c:
+            model = c.get("/v1/models").json()["data"][0]["id"]
+            r = c.post(
+                "/v1/alerts/rules",
+                json={"name": "every chunk", "query": "a person", "min_score": -1, "cooldown_s": 0},
+            )
+            assert r.status_code == 200, r.text
+            rule_id = r.json()["id"]
+            body = cv_body("dock", camera.url, metadata={"model": model, "chunk_duration": CHUNK_S})
+            assert c.post("/v1/stream/add", json=body).json()["inference"] is True
+        wait_until(lambda: len(fed(feeds[1])) >= 3, 90, "incidents on the other replica's feed")
+        on_b = fed(feeds[1])
+        # The replica that raised them handed each on as it stored it (before b could read it, but for
+        # a few milliseconds).
+        wait_until(lambda: set(on_b) <= set(fed(feeds[0])), 5, "the same incidents on a's feed")
+        on_a = fed(feeds[0])
+        assert len(set(on_a)) == len(on_a) and len(set(on_b)) == len(on_b), "an incident came twice"
+        with b.client() as c:
+            # Raised on a: b scored no chunk of the camera.
+            assert c.get(f"/v1/alerts/rules/{rule_id}/decisions").json()["data"] == []
+            first = c.get(f"/v1/alerts/incidents/{on_b[0]}").json()
+            assert first["stream_id"] == "dock" and first["rule_id"] == rule_id
+            # `after` follows the list: only what was raised after the first one.
+            later = c.get("/v1/alerts/incidents", params={"after": first["created_at_unix"]}).json()["data"]
+            assert on_b[0] not in {i["id"] for i in later} and set(on_b[1:]) <= {i["id"] for i in later}
+    finally:
+        for feed in feeds:
+            feed.stop()
+        a.stop(), b.stop()
         camera.kill()

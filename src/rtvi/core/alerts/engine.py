@@ -10,10 +10,13 @@ threshold and the VLM's answer, so a user can see why a rule fired or did not.
 
 Rules live in the registry's database (shared by replicas on PostgreSQL) and are re-read every
 RTVI_ALERT_RULES_REFRESH_SEC. A camera's chunks exist only on the replica that decodes it, so each chunk
-is scored, and each incident raised, once. Calibration state (each rule's recent scores per stream, and
-its cooldown) is kept in memory and saved to the registry every RTVI_ALERT_CALIBRATION_SAVE_SEC; when a
-stream's chunks start coming here (a restart, a replica taking over the camera), its saved state is read
-first, so the rules go on from the camera's recent scores instead of warming up again.
+is scored, and each incident raised, once. Incidents are kept there too: while SSE readers are
+connected, a replica also reads the incidents other replicas raised (FEED_POLL_S) and hands them on, so
+a reader behind a load balancer sees every camera's incidents. Calibration state (each rule's recent
+scores per stream, and its cooldown) is kept in memory and saved to the registry every
+RTVI_ALERT_CALIBRATION_SAVE_SEC; when a stream's chunks start coming here (a restart, a replica taking
+over the camera), its saved state is read first, so the rules go on from the camera's recent scores
+instead of warming up again.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -65,6 +68,13 @@ DECISIONS_KEPT = 500  # per rule
 # take-over and back): its calibration is read again from the registry, the newer of the two kept.
 RELOAD_AFTER_S = 120.0
 SUBSCRIBER_QUEUE = 64  # incidents waiting for one SSE reader; beyond it the oldest go
+# While SSE readers are connected, the registry is read this often for incidents other replicas raised,
+# looking back FEED_LOOKBACK_S before the newest seen (another replica's clock, or its write, may lag);
+# the ids of the last FED_KEPT incidents handed on keep any from going out twice.
+FEED_POLL_S = 1.0
+FEED_LOOKBACK_S = 10.0
+FEED_BATCH = 500
+FED_KEPT = 4096
 THUMBNAIL_OWNER = "alert-incidents"  # the thumbnail store's owner of every incident's picture
 INCIDENT_PATH = "/v1/alerts/incidents/{id}/thumbnail"
 
@@ -127,6 +137,8 @@ class AlertEngine:
         self._saved_at = time.monotonic()
         self._stats: dict[str, _RuleStats] = {}
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._fed: OrderedDict[str, None] = OrderedDict()  # ids of the incidents readers were handed
+        self._follower: asyncio.Task[None] | None = None  # reads other replicas' incidents for readers
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._version: tuple[int, float] = (-1, 0.0)  # the store's, when the rules were last read
@@ -146,9 +158,10 @@ class AlertEngine:
         log.info("alert rules: %d, %d active", len(self._rules), len(self._active))
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        for task in (self._refresher, self._follower):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.settings.alert_calibration_save_s > 0:
             await self._save_calibration()
         for task in list(self._tasks):
@@ -439,10 +452,7 @@ class AlertEngine:
         if jpeg is not None:
             incident["thumbnail_url"] = base + INCIDENT_PATH.format(id=incident_id)
         await asyncio.to_thread(self._keep, incident, jpeg)
-        for queue in list(self._subscribers):
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(incident)
+        self._hand_on(incident)
         message, key = self._nv_incident(rule, event, incident)
         body = json.dumps(incident, separators=(",", ":")).encode()
         self.deliveries.deliver(rule, body, message, key, r.end_s)
@@ -579,14 +589,50 @@ class AlertEngine:
 
     # --- incidents --------------------------------------------------------------------------------
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
-        """Incidents as they are raised on this replica, until the reader leaves."""
+        """Incidents as they are raised, on this replica or (within about FEED_POLL_S) on another one
+        sharing the registry, until the reader leaves."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self._subscribers.add(queue)
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.create_task(self._follow_registry(), name="alert-incident-feed")
         try:
             while True:
                 yield await queue.get()
         finally:
             self._subscribers.discard(queue)
+
+    def _hand_on(self, incident: dict[str, Any]) -> None:
+        """Give an incident to every SSE reader, once."""
+        if incident["id"] in self._fed:
+            return
+        self._fed[incident["id"]] = None
+        if len(self._fed) > FED_KEPT:
+            self._fed.popitem(last=False)
+        for queue in list(self._subscribers):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(incident)
+
+    async def _follow_registry(self) -> None:
+        """While readers are connected: the incidents other replicas raised, oldest first. Those raised
+        before the first reader came are only noted (a reader gets incidents from when it connects)."""
+        newest, primed = time.time(), False
+        while self._subscribers or not primed:
+            try:
+                found = await asyncio.to_thread(
+                    self.store.incidents, limit=FEED_BATCH, after=newest - FEED_LOOKBACK_S
+                )
+            except Exception:
+                log.exception("alert incident feed: reading the registry failed; again in %s s", FEED_POLL_S)
+                found = []
+            for incident in reversed(found):  # newest first -> oldest first
+                newest = max(newest, float(incident.get("created_at_unix") or 0.0))
+                if primed:
+                    self._hand_on(incident)
+                else:
+                    self._fed.setdefault(incident["id"], None)
+            primed = True
+            await asyncio.sleep(FEED_POLL_S)
 
     def thumbnail(self, incident_id: str) -> bytes | None:
         with contextlib.suppress(ValueError):  # not an id of ours: no such thumbnail

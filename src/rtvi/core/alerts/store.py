@@ -247,8 +247,10 @@ class AlertStore:
         stream_id: str | None = None,
         limit: int = 100,
         before: float | None = None,
+        after: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first; `before`: only incidents created before that Unix time (paging)."""
+        """Newest first; `before` / `after`: only incidents created before / after that Unix time (paging,
+        following)."""
         query = sa.select(_incidents.c.body).order_by(_incidents.c.created_at.desc()).limit(limit)
         if rule_id is not None:
             query = query.where(_incidents.c.rule_id == rule_id)
@@ -256,6 +258,8 @@ class AlertStore:
             query = query.where(_incidents.c.stream_id == stream_id)
         if before is not None:
             query = query.where(_incidents.c.created_at < before)
+        if after is not None:
+            query = query.where(_incidents.c.created_at > after)
         with self._engine.connect() as conn:
             return [json.loads(body) for body in conn.execute(query).scalars()]
 

@@ -90,15 +90,17 @@ async def list_incidents(
     stream_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[float | None, Query(description="Unix time: incidents created before it")] = None,
+    after: Annotated[float | None, Query(description="Unix time: incidents created after it")] = None,
 ) -> dict[str, Any]:
-    """Incidents, newest first."""
-    found = await asyncio.to_thread(engine.store.incidents, rule_id, stream_id, limit, before)
+    """Incidents, newest first (from every replica sharing the registry)."""
+    found = await asyncio.to_thread(engine.store.incidents, rule_id, stream_id, limit, before, after)
     return {"data": found}
 
 
 @router.get("/incidents/stream")
 async def incident_stream(engine: AlertEngine = Depends(_alerts)) -> EventSourceResponse:
-    """Server-sent events: each incident this replica raises, as it is raised (`data: {...}`)."""
+    """Server-sent events: each incident as it is raised (`data: {...}`), on this replica or, within about
+    a second, on another one sharing the registry."""
     return sse_response(engine.subscribe())
 
 
