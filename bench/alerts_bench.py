@@ -17,8 +17,10 @@ Part "accuracy" (CAMERAS cameras, MINUTES of 2 s chunks; a time-compressed camer
   Ground truth per chunk, from the clip's plan (scene changes at any tenth of a second): each camera's
   start of the clip is fitted to the chunks' thumbnails (their scene matched by pixels to the photos;
   the model under test is not asked), which places every chunk on the clip. A chunk shows a target when
-  it is on screen for at least a quarter of the chunk, not when under 0.2 s; glimpses between count for
-  no method. Warm-up chunks are left out of every method (the calibration has no distribution yet).
+  it is on screen for at least a quarter of the chunk, not when it is nowhere within 0.15 s of it
+  (the fit's tolerance); glimpses between count for no method (the bundled model may see a target in
+  one sampled frame). Warm-up chunks are left out of every method (the calibration has no
+  distribution yet).
   Printed per rule for three readings of the truth: "interval" (the above), "middle_frame" (the
   thumbnail's scene alone: a chunk that spans a cut counts as whichever scene its middle shows) and
   "away_from_cuts" (only chunks that show one scene):
@@ -187,10 +189,12 @@ THUMBNAIL_AT = 4.5 / 8
 @dataclass(frozen=True)
 class ChunkTruth:
     """What a chunk showed. `middle`: its thumbnail's scene, by pixels. `shown`: seconds of the chunk
-    each scene was on screen, from the clip's plan placed by fit_clip_start."""
+    each scene was on screen, from the clip's plan placed by fit_clip_start; `near`: the same over the
+    chunk widened by FIT_TOLERANCE_S at both ends (what it may have shown, given the fit)."""
 
     middle: str
     shown: dict[str, float]
+    near: dict[str, float]
     span: float
 
 
@@ -237,23 +241,23 @@ def shown_during(plan: list[tuple[str, float]], t0: float, start: float, end: fl
     return shown
 
 
-# The per-chunk truth a rule is scored on: a chunk shows a target when it is on screen for at least a
-# quarter of the chunk (SEEN_SHARE: 2 of the 8 frames the model sees); not when it is on screen under
-# GLIMPSE_S (the fit places chunks within about a frame); between the two, a glimpse, counted for no
-# method.
-GLIMPSE_S = 0.2
+# The per-chunk truth a rule is scored on: a chunk shows a target when it is on screen for at least
+# SEEN_SHARE of the chunk (2 of the 8 frames the model sees); it does not when the target is nowhere
+# near it (not within FIT_TOLERANCE_S of its ends: the thumbnail the fit rests on is a frame within an
+# eighth of the chunk); between the two, a glimpse that one sampled frame may or may not have caught,
+# counted for no method.
+FIT_TOLERANCE_S = 0.15
 
 
 def interval_label(t: ChunkTruth, wanted: set[str]) -> bool | None:
-    on = sum(sec for name, sec in t.shown.items() if name in wanted)
-    if on >= SEEN_SHARE * t.span:
+    if sum(sec for name, sec in t.shown.items() if name in wanted) >= SEEN_SHARE * t.span:
         return True
-    return False if on < GLIMPSE_S else None
+    return None if any(name in wanted for name in t.near) else False
 
 
 def one_scene(t: ChunkTruth) -> bool:
-    """Whether the chunk is away from cuts: one scene for all of it (within the fit)."""
-    return max(t.shown.values(), default=0.0) >= t.span - GLIMPSE_S
+    """Whether the chunk is away from cuts: one scene for all of it, within the fit."""
+    return len(t.near) == 1
 
 
 RULES = (("a person", set(PEOPLE)), ("a cat", {"cat"}))  # rule -> the scenes it should fire on
@@ -383,8 +387,11 @@ def run_accuracy(
                 )
                 chunks = {idx: (*spans[idx], m) for idx, m in middles.items() if idx in spans}
                 t0, fits[cam] = fit_clip_start(plan, list(chunks.values()))
+                tol = FIT_TOLERANCE_S
                 truth[cam] = {
-                    idx: ChunkTruth(m, shown_during(plan, t0, a, b), b - a)
+                    idx: ChunkTruth(
+                        m, shown_during(plan, t0, a, b), shown_during(plan, t0, a - tol, b + tol), b - a
+                    )
                     for idx, (a, b, m) in chunks.items()
                 }
     finally:
