@@ -47,7 +47,7 @@ def main() -> None:
     for d in rows:
         if "shown" in d:
             truth.setdefault(d["stream_id"], {})[d["chunk_idx"]] = ChunkTruth(
-                d["middle"], d["shown"], d["span"]
+                d["middle"], d["shown"], d["near"], d["span"]
             )
     print("| rule | truth | replayed | the service | raw, leave one camera out | differing decisions |")
     print("|---|---|---|---|---|---|")
