@@ -622,9 +622,10 @@ class AlertEngine:
                 found = await asyncio.to_thread(
                     self.store.incidents, limit=FEED_BATCH, after=newest - FEED_LOOKBACK_S
                 )
-            except Exception:
+            except Exception:  # not primed yet: a later read notes the incidents before the reader
                 log.exception("alert incident feed: reading the registry failed; again in %s s", FEED_POLL_S)
-                found = []
+                await asyncio.sleep(FEED_POLL_S)
+                continue
             for incident in reversed(found):  # newest first -> oldest first
                 newest = max(newest, float(incident.get("created_at_unix") or 0.0))
                 if primed:
