@@ -615,9 +615,10 @@ class AlertEngine:
 
     async def _follow_registry(self) -> None:
         """While readers are connected: the incidents other replicas raised, oldest first. Those raised
-        before the first reader came are only noted (a reader gets incidents from when it connects)."""
+        before the first reader came are only noted (a reader gets incidents from when it connects).
+        It ends when the last reader leaves, primed or not (the registry may be down meanwhile)."""
         newest, primed = time.time(), False
-        while self._subscribers or not primed:
+        while self._subscribers:
             try:
                 found = await asyncio.to_thread(
                     self.store.incidents, limit=FEED_BATCH, after=newest - FEED_LOOKBACK_S
