@@ -91,10 +91,10 @@ def cluster_state(srv: RtviServer) -> dict[str, list[str]]:
     return checks["cluster"]
 
 
-def spread(replicas: list[RtviServer], partitions: int = 6) -> bool:
-    """Every partition of the stream topic is assigned, and every replica holds some."""
-    owned = [cluster_state(r)["partitions"] for r in replicas]
-    return sum(map(len, owned)) == partitions and all(owned)
+def spread(replicas: list[RtviServer]) -> bool:
+    """Every replica counts every replica as a member: the cameras are shared over all of them."""
+    ids = sorted(f"r{i}" for i in range(len(replicas)))
+    return all(cluster_state(r)["members"] == ids for r in replicas)
 
 
 def start_replicas(replicas: list[RtviServer], timeout: float = 300) -> str:
@@ -104,7 +104,7 @@ def start_replicas(replicas: list[RtviServer], timeout: float = 300) -> str:
         r.start(wait_ready=False)
     for r in replicas:
         r.wait("/v1/ready", timeout)
-    wait_for(lambda: spread(replicas), 90, "the partitions spread over the replicas")
+    wait_for(lambda: spread(replicas), 90, "every replica a member")
     model: str = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
     return model
 

@@ -528,15 +528,16 @@ class Settings(BaseSettings):
     # Kafka brokers that share live streams among the replicas of a service; empty = this process runs
     # every auto-started stream itself.
     cluster_bootstrap: str = Field("", validation_alias="RTVI_CLUSTER_BOOTSTRAP")
-    # Empty = rtvi-<service>-streams; one per service (its replicas form one consumer group on it).
+    # Empty = rtvi-<service>-streams; one per service (its replicas' heartbeats go to <topic>-members).
     cluster_topic: str = Field("", validation_alias="RTVI_CLUSTER_TOPIC")
-    # Partitions of a new stream topic: the most replicas that can share the cameras.
+    # Partitions of a new stream topic (they spread its records; any number of replicas can share).
     cluster_partitions: int = Field(12, validation_alias="RTVI_CLUSTER_PARTITIONS", ge=1)
     # How long a silent replica keeps its cameras before the others take them (most of the failover time).
     cluster_session_timeout_ms: int = Field(
         10_000, validation_alias="RTVI_CLUSTER_SESSION_TIMEOUT_MS", ge=1000
     )
-    # Names this process in the results' rtvi-replica header and the logs; empty = <hostname>-<pid>.
+    # Names this process in the results' rtvi-replica header, the logs and the cluster's members (unique
+    # per process); empty = <hostname>-<pid>.
     replica_id: str = Field("", validation_alias="RTVI_REPLICA_ID")
 
     # --- live streams (RTSP) --------------------------------------------------------------------

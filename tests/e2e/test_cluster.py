@@ -64,7 +64,7 @@ def test_replicas_share_cameras_and_take_over_a_dead_ones(
     replicas: list[RtviServer], broker: TansuBroker, camera: RtspServer
 ) -> None:
     # The group settles: every partition is assigned, to every replica some.
-    wait_for(lambda: spread(replicas), 60, "the partitions spread over the three replicas")
+    wait_for(lambda: spread(replicas), 60, "the three replicas members of one another")
     model = httpx.get(replicas[0].url + "/v1/models").json()["data"][0]["id"]
     # One alert rule, made on one replica, applies on every replica (the shared registry).
     rule = {"name": "every chunk", "query": "a ball", "min_score": -1, "cooldown_s": 0}

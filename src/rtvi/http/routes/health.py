@@ -48,7 +48,7 @@ def _checks(core: ServiceCore) -> dict[str, dict[str, Any]]:
         checks["cluster"] = {
             "healthy": True,  # a lost broker shows in the bus checks; the cameras here keep running
             "replica": replica_name(core.settings),
-            "partitions": ownership.assigned_partitions(),
+            "members": ownership.members(),  # the replicas this one shares the cameras with, itself too
             "streams": sorted(ownership.owned()),
             # SSE readers here of cluster-run streams, served from the results topic
             "feed_readers": core.cluster.readers(),
