@@ -181,9 +181,12 @@ class StreamOwnership:
     def _ensure_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         compact = {"cleanup.policy": "compact"}
+        # Heartbeats: the newest per replica is all that matters; an hourly segment lets Kafka compact the
+        # rest (the default segment closes only after 7 days or 1 GB).
+        beats = compact | {"segment.ms": "3600000"}
         new = [
             NewTopic(self.topic, self.partitions, config=compact),
-            NewTopic(self.members_topic, 1, config=compact),
+            NewTopic(self.members_topic, 1, config=beats),
         ]
         for future in admin.create_topics(new).values():
             try:
