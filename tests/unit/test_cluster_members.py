@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from rtvi.core.cluster import Heartbeat, MemberView, owner_of
@@ -37,6 +38,9 @@ def test_a_member_counts_while_ready_and_heard_within_its_session() -> None:
     view.hear("r1", None, now=13.3)  # a tombstone: r1 left, no need to wait for its session
     assert view.members(now=13.3) == []
     assert view.heard_from("r0") == 10.0
+    assert view.next_lapse(now=13.3) == math.inf  # nobody ready left to lapse
+    view.hear("r3", ready, now=12.0)
+    assert view.next_lapse(now=13.3) == 15.0  # when the ownership thread next has to look, unasked
     view.forget_lapsed(now=10.0 + 31.0)  # long gone (ten sessions): the view stays bounded
     assert view.heard_from("r0") is None and view.heard_from("r2") is None
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -114,6 +115,11 @@ class MemberView:
     def members(self, now: float) -> list[str]:
         """The ready members whose session has not lapsed, sorted."""
         return sorted(m for m, (at, beat) in self._heard.items() if beat.ready and now - at <= beat.session_s)
+
+    def next_lapse(self, now: float) -> float:
+        """When the next ready member's session lapses, unless heard from again (inf: none will)."""
+        ends = [at + beat.session_s for at, beat in self._heard.values() if beat.ready]
+        return min((end for end in ends if end >= now), default=math.inf)
 
     def forget_lapsed(self, now: float) -> None:
         """Drop what is long past (a member gone for ten sessions): the view stays bounded."""
@@ -243,7 +249,13 @@ class StreamOwnership:
                     self._beat(ready=self._ready)
                     next_beat = now + self.heartbeat_s
                 self._producer.poll(0)
-                msg = consumer.poll(min(0.05, max(0.0, next_beat - time.monotonic())))
+                # Sleep until a message, or the next moment something can change without one: a beat
+                # due, a member's session lapsing, this replica getting ready or fenced.
+                deadlines = [next_beat, self._view.next_lapse(now), self._acked + self.session_s]
+                if not self._ready:
+                    deadlines.append(ready_at)
+                wake = min((d for d in deadlines if d > now), default=now + 1.0)
+                msg = consumer.poll(min(1.0, max(0.0, wake - time.monotonic()) + 0.001))
                 now = time.monotonic()
                 if msg is not None:
                     self._read(msg, now)
