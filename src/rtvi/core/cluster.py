@@ -21,7 +21,7 @@ Views differ for a moment around a change (each replica reads a heartbeat or a t
 time): a camera may then run on two replicas for up to a heartbeat, producing the same chunk keys, or on
 none, which is within the failover window. A replica that cannot write its heartbeat for a session
 timeout (the others have dropped it by then) stops its cameras; one that cannot read the members topic
-changes nothing until it can.
+changes nothing for half a session, then gives its cameras up and says it is not ready.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ class StreamOwnership:
         self._ready = False
         self._acked = time.monotonic()  # the last heartbeat the broker took
         self._warned_twin = False
+        self._topics_made = False
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
@@ -172,7 +173,10 @@ class StreamOwnership:
 
     # --- membership ------------------------------------------------------------------------------
     def start(self) -> StreamOwnership:
-        self._ensure_topics()
+        try:
+            self._ensure_topics()
+        except KafkaException as exc:  # the thread tries again until the broker answers
+            log.warning("cluster: the topics could not be made yet: %s", exc)
         self._thread = threading.Thread(target=self._run, name="rtvi-ownership", daemon=True)
         self._thread.start()
         return self
@@ -185,6 +189,8 @@ class StreamOwnership:
         self._producer.flush(timeout)
 
     def _ensure_topics(self) -> None:
+        if self._topics_made:
+            return
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         compact = {"cleanup.policy": "compact"}
         # Heartbeats: the newest per replica is all that matters; an hourly segment lets Kafka compact the
@@ -200,6 +206,7 @@ class StreamOwnership:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
                     raise
+        self._topics_made = True
 
     def _consumer(self) -> Consumer:
         """Every partition of the streams topic from its beginning (the state), the members topic from
@@ -214,7 +221,11 @@ class StreamOwnership:
                 "fetch.wait.max.ms": 50,
             }
         )
-        streams = consumer.list_topics(self.topic, timeout=15).topics[self.topic].partitions
+        topic = consumer.list_topics(self.topic, timeout=15).topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            consumer.close()  # a topic just made may not be in the metadata yet: _run tries again
+            raise KafkaException(f"no partitions of {self.topic} in the metadata yet")
+        streams = topic.partitions
         _, end = consumer.get_watermark_offsets(TopicPartition(self.members_topic, 0), 15)
         consumer.assign(
             [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in streams]
@@ -230,13 +241,17 @@ class StreamOwnership:
                 log.exception("stream ownership failed; this replica stops its streams, again in 1 s")
                 self._apply(set(), [])
                 self._closing.wait(1.0)
-        # Leaving: the tombstone first, so the others open these cameras while they still run here.
-        self._producer.produce(self.members_topic, key=self.me.encode(), value=None)
-        self._producer.flush(5)
-        self._apply(set(), [])
+        try:  # leaving: the tombstone first, so the others open these cameras while they still run here
+            self._producer.produce(self.members_topic, key=self.me.encode(), value=None)
+            self._producer.flush(5)
+        except Exception:
+            log.exception("cluster: could not say this replica leaves; its session will lapse")
+        finally:
+            self._apply(set(), [])
 
     def _serve(self) -> None:
         """Read both topics from a fresh start: the streams from the beginning, who is a member anew."""
+        self._ensure_topics()
         consumer = self._consumer()
         self._view, self._runs, self._runs_changed, self._ready = MemberView(self.me), set(), True, False
         try:
@@ -251,16 +266,14 @@ class StreamOwnership:
                 self._producer.poll(0)
                 # Sleep until a message, or the next moment something can change without one: a beat
                 # due, a member's session lapsing, this replica getting ready or fenced.
-                deadlines = [next_beat, self._view.next_lapse(now), self._acked + self.session_s]
-                if not self._ready:
-                    deadlines.append(ready_at)
+                deadlines = [next_beat, self._view.next_lapse(now), self._acked + self.session_s, ready_at]
                 wake = min((d for d in deadlines if d > now), default=now + 1.0)
                 msg = consumer.poll(min(1.0, max(0.0, wake - time.monotonic()) + 0.001))
                 now = time.monotonic()
                 if msg is not None:
                     self._read(msg, now)
-                if not self._ready and now >= ready_at and self._view.heard_from(self.me) is not None:
-                    self._ready = True
+                if self._ready != self._may_own(now, ready_at):
+                    self._ready = not self._ready
                     next_beat = 0.0  # say so at once
                 self._decide(now)
         finally:
@@ -304,16 +317,27 @@ class StreamOwnership:
             (self._runs.add if value == RUN else self._runs.discard)(name)
             self._runs_changed = True
 
+    def _read_age(self, now: float) -> float:
+        """How long ago this replica read back its own heartbeat: how stale its view of the others is."""
+        heard_me = self._view.heard_from(self.me)
+        return math.inf if heard_me is None else now - heard_me
+
+    def _may_own(self, now: float, ready_at: float) -> bool:
+        """Ready: past the newcomer's wait and reading the members topic. A replica that has not read it
+        for a session gives its cameras up (its heartbeats say not ready, so the others take them)."""
+        if self._ready:
+            return self._read_age(now) <= self.session_s
+        return now >= ready_at and self._read_age(now) <= self.session_s / 2
+
     def _decide(self, now: float) -> None:
         """Run here exactly the streams this replica owns in its current view."""
-        heard_me = self._view.heard_from(self.me)
-        if now - self._acked > self.session_s:
-            # The others have dropped this replica by now: it must not keep cameras they took.
+        if now - self._acked > self.session_s or not self._ready:
+            # Fenced (the others have dropped this replica by now) or not ready: no cameras here.
             members: list[str] = []
-        elif heard_me is None or now - heard_me > self.session_s / 2:
-            return  # not reading the members topic (yet, or any more): every other member looks lapsed
+        elif self._read_age(now) > self.session_s / 2:
+            return  # not reading the members topic for a moment: every other member looks lapsed
         else:
-            members = self._view.members(now) if self._ready else []
+            members = self._view.members(now)
         self._view.forget_lapsed(now)
         if members == self._members and not self._runs_changed:
             return
@@ -328,7 +352,9 @@ class StreamOwnership:
             self._members = members
             starting, stopping = wanted - self._running, self._running - wanted
             self._running = set(wanted)
-        for stream_id in sorted(stopping):
-            self._stop(stream_id)
-        for stream_id in sorted(starting):
-            self._start(stream_id)
+        for hook, streams in ((self._stop, stopping), (self._start, starting)):
+            for stream_id in sorted(streams):
+                try:
+                    hook(stream_id)
+                except Exception:  # one stream's failure (its registry read, say) is not the others'
+                    log.exception("cluster: stream %s could not be started or stopped here", stream_id)
