@@ -142,26 +142,22 @@ def main(rounds: int) -> None:
                 return moved <= {c.camera for c in tail.since(killed) if c.replica != victim_id}
 
             wait_for(taken_over, 120, "take-over")
-            back = max(
-                min(c.received for c in tail.since(killed) if c.camera == cam and c.replica != victim_id)
+            # Each moved camera's first chunk from a survivor: when it arrived, and from when it covers.
+            firsts = {
+                cam: min(
+                    (c for c in tail.since(killed) if c.camera == cam and c.replica != victim_id),
+                    key=lambda c: c.received,
+                )
                 for cam in moved
-            )
+            }
+            last = max(firsts, key=lambda cam: firsts[cam].received)
+            back, watched = firsts[last].received, max(c.start for c in firsts.values())
             failovers.append(back - killed)
-            watched = max(
-                min(c.start for c in tail.since(killed) if c.camera == cam and c.replica != victim_id)
-                for cam in moved
-            )
             gaps.append(watched - killed)
             load = os.getloadavg()[0]  # the machine is shared: what else ran shows here
             print(
                 f"round {n + 1}: {victim_id} held {len(moved)} cameras; back after {back - killed:.1f} s,"
                 f" watched again from {watched - killed:.1f} s (load {load:.1f})"
-            )
-            last = max(
-                moved,
-                key=lambda cam: min(
-                    c.received for c in tail.since(killed) if c.camera == cam and c.replica != victim_id
-                ),
             )
             time.sleep(1)  # the logs are flushed
             try:

@@ -158,23 +158,23 @@ def test_a_member_killed_hands_its_streams_over_once_its_session_lapses(
 def test_a_hook_that_fails_for_one_stream_leaves_the_others_and_the_membership_alone(
     broker: TansuBroker, topic: str
 ) -> None:
-    member = Member(broker.bootstrap, topic, "solo")
+    running: set[str] = set()
 
-    def start(stream_id: str) -> None:
+    def start(stream_id: str) -> None:  # the service's hook, failing as its registry read can
         if stream_id == "cam-bad":
             raise RuntimeError("its registry row could not be read")
-        member.running.add(stream_id)
+        running.add(stream_id)
 
-    member.ownership._start = start  # the hook the service passes, failing as a database read can
-    member.ownership.start()
+    settings = _settings(broker.bootstrap, topic, "solo")
+    ownership = StreamOwnership(settings, "test", start=start, stop=running.discard).start()
     try:
-        _wait(lambda: member.ownership.members() == ["solo"], 30, "ready")
+        _wait(lambda: ownership.members() == ["solo"], 30, "ready")
         for cam in ("cam-bad", "cam-a", "cam-b"):
-            member.ownership.announce(cam, run=True)
-        _wait(lambda: member.running == {"cam-a", "cam-b"}, 30, "the other cameras")
+            ownership.announce(cam, run=True)
+        _wait(lambda: running == {"cam-a", "cam-b"}, 30, "the other cameras")
         time.sleep(SESSION_MS / 1000 + 0.5)  # the thread still beats: still a member, still running them
-        assert member.ownership.members() == ["solo"]
-        member.ownership.announce("cam-c", run=True)
-        _wait(lambda: "cam-c" in member.running, 30, "a camera announced after the failure")
+        assert ownership.members() == ["solo"]
+        ownership.announce("cam-c", run=True)
+        _wait(lambda: "cam-c" in running, 30, "a camera announced after the failure")
     finally:
-        member.ownership.close()
+        ownership.close()

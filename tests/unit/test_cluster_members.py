@@ -28,7 +28,7 @@ def test_owners_are_spread_and_only_a_leaving_member_s_streams_move() -> None:
 
 
 def test_a_member_counts_while_ready_and_heard_within_its_session() -> None:
-    view = MemberView("r0")
+    view = MemberView()
     ready, warming = Heartbeat(True, 3.0, "a"), Heartbeat(False, 3.0, "b")
     view.hear("r0", ready, now=10.0)
     view.hear("r1", ready, now=10.5)

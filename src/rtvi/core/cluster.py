@@ -56,8 +56,8 @@ StreamHook = Callable[[str], None]  # called with a stream id on the ownership t
 
 
 def heartbeat_interval_ms(session_timeout_ms: int) -> int:
-    """A tenth of the session timeout (at least 100 ms): how long after its last heartbeat a replica that
-    died is still counted as a member, at most, beyond the session timeout."""
+    """A tenth of the session timeout (at least 100 ms): a replica that dies is dropped a session timeout
+    after its last heartbeat, so between 0.9 and 1 session timeout after it died."""
     return max(100, session_timeout_ms // 10)
 
 
@@ -97,8 +97,7 @@ class Heartbeat:
 class MemberView:
     """This replica's view of the members: who was heard from, when (monotonic seconds, passed in)."""
 
-    def __init__(self, me: str) -> None:
-        self.me = me
+    def __init__(self) -> None:
         self._heard: dict[str, tuple[float, Heartbeat]] = {}
 
     def hear(self, member: str, beat: Heartbeat | None, now: float) -> None:
@@ -140,7 +139,7 @@ class StreamOwnership:
         self._start = start
         self._stop = stop
         self._lock = threading.Lock()
-        self._view = MemberView(self.me)
+        self._view = MemberView()
         self._incarnation = uuid.uuid4().hex
         self._runs: set[str] = set()  # streams the streams topic says run (all of them, any owner)
         self._runs_changed = False  # since the last decision
@@ -253,7 +252,7 @@ class StreamOwnership:
         """Read both topics from a fresh start: the streams from the beginning, who is a member anew."""
         self._ensure_topics()
         consumer = self._consumer()
-        self._view, self._runs, self._runs_changed, self._ready = MemberView(self.me), set(), True, False
+        self._view, self._runs, self._runs_changed, self._ready = MemberView(), set(), True, False
         try:
             # Ready (may own streams) once every live member has had two heartbeats' time to be heard.
             ready_at = time.monotonic() + 2 * self.heartbeat_s
@@ -261,7 +260,7 @@ class StreamOwnership:
             while not self._closing.is_set():
                 now = time.monotonic()
                 if now >= next_beat:
-                    self._beat(ready=self._ready)
+                    self._beat()
                     next_beat = now + self.heartbeat_s
                 self._producer.poll(0)
                 # Sleep until a message, or the next moment something can change without one: a beat
@@ -279,8 +278,8 @@ class StreamOwnership:
         finally:
             consumer.close()
 
-    def _beat(self, ready: bool) -> None:
-        beat = Heartbeat(ready, self.session_s, self._incarnation)
+    def _beat(self) -> None:
+        beat = Heartbeat(self._ready, self.session_s, self._incarnation)
         self._producer.produce(
             self.members_topic, key=self.me.encode(), value=beat.encode(), on_delivery=self._acked_by
         )
@@ -304,15 +303,14 @@ class StreamOwnership:
             if value is not None and beat is None:
                 log.warning("cluster: %s wrote a heartbeat this release cannot read; ignored", name)
                 return
-            member = name
-            if member == self.me and beat is not None and beat.incarnation != self._incarnation:
+            if name == self.me and beat is not None and beat.incarnation != self._incarnation:
                 if not self._warned_twin:
                     log.error(
                         "cluster: another process uses this replica id (%s): set RTVI_REPLICA_ID", self.me
                     )
                     self._warned_twin = True
                 return
-            self._view.hear(member, beat, now)
+            self._view.hear(name, beat, now)
         else:
             (self._runs.add if value == RUN else self._runs.discard)(name)
             self._runs_changed = True
